@@ -1,0 +1,135 @@
+"""Mask algebra on float32 maps in [0, 1]: threshold, compose with strokes, grow, shrink, feather.
+
+Everything here is numpy + Pillow (no torch), fast enough to run on every slider move.
+A mask is an (H, W) float32 array; 1 = edit, 0 = keep.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from engine.errors import InputError
+
+
+def threshold(heatmap: np.ndarray, level: float) -> np.ndarray:
+    """Binary mask of the pixels whose heatmap value is above ``level``."""
+    return (np.asarray(heatmap) > level).astype(np.float32)
+
+
+def compose(
+    heatmap: np.ndarray | None,
+    level: float,
+    added: np.ndarray | None = None,
+    erased: np.ndarray | None = None,
+) -> np.ndarray:
+    """(heatmap > level OR added) AND NOT erased, keeping soft stroke edges.
+
+    ``added`` and ``erased`` are stroke coverage maps in [0, 1]; a missing layer counts as empty.
+    """
+    shapes = {np.shape(a) for a in (heatmap, added, erased) if a is not None}
+    if not shapes:
+        raise InputError("compose needs at least one of heatmap, added, erased")
+    if len(shapes) > 1:
+        raise InputError(f"mask layers differ in size: {sorted(shapes)}")
+    shape = shapes.pop()
+    mask = threshold(heatmap, level) if heatmap is not None else np.zeros(shape, np.float32)
+    if added is not None:
+        mask = np.maximum(mask, added.astype(np.float32, copy=False))
+    if erased is not None:
+        mask = mask * (1.0 - erased.astype(np.float32, copy=False))
+    return mask
+
+
+def invert(mask: np.ndarray) -> np.ndarray:
+    return (1.0 - np.asarray(mask, np.float32)).astype(np.float32)
+
+
+def grow(mask: np.ndarray, px: int) -> np.ndarray:
+    """Dilate the edited region by ``px`` pixels (square neighbourhood), in time independent of px."""
+    if px <= 0:
+        return np.asarray(mask, np.float32).copy()
+    # A box blur is non-zero exactly where the box of radius px meets the mask: that is dilation.
+    blurred = _to_image(mask > 0).filter(ImageFilter.BoxBlur(px))
+    return (np.asarray(blurred) > 0).astype(np.float32)
+
+
+def shrink(mask: np.ndarray, px: int) -> np.ndarray:
+    """Erode the edited region by ``px`` pixels (the dual of grow)."""
+    if px <= 0:
+        return np.asarray(mask, np.float32).copy()
+    return invert(grow(invert(threshold(mask, 0.5)), px))
+
+
+def feather(mask: np.ndarray, px: float) -> np.ndarray:
+    """Soften the edges with a Gaussian of radius ``px``; the interior stays 1."""
+    if px <= 0:
+        return np.asarray(mask, np.float32).copy()
+    soft = _to_image(mask).filter(ImageFilter.GaussianBlur(px))
+    return np.asarray(soft, np.float32) / 255.0
+
+
+def paste_alpha(mask: np.ndarray, feather_px: int) -> np.ndarray:
+    """Blend weights for paste-back: 1 on the mask, a linear fade over ``feather_px`` outside it,
+    and exactly 0 beyond, so those pixels stay byte-identical to the original."""
+    mask = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
+    if feather_px <= 0:
+        return mask
+    inner = feather_px // 2
+    outer = feather_px - inner
+    # Grey dilation by `inner` then a box blur of `outer`: the fade ends exactly feather_px out.
+    size = 2 * inner + 1
+    grown = _to_image(mask).filter(ImageFilter.MaxFilter(size)) if inner else _to_image(mask)
+    faded = grown.filter(ImageFilter.BoxBlur(outer))
+    alpha = np.asarray(faded, np.float32) / 255.0
+    return np.maximum(alpha, mask)
+
+
+def composite(original: np.ndarray, edited: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """original where alpha is 0, edited where it is 1, a rounded blend between (uint8 HxWxC)."""
+    if original.shape != edited.shape:
+        raise InputError(f"paste-back sizes differ: original {original.shape}, edit {edited.shape}")
+    a = np.asarray(alpha, np.float32)[..., None]
+    blended = original.astype(np.float32) * (1.0 - a) + edited.astype(np.float32) * a
+    blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return np.where(a > 0, blended, original)
+
+
+def resize(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a soft map to (width, height): area averaging when shrinking, bilinear when growing."""
+    width, height = size
+    mask = np.asarray(mask, np.float32)
+    if mask.shape == (height, width):
+        return mask.copy()
+    shrinking = width <= mask.shape[1] and height <= mask.shape[0]
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    out = Image.fromarray(mask, mode="F").resize((width, height), method)
+    return np.clip(np.asarray(out, np.float32), 0.0, 1.0)
+
+
+def from_image(image: Image.Image, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask from a greyscale (or any) picture: white = edit, black = keep."""
+    if expected_size is not None and image.size != tuple(expected_size):
+        w, h = image.size
+        ew, eh = expected_size
+        raise InputError(f"the mask is {w}x{h} but the photo is {ew}x{eh}; they must match")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        grey = image.convert("RGBA")
+        rgb = np.asarray(grey.convert("L"), np.float32) / 255.0
+        a = np.asarray(grey.getchannel("A"), np.float32) / 255.0
+        return (rgb * a).astype(np.float32)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, np.float32)
+        peak = 65535.0 if values.max(initial=0) > 255 else 255.0
+        return np.clip(values / peak, 0.0, 1.0)
+    return np.asarray(image.convert("L"), np.float32) / 255.0
+
+
+def to_image(mask: np.ndarray) -> Image.Image:
+    """An 8-bit greyscale picture of a mask (white = edit)."""
+    return _to_image(mask)
+
+
+def _to_image(mask: np.ndarray) -> Image.Image:
+    values = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
+    return Image.fromarray(np.rint(values * 255.0).astype(np.uint8), mode="L")
