@@ -1,0 +1,1 @@
+"""Editing methods, one module each, all driven by an EditSession."""

@@ -1,0 +1,81 @@
+"""DiffEdit (Couairon et al., 2022): mask from noise contrast, unconditional DDIM encoding,
+masked decoding under the target text with the encoded latents kept outside the mask."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.inversion import Schedule, ddim_step
+from engine.preview import latent_preview
+
+
+@torch.no_grad()
+def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: torch.Tensor,
+                     target: torch.Tensor, samples: int, noise_ratio: float, seed: int,
+                     batch: int) -> torch.Tensor:
+    """Where the two texts disagree about the noise: an (h, w) latent-size map in [0, 1].
+
+    ``samples`` noisings of ``z0`` at ``noise_ratio`` are each predicted under the source and
+    the target text (2 * samples evaluations, no unconditional duplicates), in UNet calls of at
+    most ``batch`` evaluations. Per sample the absolute difference is averaged over channels,
+    the samples are averaged, values beyond mean + 3 std are clipped (extreme predictions), and
+    the map is rescaled to [0, 1].
+    """
+    t = schedule.timestep_at(noise_ratio)
+    alpha = schedule.alpha(t)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    noise = torch.randn((samples, *z0.shape[1:]), generator=generator).to(z0.device)
+    noisy = alpha**0.5 * z0 + (1 - alpha) ** 0.5 * noise
+    pairs_per_call = max(1, batch // 2)
+    total = 0.0
+    calls = -(-samples // pairs_per_call)
+    for call, start in enumerate(range(0, samples, pairs_per_call)):
+        chunk = noisy[start:start + pairs_per_call]
+        n = chunk.shape[0]
+        texts = torch.cat([source.expand(n, -1, -1), target.expand(n, -1, -1)])
+        eps = ctx.predict_noise(torch.cat([chunk, chunk]), t, texts, alpha)
+        eps_source, eps_target = eps[:n], eps[n:]
+        total = total + (eps_target - eps_source).abs().mean(dim=1).sum(dim=0)
+        ctx.step(call + 1, calls)
+    heat = total / samples
+    ceiling = heat.mean() + 3 * heat.std()
+    heat = heat.clamp(max=float(ceiling))
+    low, high = heat.min(), heat.max()
+    if float(high - low) <= 1e-12:
+        return torch.zeros_like(heat)  # the texts predict the same noise everywhere
+    return (heat - low) / (high - low)
+
+
+@torch.no_grad()
+def masked_decode(ctx, schedule: Schedule, trajectory: list[torch.Tensor], latent_mask: torch.Tensor,
+                  uncond: torch.Tensor, cond: torch.Tensor, guidance: float, eta: float, seed: int,
+                  preview_content: tuple[int, int] | None = None) -> torch.Tensor:
+    """Decode from the encoded latent under ``cond`` with classifier-free guidance.
+
+    After every step the latent outside ``latent_mask`` (1 = edit; soft values blend) is replaced
+    by the encoded latent at the level the step arrived at, so the background follows the
+    photo's own trajectory. Returns the final latent.
+    """
+    count = len(trajectory) - 1
+    timesteps = schedule.tail(count)
+    mask = latent_mask.to(trajectory[0].device, torch.float32)[None, None]
+    generator = torch.Generator("cpu").manual_seed(seed)
+    use_cfg = guidance != 1.0
+    texts = torch.cat([uncond, cond]) if use_cfg else cond
+    x = trajectory[-1]
+    for index, t in enumerate(timesteps):
+        alpha_t = schedule.alpha(t)
+        alpha_next = schedule.alpha(schedule.previous(t))
+        if use_cfg:
+            eps_uncond, eps_cond = ctx.predict_noise(torch.cat([x, x]), t, texts, alpha_t).chunk(2)
+            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+        else:
+            eps = ctx.predict_noise(x, t, texts, alpha_t)
+        noise = None
+        if eta > 0:
+            noise = torch.randn(x.shape, generator=generator).to(x.device)
+        x = ddim_step(x, eps, alpha_t, alpha_next, eta, noise)
+        # trajectory[count - index - 1] is the encoded latent at the level x just reached.
+        x = mask * x + (1 - mask) * trajectory[count - index - 1]
+        ctx.step(index + 1, count, latent_preview(x, preview_content))
+    return x

@@ -1,0 +1,250 @@
+"""Find and load a Stable Diffusion 1.x/2.x model; choose device and dtype in one place.
+
+Sources: a diffusers-layout folder, a hub repo id resolved from the local Hugging Face cache
+(downloads only when the caller allows them), a single-file ``.safetensors`` checkpoint, or
+"tiny" for the random-weight test model. Pickle checkpoints are refused unless the caller opts in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import ModelError
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
+REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# What a download of a diffusers SD repo needs: configs, tokenizer files, safetensors weights.
+HUB_PATTERNS = ["*.json", "*.txt", "tokenizer/*", "unet/*.safetensors", "vae/*.safetensors",
+                "text_encoder/*.safetensors"]
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+@dataclass
+class LoadedModel:
+    """The diffusers/transformers components of one SD model, on one device."""
+
+    name: str
+    source: str
+    unet: object
+    vae: object
+    text_encoder: object
+    tokenizer: object
+    scheduler_config: dict
+    device: object  # torch.device
+    dtype: object  # torch.dtype of the UNet and text encoder
+    family: str  # "sd1" | "sd2"
+    prediction_type: str  # "epsilon" | "v_prediction"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def native_size(self) -> int:
+        """Side in pixels of the square the UNet was trained at (512 for SD 1.x)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def size_multiple(self) -> int:
+        """Working sizes are padded to this many pixels so every UNet level divides evenly."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+
+def resolve_device(name: str = "auto"):
+    """cuda > mps > cpu for "auto"; an explicit device must be usable here."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError("device 'cuda' was asked for, but this torch sees no CUDA GPU; "
+                             "use --device cpu or install a CUDA build of torch")
+        return torch.device(name)
+    if name == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise ModelError("device 'mps' was asked for, but Apple MPS is not available here; use --device cpu")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ModelError(f"unknown device {name!r}: use auto, cpu, cuda or mps")
+
+
+def resolve_dtype(name: str, device):
+    """float16 on CUDA, float32 elsewhere for "auto"; or the named precision."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    choices = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+               "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if name not in choices:
+        raise ModelError(f"unknown dtype {name!r}: use auto, float32, float16 or bfloat16")
+    return choices[name]
+
+
+def load_model(
+    source: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    allow_download: bool = False,
+    allow_pickle: bool = False,
+) -> LoadedModel:
+    """Load the model named by ``source``, or raise ModelError saying what is wrong."""
+    source = (source or "").strip()
+    if not source:
+        raise ModelError(
+            "no model given: pass --model with a diffusers folder, a .safetensors file or a hub id "
+            "in your cache (list them with `diffedit-studio models`), or --model tiny for the "
+            "random-weight test model"
+        )
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    _quiet_libraries()
+    if source == "tiny":
+        from engine.tiny_model import ensure_tiny_model
+
+        return _load_folder(ensure_tiny_model(), "tiny (random weights)", torch_device, torch_dtype,
+                            allow_pickle)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _load_folder(path, path.name, torch_device, torch_dtype, allow_pickle)
+    if path.is_file():
+        return _load_file(path, torch_device, torch_dtype, allow_pickle)
+    if _REPO_ID.match(source) and not path.suffix:
+        folder = _resolve_hub_id(source, allow_download)
+        return _load_folder(folder, source, torch_device, torch_dtype, allow_pickle)
+    raise ModelError(f"model not found: {source!r} is neither a file, a folder nor a hub id (org/name)")
+
+
+def _quiet_libraries() -> None:
+    """Loading chatter and per-file progress bars belong to the libraries' own CLIs, not ours."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _resolve_hub_id(repo_id: str, allow_download: bool) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS,
+                                      local_files_only=not allow_download))
+    except LocalEntryNotFoundError:
+        if allow_download:
+            raise ModelError(f"could not download {repo_id!r}: no connection to the hub "
+                             "(or HF_HUB_OFFLINE is set)") from None
+        raise ModelError(f"{repo_id!r} is not in the local Hugging Face cache; download it "
+                         "once with the app's Models dialog or pass --allow-download") from None
+    except Exception as exc:  # hub errors: repo not found, gated, network
+        raise ModelError(f"could not get {repo_id!r} from the hub: {exc}") from None
+
+
+def _load_file(path: Path, device, dtype, allow_pickle: bool) -> LoadedModel:
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise ModelError(
+            f"{path.name} is a pickle checkpoint, which can run arbitrary code when loaded; "
+            "convert it to .safetensors, or pass --allow-pickle to load it with "
+            "torch.load(weights_only=True)"
+        )
+    if suffix not in PICKLE_SUFFIXES | {".safetensors"}:
+        raise ModelError(f"{path.name}: not a model file (expected .safetensors or a diffusers folder)")
+    try:
+        from engine.single_file import load_single_file
+    except ImportError:
+        raise ModelError(f"{path.name}: single-file checkpoints are not supported in this build") from None
+    pipe = load_single_file(path, dtype=dtype)
+    return _assemble(path.stem, str(path), pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
+                     dict(pipe.scheduler.config), device, dtype)
+
+
+def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> LoadedModel:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    missing = [c for c in REQUIRED_COMPONENTS if not (folder / c).is_dir()]
+    if missing:
+        raise ModelError(f"{folder} is not a complete Stable Diffusion folder: missing "
+                         f"{', '.join(missing)} (expected diffusers layout with model_index.json)")
+    for component in ("unet", "vae", "text_encoder"):
+        _check_weights(folder / component, allow_pickle)
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    try:
+        scheduler_config = json.loads(scheduler_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {scheduler_file}: {exc}") from None
+    safetensors_only = None if allow_pickle else True
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True,
+                                                    use_safetensors=safetensors_only)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True,
+                                            use_safetensors=safetensors_only)
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True,
+                                                     use_safetensors=safetensors_only)
+        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load the model in {folder}: {exc}") from None
+    return _assemble(name, str(folder), unet, vae, text_encoder, tokenizer, scheduler_config,
+                     device, dtype)
+
+
+def _check_weights(component_dir: Path, allow_pickle: bool) -> None:
+    files = [p for p in component_dir.iterdir() if p.is_file()]
+    if any(p.suffix == ".safetensors" for p in files):
+        return
+    if any(p.suffix in PICKLE_SUFFIXES for p in files):
+        if allow_pickle:
+            return
+        raise ModelError(f"{component_dir} holds only pickle weights, which can run code when "
+                         "loaded; use a safetensors copy or pass --allow-pickle")
+    raise ModelError(f"{component_dir} has no weights file (.safetensors)")
+
+
+def _assemble(name, source, unet, vae, text_encoder, tokenizer, scheduler_config, device, dtype):
+    """Check the architecture, move to the device, and wrap."""
+    import torch
+
+    config = unet.config
+    if getattr(config, "addition_embed_type", None) == "text_time":
+        raise ModelError(f"{name}: this is an SDXL model; DiffEdit Studio supports SD 1.x and 2.x")
+    if config.in_channels != 4:
+        raise ModelError(f"{name}: the UNet takes {config.in_channels} input channels (an inpainting "
+                         "or depth model?); a plain SD 1.x/2.x text-to-image model is needed")
+    hidden = text_encoder.config.hidden_size
+    if config.cross_attention_dim != hidden:
+        raise ModelError(f"{name}: the UNet expects text features of size {config.cross_attention_dim} "
+                         f"but the text encoder gives {hidden}; the components do not belong together")
+    prediction = scheduler_config.get("prediction_type", "epsilon")
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ModelError(f"{name}: prediction type {prediction!r} is not supported (epsilon or v_prediction)")
+    notes = []
+    # fp16 VAEs of several SD releases decode to NaN/black; the VAE is small, so keep it in fp32.
+    vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+    if vae_dtype != dtype:
+        notes.append("VAE kept in float32")
+    unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    text_encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    vae.to(device=device, dtype=vae_dtype).eval().requires_grad_(False)
+    family = "sd2" if config.cross_attention_dim == 1024 else "sd1"
+    return LoadedModel(name=name, source=source, unet=unet, vae=vae, text_encoder=text_encoder,
+                       tokenizer=tokenizer, scheduler_config=dict(scheduler_config), device=device,
+                       dtype=dtype, family=family, prediction_type=prediction, notes=notes)

@@ -1,0 +1,112 @@
+"""One run's plumbing: UNet calls that count, poll for cancel and report progress; stage timing.
+
+Every method calls the UNet through ``RunContext.predict_noise`` so that sample-evaluations are
+counted per stage, ``should_stop()`` is polled before every call, and v-prediction models are
+handled in one place (the methods work in noise space).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from engine.errors import Cancelled
+
+OnStep = Callable[[str, int, int, Optional[np.ndarray]], None]
+ShouldStop = Callable[[], bool]
+
+
+class RunContext:
+    """Counts, times and reports one run on one model."""
+
+    def __init__(self, model, on_step: OnStep | None = None, should_stop: ShouldStop | None = None):
+        self.model = model
+        self.on_step = on_step
+        self.should_stop = should_stop
+        self.unet_evals: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.stage = "run"
+        if model.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(model.device)
+
+    def check(self) -> None:
+        """Raise Cancelled if the caller asked to stop."""
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled(f"cancelled during {self.stage}")
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Attribute the time and UNet work inside the block to ``stage``."""
+        previous, self.stage = self.stage, stage
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+            self.stage = previous
+
+    def step(self, index: int, total: int, preview: np.ndarray | None = None) -> None:
+        if self.on_step is not None:
+            self.on_step(self.stage, index, total, preview)
+
+    @torch.no_grad()
+    def predict_noise(
+        self,
+        latents: torch.Tensor,
+        timestep: int,
+        embeddings: torch.Tensor,
+        alpha_cumprod: float,
+        **unet_kwargs,
+    ) -> torch.Tensor:
+        """The UNet's noise prediction (epsilon) for a batch, in float32.
+
+        ``embeddings`` has the batch size of ``latents`` (or 1, broadcast).
+        """
+        self.check()
+        model = self.model
+        batch = latents.shape[0]
+        if embeddings.shape[0] == 1 and batch > 1:
+            embeddings = embeddings.expand(batch, -1, -1)
+        out = model.unet(
+            latents.to(model.dtype),
+            timestep,
+            encoder_hidden_states=embeddings.to(model.dtype),
+            return_dict=False,
+            **unet_kwargs,
+        )[0].float()
+        self.unet_evals[self.stage] = self.unet_evals.get(self.stage, 0) + batch
+        if model.prediction_type == "v_prediction":
+            # v = sqrt(a) * eps - sqrt(1 - a) * x0  =>  eps = sqrt(a) * v + sqrt(1 - a) * x_t
+            a = alpha_cumprod
+            out = (a**0.5) * out + ((1 - a) ** 0.5) * latents.float()
+        return out
+
+    def stats(self) -> dict:
+        model = self.model
+        if model.device.type == "cuda":
+            peak = int(torch.cuda.max_memory_allocated(model.device))
+        else:
+            peak = peak_rss_bytes()
+        return {
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "unet_evals": dict(self.unet_evals),
+            "unet_evals_total": sum(self.unet_evals.values()),
+            "device": str(model.device),
+            "dtype": str(model.dtype).replace("torch.", ""),
+            "peak_memory_bytes": peak,
+        }
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (what a CPU run costs the machine)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -1,0 +1,242 @@
+"""EditSession: one photo on one model, with the caches that make re-editing cheap.
+
+Caches are keyed by exactly what they depend on: text embeddings by prompt; the photo's latent
+by working geometry; the DDIM encoding by (geometry, steps, encoded steps), independent of the
+prompts because DiffEdit encodes without text; the mask heatmap by (geometry, texts, samples,
+noise, seed). Refining the mask or changing the target text therefore skips the encoding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engine import masks
+from engine.errors import InputError
+from engine.geometry import WorkingGeometry
+from engine.inversion import Schedule, ddim_invert
+from engine.methods import diffedit
+from engine.params import EditParams
+from engine.runtime import OnStep, RunContext, ShouldStop
+
+MIN_PHOTO_SIDE = 8
+
+
+@dataclass
+class EditResult:
+    """One finished edit at the photo's full resolution."""
+
+    image: np.ndarray  # (H, W, 3) uint8, pasted back: outside the mask it is the original
+    mask: np.ndarray  # (H, W) float32 mask the edit used
+    heatmap: np.ndarray | None  # (H, W) float32 auto-mask heatmap, when one was estimated
+    source: str
+    target: str
+    params: EditParams
+    model_name: str
+    method: str = "diffedit"
+    stats: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict:
+        """PNG text chunks: a `parameters` line other SD tools read, and the full JSON."""
+        import json
+
+        p = self.params
+        negative = p.negative_prompt or self.source
+        parameters = (f"{self.target}\nNegative prompt: {negative}\n"
+                      f"Steps: {p.steps}, Sampler: DDIM, CFG scale: {p.guidance}, Seed: {p.seed}, "
+                      f"Denoising strength: {p.strength}, Model: {self.model_name}, "
+                      f"Edit: {self.method}, Source prompt: {self.source}")
+        record = {"method": self.method, "source": self.source, "target": self.target,
+                  "model": self.model_name, "params": p.to_dict(), "stats": self.stats,
+                  "software": "DiffEdit Studio"}
+        return {"parameters": parameters, "diffedit": json.dumps(record)}
+
+
+class _Lru(OrderedDict):
+    """A small least-recently-used cache."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, build):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = build()
+        self[key] = value
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+class EditSession:
+    """A photo on a model; estimate masks and edit, reusing whatever has not changed."""
+
+    def __init__(self, model, photo):
+        rgb = getattr(photo, "rgb", photo)
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise InputError(f"the photo must be an (H, W, 3) uint8 RGB array, got {rgb.shape} {rgb.dtype}")
+        height, width = rgb.shape[:2]
+        if min(width, height) < MIN_PHOTO_SIDE:
+            raise InputError(f"the photo is {width}x{height}; it must be at least "
+                             f"{MIN_PHOTO_SIDE} pixels on each side")
+        self.model = model
+        self.rgb = rgb
+        self.photo = photo
+        self._embeddings = _Lru(16)
+        self._latents = _Lru(2)
+        self._trajectories = _Lru(2)
+        self._heatmaps = _Lru(8)
+        self.warnings: list[str] = []
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def estimate_mask(self, source: str, target: str, params: EditParams = EditParams(), *,
+                      on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> np.ndarray:
+        """The DiffEdit heatmap at the photo's resolution, in [0, 1] (threshold it to get a mask)."""
+        params, source, target = self._check(params, source, target)
+        ctx = RunContext(self.model, on_step, should_stop)
+        geometry = self.geometry(params)
+        return geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
+
+    def edit(self, source: str, target: str, mask: np.ndarray | None, params: EditParams = EditParams(), *,
+             on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> EditResult:
+        """Edit inside ``mask`` (full-resolution, 1 = edit); estimate the mask first when None."""
+        params, source, target = self._check(params, source, target)
+        ctx = RunContext(self.model, on_step, should_stop)
+        geometry = self.geometry(params)
+        started = time.perf_counter()
+        warnings = list(self.warnings)
+
+        # 1. Mask: the user's, or the auto mask thresholded at params.mask_threshold.
+        heatmap = None
+        if mask is None:
+            heatmap = geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
+            mask = masks.threshold(heatmap, params.mask_threshold)
+            if not mask.any():
+                raise InputError("the automatic mask is empty: the two texts predict the same noise "
+                                 "at this threshold; lower mask_threshold or paint a mask")
+        else:
+            mask = np.asarray(mask, np.float32)
+            if mask.shape != self.rgb.shape[:2]:
+                raise InputError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
+                                 f"{self.size[0]}x{self.size[1]}; they must match")
+            if not (mask > 0).any():
+                raise InputError("the mask is empty: paint the area to edit, or use Find mask")
+        latent_mask = torch.from_numpy(geometry.mask_to_latent(mask))
+
+        # 2. Encoding: unconditional DDIM inversion to the encoding ratio (cached).
+        schedule = Schedule.from_config(self.model.scheduler_config, params.steps)
+        trajectory = self._trajectory(ctx, geometry, schedule, params)
+
+        # 3. Decoding under the target with the mask guiding every step.
+        with ctx.timed("decode"):
+            negative = params.negative_prompt or source
+            latent = diffedit.masked_decode(
+                ctx, schedule, trajectory, latent_mask, self.embed(negative), self.embed(target),
+                params.guidance, params.eta, params.seed, geometry.latent_content)
+            edited = geometry.from_working(self.decode_latent(latent))
+
+        # 4. Paste-back at full resolution: outside the mask (plus feather) stays the original.
+        with ctx.timed("paste"):
+            image = masks.composite(self.rgb, edited, masks.paste_alpha(mask, params.feather))
+        stats = ctx.stats()
+        stats["seconds"]["total"] = round(time.perf_counter() - started, 4)
+        stats["working_size"] = list(geometry.padded_size)
+        return EditResult(image=image, mask=mask, heatmap=heatmap, source=source, target=target,
+                          params=params, model_name=self.model.name, stats=stats,
+                          warnings=warnings + [w for w in self.warnings if w not in warnings])
+
+    # ---- shared building blocks (also used by other methods) ---------------------------------
+
+    def geometry(self, params: EditParams) -> WorkingGeometry:
+        side = params.resolution or self.model.native_size
+        return WorkingGeometry.fit(self.size, side, self.model.size_multiple,
+                                   self.model.vae_scale_factor)
+
+    @torch.no_grad()
+    def embed(self, prompt: str) -> torch.Tensor:
+        """Text-encoder features (1, 77, D) for ``prompt``; long prompts are cut with a warning."""
+        def build():
+            tokenizer = self.model.tokenizer
+            limit = tokenizer.model_max_length
+            ids = tokenizer(prompt, truncation=False).input_ids
+            if len(ids) > limit:
+                dropped = tokenizer.decode(ids[limit - 1:-1])
+                self.warnings.append(f"the prompt is longer than the text encoder's {limit} tokens; "
+                                     f"ignored: \"{dropped}\"")
+            tokens = tokenizer(prompt, padding="max_length", max_length=limit, truncation=True,
+                               return_tensors="pt").input_ids.to(self.model.device)
+            return self.model.text_encoder(tokens)[0].float()
+        return self._embeddings.get_or(prompt, build)
+
+    @torch.no_grad()
+    def image_latent(self, geometry: WorkingGeometry) -> torch.Tensor:
+        """The photo's VAE latent at the working geometry (the distribution's mean: no noise)."""
+        def build():
+            vae = self.model.vae
+            pixels = torch.from_numpy(geometry.to_working(self.rgb)).to(self.model.device)
+            pixels = pixels.permute(2, 0, 1)[None].to(vae.dtype) / 127.5 - 1.0
+            latent = vae.encode(pixels).latent_dist.mean
+            return latent.float() * vae.config.scaling_factor
+        return self._latents.get_or(geometry, build)
+
+    @torch.no_grad()
+    def decode_latent(self, latent: torch.Tensor) -> np.ndarray:
+        """(ph, pw, 3) uint8 pixels of a working-size latent."""
+        vae = self.model.vae
+        pixels = vae.decode((latent / vae.config.scaling_factor).to(vae.dtype)).sample
+        pixels = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return pixels.permute(1, 2, 0).cpu().numpy()
+
+    # ---- cached stages ----------------------------------------------------------------------
+
+    def _trajectory(self, ctx: RunContext, geometry, schedule: Schedule, params: EditParams):
+        key = (geometry, params.steps, params.encode_steps)
+
+        def build():
+            with ctx.timed("encode"):
+                z0 = self.image_latent(geometry)
+                return ddim_invert(ctx, z0, schedule, params.encode_steps, self.embed(""))
+        return self._trajectories.get_or(key, build)
+
+    def _heatmap(self, ctx: RunContext, geometry, source: str, target: str, params: EditParams):
+        key = (geometry, source, target, params.mask_samples, params.mask_noise, params.seed)
+
+        def build():
+            with ctx.timed("mask"):
+                schedule = Schedule.from_config(self.model.scheduler_config, params.steps)
+                heat = diffedit.estimate_heatmap(
+                    ctx, schedule, self.image_latent(geometry), self.embed(source),
+                    self.embed(target), params.mask_samples, params.mask_noise, params.seed,
+                    self.model_batch())
+                return heat.cpu().numpy()
+        return self._heatmaps.get_or(key, build)
+
+    def model_batch(self) -> int:
+        """Most UNet sample-evaluations per call (memory-bound on GPUs, no gain past 8 on CPU)."""
+        return getattr(self.model, "max_batch", 0) or (20 if self.model.device.type == "cuda" else 8)
+
+    @staticmethod
+    def _check(params: EditParams, source, target):
+        if not isinstance(params, EditParams):
+            raise InputError("params must be an EditParams")
+        params.validate()
+        if not isinstance(target, str) or not target.strip():
+            raise InputError("the target text is empty: say what the photo should become (--target)")
+        if source is None:
+            source = ""
+        if not isinstance(source, str):
+            raise InputError("the source text must be text")
+        return params, source.strip(), target.strip()
