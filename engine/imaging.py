@@ -1,0 +1,651 @@
+"""Load and save photos: EXIF orientation, colour profiles, alpha, bit depth, metadata, atomic export.
+
+numpy + Pillow only (no torch, no Qt). Inside the engine a photo is always upright 8-bit sRGB with
+its alpha kept apart; whatever the file had beyond that (a wide-gamut profile, 16 bits per channel)
+is kept on the Photo so that ``export_pixels`` can give it back for the pixels an edit left alone.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import tempfile
+import threading
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
+
+from engine.errors import InputError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "DIFFEDIT_MAX_PIXELS"
+MIN_SIDE = 16
+METADATA_KEYS = ("parameters", "diffedit")
+
+# Formats we open. Deliberately short: Pillow can open many more (EPS even runs Ghostscript), and
+# every decoder is attack surface for files downloaded from anywhere.
+READ_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "TIFF", "GIF", "BMP", "AVIF")
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
+                ".tif": "TIFF", ".tiff": "TIFF"}
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+
+_EXIF_ORIENTATION = 0x0112
+_EXIF_IFD = 0x8769
+_GPS_IFD = 0x8825
+_USER_COMMENT = 0x9286
+_TIFF_DESCRIPTION = 0x010E
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+# Image.MAX_IMAGE_PIXELS is process-wide; we lift it only around Image.open (we check the size
+# ourselves right after) and this lock keeps two loads from restoring each other's value.
+_pillow_limit_lock = threading.Lock()
+
+
+@dataclass
+class Photo:
+    """An opened photo, upright, as 8-bit sRGB plus what is needed to export it faithfully."""
+
+    rgb: np.ndarray                      # (H, W, 3) uint8, upright, sRGB
+    alpha: np.ndarray | None = None      # (H, W) uint8, untouched by edits
+    path: Path | None = None
+    exif: bytes | None = None            # EXIF minus orientation (already applied to the pixels)
+    icc_profile: bytes | None = None     # the file's RGB profile, to embed again on export
+    format: str | None = None            # "PNG", "JPEG", ... as Pillow names it
+    warnings: list[str] = field(default_factory=list)
+    # The upright pixels in the file's own colour space and depth (uint8 or uint16, (H, W, 3)),
+    # kept only when they differ from ``rgb``: a non-sRGB profile or more than 8 bits per channel.
+    native: np.ndarray | None = None
+    colour_converted: bool = False       # rgb was converted from icc_profile into sRGB
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+
+    @property
+    def high_depth(self) -> np.ndarray | None:
+        """The full-depth original as (H, W, 3) uint16, or None for an 8-bit photo."""
+        if self.native is not None and self.native.dtype == np.uint16:
+            return self.native
+        return None
+
+
+# ----------------------------------------------------------------------------------------- load
+
+
+def resolve_max_pixels(max_pixels: int | None = None) -> int:
+    """The pixel limit: the argument, else $DIFFEDIT_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
+    if max_pixels is None:
+        raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if not raw:
+            return DEFAULT_MAX_PIXELS
+        try:
+            max_pixels = int(raw.replace("_", ""))
+        except ValueError:
+            raise InputError(
+                f"{MAX_PIXELS_ENV}={raw!r} is not a whole number of pixels; "
+                f"set it to e.g. 200000000 or unset it for the default ({DEFAULT_MAX_PIXELS})"
+            ) from None
+    if max_pixels <= 0:
+        raise InputError(f"the pixel limit must be a positive number of pixels, got {max_pixels}")
+    return int(max_pixels)
+
+
+def load_photo(path: str | os.PathLike, *, max_pixels: int | None = None) -> Photo:
+    """Open a photo file as an upright sRGB Photo; any problem is an InputError saying what to do."""
+    path = Path(path)
+    limit = resolve_max_pixels(max_pixels)
+    name = str(path)
+    if not path.exists():
+        raise InputError(f"cannot open {name}: the file does not exist; check the path")
+    if path.is_dir():
+        raise InputError(f"cannot open {name}: it is a folder, not a photo; pick an image file")
+    try:
+        size = path.stat().st_size
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {name}: {exc.strerror or exc}; check its permissions") from None
+    if size == 0 or not data:
+        raise InputError(f"cannot open {name}: the file is empty (0 bytes); it may not have "
+                         "finished copying or downloading, so get the file again")
+    # Reading the bytes first means no file handle stays open and the file may change afterwards.
+    with _open_image(io.BytesIO(data), name) as im:
+        photo = _photo_from_pil(im, name, limit)
+    photo.path = path
+    return photo
+
+
+def photo_from_image(image: Image.Image, *, max_pixels: int | None = None) -> Photo:
+    """A Photo from an in-memory picture (clipboard, drag and drop), normalised like load_photo."""
+    if not isinstance(image, Image.Image):
+        raise InputError(f"expected a picture, got {type(image).__name__}")
+    limit = resolve_max_pixels(max_pixels)
+    return _photo_from_pil(image, "the pasted picture", limit)
+
+
+def _open_image(fp, name: str) -> Image.Image:
+    Image.init()
+    formats = [f for f in READ_FORMATS if f in Image.OPEN]
+    with _pillow_limit_lock:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(fp, formats=formats)
+        except UnidentifiedImageError:
+            raise InputError(
+                f"cannot open {name}: it is not a picture in a supported format "
+                f"({', '.join(_format_names())}); convert it to PNG or JPEG first"
+            ) from None
+        except Image.DecompressionBombError as exc:  # only if a plugin checks on its own
+            raise InputError(f"cannot open {name}: {exc}") from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+            raise InputError(f"cannot open {name}: the file is damaged ({exc}); "
+                             "re-export or download it again") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def _format_names() -> list[str]:
+    return ["PNG", "JPEG", "WebP", "TIFF", "GIF", "BMP"] + (["AVIF"] if "AVIF" in Image.OPEN else [])
+
+
+def _check_size(width: int, height: int, name: str, limit: int) -> None:
+    if width * height > limit:
+        raise InputError(
+            f"{name} is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit "
+            f"of {limit / 1e6:g} megapixels ({limit} pixels), which guards against decompression "
+            f"bombs. If you trust the file, raise the limit with the max_pixels argument or the "
+            f"{MAX_PIXELS_ENV} environment variable (e.g. {MAX_PIXELS_ENV}={max(limit * 2, 1)})"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise InputError(
+            f"{name} is only {width}x{height} pixels; the model needs at least {MIN_SIDE} pixels "
+            f"on each side. Use a larger photo or upscale this one first"
+        )
+
+
+def _photo_from_pil(im: Image.Image, name: str, limit: int) -> Photo:
+    warnings: list[str] = []
+    _check_size(*im.size, name, limit)  # header only: refuse before decoding a single pixel
+
+    frames = getattr(im, "n_frames", 1) or 1
+    if frames > 1:
+        warnings.append(f"{name} holds {frames} frames (an animation, pages or extra pictures); "
+                        "only the first is edited and exported")
+    colour_16bit = _is_16bit_colour(im)
+    try:
+        im.seek(0)
+        im.load()
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"cannot open {name}: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError) as exc:
+        raise InputError(f"cannot open {name}: the file is damaged or incomplete ({exc}); "
+                         "re-export or download it again") from None
+
+    exif, rotated = _upright(im, name, warnings)
+    fmt = im.format
+    icc = rotated.info.get("icc_profile") or im.info.get("icc_profile") or None
+
+    rgb_image, alpha = _split_alpha(rotated)
+    native16 = None
+    if rgb_image.mode in _SIXTEEN_BIT_MODES:
+        native16 = np.clip(np.asarray(rgb_image, np.int64), 0, 65535).astype(np.uint16)
+        native16 = np.repeat(native16[..., None], 3, axis=2)
+        rgb_image = Image.fromarray(_to_8bit(native16[..., 0]), "L")
+        warnings.append(f"{name} has 16 bits per channel: it is edited at 8 bits; pixels the edit "
+                        "leaves alone keep full depth in a PNG export, other formats save 8 bits")
+    elif rgb_image.mode == "F":
+        values = np.asarray(rgb_image, np.float32)
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        rgb_image = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L")
+        warnings.append(f"{name} has floating-point pixels; they were reduced to 8 bits")
+    if colour_16bit:
+        warnings.append(f"{name} has 16 bits per colour channel, which can only be read at 8 bits; "
+                        "it is edited and saved at 8 bits per channel")
+
+    rgb, native, icc = _to_srgb(rgb_image, icc, name, warnings)
+    converted = native is not None
+    if native16 is not None and np.array_equal(rgb[..., 0], np.asarray(rgb_image)):
+        native = native16  # kept only when no grey profile changed the values on the way
+    return Photo(rgb=rgb, alpha=alpha, path=None, exif=exif, icc_profile=icc, format=fmt,
+                 warnings=warnings, native=native, colour_converted=converted)
+
+
+def _is_16bit_colour(im: Image.Image) -> bool:
+    """True for 16-bit colour files, which Pillow decodes to 8 bits (greyscale keeps 16)."""
+    if im.mode in _SIXTEEN_BIT_MODES:
+        return False
+    for tile in getattr(im, "tile", None) or []:
+        rawmode = tile.args[0] if isinstance(tile.args, tuple) else tile.args
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+    bits = getattr(im, "tag_v2", {}).get(258) if hasattr(im, "tag_v2") else None
+    if isinstance(bits, tuple) and any(b > 8 for b in bits):
+        return True
+    return False
+
+
+def _upright(im: Image.Image, name: str, warnings: list[str]) -> tuple[bytes | None, Image.Image]:
+    """Apply the EXIF orientation; return (EXIF bytes without orientation or None, upright image)."""
+    try:
+        exif = im.getexif()
+    except Exception:  # noqa: BLE001 - Pillow raises many types on damaged EXIF
+        warnings.append(f"{name}: the EXIF data is damaged and was dropped")
+        return None, im
+    orientation = exif.get(_EXIF_ORIENTATION, 1)
+    if orientation not in range(1, 9):
+        orientation = 1
+    upright = im
+    if orientation != 1:
+        method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                  4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                  6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                  8: Image.Transpose.ROTATE_90}[orientation]
+        upright = im.transpose(method)
+        upright.info = dict(im.info)
+    if _EXIF_ORIENTATION in exif:
+        del exif[_EXIF_ORIENTATION]
+    if not len(exif):
+        return None, upright
+    try:
+        return exif.tobytes(), upright
+    except Exception:  # noqa: BLE001
+        warnings.append(f"{name}: the EXIF data could not be kept (damaged)")
+        return None, upright
+
+
+def _split_alpha(im: Image.Image) -> tuple[Image.Image, np.ndarray | None]:
+    """Colour (mode RGB, L or a 16-bit/float grey mode, or CMYK) and the alpha channel apart."""
+    mode = im.mode
+    if mode == "P" or mode == "PA":
+        has_alpha = mode == "PA" or "transparency" in im.info
+        im = im.convert("RGBA" if has_alpha else "RGB")
+        mode = im.mode
+    elif mode in ("L", "1") and "transparency" in im.info:
+        im = im.convert("LA")
+        mode = "LA"
+    elif mode == "RGB" and "transparency" in im.info:
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "RGBa", "LA", "La"):
+        if mode in ("RGBa", "La"):  # premultiplied: undo it so colours are right
+            im = im.convert(mode.upper())
+            mode = im.mode
+        alpha = np.array(im.getchannel("A"), np.uint8)
+        colour = im.convert("RGB" if mode == "RGBA" else "L")
+        return colour, alpha
+    if mode in ("RGB", "L", "CMYK", "F") or mode in _SIXTEEN_BIT_MODES:
+        return im, None
+    if mode == "1":
+        return im.convert("L"), None
+    try:
+        return im.convert("RGB"), None
+    except (ValueError, OSError):
+        raise InputError(f"unsupported colour mode {mode}; convert the photo to RGB first") from None
+
+
+def _to_8bit(values16: np.ndarray) -> np.ndarray:
+    return np.rint(values16.astype(np.float32) / 257.0).astype(np.uint8)
+
+
+def _profile(icc: bytes) -> ImageCms.ImageCmsProfile | None:
+    try:
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (OSError, ImageCms.PyCMSError, TypeError, ValueError):
+        return None
+
+
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+_PROBE = Image.fromarray(
+    np.stack(np.meshgrid(*[np.arange(0, 256, 51, dtype=np.uint8)] * 3), -1).reshape(1, -1, 3), "RGB"
+)
+
+
+def _is_srgb(profile: ImageCms.ImageCmsProfile) -> bool:
+    """True when converting to sRGB would change no colour by more than rounding."""
+    transform = ImageCms.buildTransform(profile, _SRGB, "RGB", "RGB",
+                                        ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    moved = np.asarray(ImageCms.applyTransform(_PROBE, transform), np.int16)
+    return bool(np.abs(moved - np.asarray(_PROBE, np.int16)).max() <= 2)
+
+
+def _describe(profile: ImageCms.ImageCmsProfile) -> str:
+    try:
+        return (profile.profile.profile_description or "unnamed").strip() or "unnamed"
+    except Exception:  # noqa: BLE001
+        return "unnamed"
+
+
+def _to_srgb(im: Image.Image, icc: bytes | None, name: str, warnings: list[str]):
+    """(rgb uint8, native pixels or None, icc to keep for export or None) for an RGB/L/CMYK image."""
+    profile = _profile(icc) if icc else None
+    if icc and profile is None:
+        warnings.append(f"{name}: the embedded colour profile is damaged and was ignored; "
+                        "colours are read as sRGB")
+        icc = None
+    space = profile.profile.xcolor_space.strip() if profile is not None else None
+    expected = {"RGB": "RGB", "L": "GRAY", "CMYK": "CMYK"}.get(im.mode)
+    if profile is not None and space != expected:
+        warnings.append(f"{name}: the colour profile is for {space} but the pixels are {im.mode}; "
+                        "the profile was ignored")
+        profile, icc = None, None
+
+    if im.mode == "CMYK":
+        if profile is not None:
+            rgb = ImageCms.profileToProfile(im, profile, _SRGB, outputMode="RGB",
+                                            renderingIntent=ImageCms.Intent.PERCEPTUAL)
+        else:
+            rgb = im.convert("RGB")
+        warnings.append(f"{name} is a CMYK picture: it was converted to RGB (sRGB) for editing "
+                        "and is exported in RGB")
+        return np.array(rgb, np.uint8), None, None
+
+    if im.mode == "L":
+        if profile is not None:  # a grey profile cannot be embedded in an RGB export: convert now
+            rgb = ImageCms.profileToProfile(im, profile, _SRGB, outputMode="RGB")
+            return np.array(rgb, np.uint8), None, None
+        grey = np.array(im, np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2), None, None
+
+    rgb = np.array(im.convert("RGB"), np.uint8)
+    if profile is None or _is_srgb(profile):
+        return rgb, None, icc
+    converted = ImageCms.profileToProfile(im.convert("RGB"), profile, _SRGB, outputMode="RGB",
+                                          renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    warnings.append(f"{name} uses the colour profile '{_describe(profile)}': it is converted to "
+                    "sRGB for editing and back to that profile on export")
+    return np.array(converted, np.uint8), rgb, icc
+
+
+def srgb_to_profile(rgb: np.ndarray, icc_profile: bytes | None) -> np.ndarray:
+    """Convert 8-bit sRGB pixels into the colour space of ``icc_profile`` (unchanged if None)."""
+    if not icc_profile:
+        return np.asarray(rgb, np.uint8)
+    profile = _profile(icc_profile)
+    if profile is None:
+        raise InputError("the colour profile to export with is damaged; export without it")
+    image = Image.fromarray(np.ascontiguousarray(rgb, np.uint8), "RGB")
+    out = ImageCms.profileToProfile(image, _SRGB, profile, outputMode="RGB",
+                                    renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    return np.array(out, np.uint8)
+
+
+def export_pixels(photo: Photo, edited: np.ndarray) -> np.ndarray:
+    """The pixels to save for an edit of ``photo``, in the file's own colour space and depth.
+
+    Pixels the edit left byte-identical take the original values (full depth, original profile);
+    changed pixels are converted from sRGB into the photo's profile (and scaled to 16 bits when the
+    photo had them). Save the result together with ``photo.icc_profile``.
+    """
+    edited = np.asarray(edited, np.uint8)
+    if edited.shape != photo.rgb.shape:
+        raise InputError(f"the edit is {edited.shape[1]}x{edited.shape[0]} but the photo is "
+                         f"{photo.size[0]}x{photo.size[1]}")
+    if photo.native is None:
+        return edited
+    profile_pixels = srgb_to_profile(edited, photo.icc_profile if photo.colour_converted else None)
+    changed = np.any(edited != photo.rgb, axis=2)
+    out = photo.native.copy()
+    if out.dtype == np.uint16:
+        out[changed] = profile_pixels[changed].astype(np.uint16) * 257
+    else:
+        out[changed] = profile_pixels[changed]
+    return out
+
+
+def export_photo(path: str | os.PathLike, photo: Photo, edited: np.ndarray, *,
+                 metadata: dict | None = None, strip_gps: bool = False, quality: int = 95) -> Path:
+    """Save an edit of ``photo`` with its alpha, EXIF, colour profile and depth (see export_pixels)."""
+    return save_image(path, export_pixels(photo, edited), alpha=photo.alpha, metadata=metadata,
+                      exif=photo.exif, icc_profile=photo.icc_profile, quality=quality,
+                      strip_gps=strip_gps)
+
+
+# ----------------------------------------------------------------------------------------- save
+
+
+def save_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray | None = None,
+               metadata: dict | None = None, exif: bytes | None = None,
+               icc_profile: bytes | None = None, quality: int = 95,
+               strip_gps: bool = False) -> Path:
+    """Write an image atomically (temp file in the same folder, fsync, rename); format from suffix.
+
+    ``rgb`` is (H, W, 3) uint8, or uint16 (kept at 16 bits in PNG, reduced elsewhere); pixels are
+    written as given, so convert them into ``icc_profile`` first (export_pixels does).
+    ``metadata`` {"parameters": str, "diffedit": str} goes into PNG text chunks, the EXIF
+    UserComment of JPEG/WebP, and the TIFF ImageDescription. Alpha is dropped for JPEG.
+    """
+    path = Path(path)
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"cannot save {path}: unknown file type {path.suffix or '(none)'!r}; "
+                         f"use one of {', '.join(SAVE_FORMATS)}")
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"save_image needs (H, W, 3) uint8 or uint16 pixels, got "
+                         f"{rgb.shape} {rgb.dtype}")
+    if alpha is not None:
+        alpha = np.asarray(alpha)
+        if alpha.shape != rgb.shape[:2] or alpha.dtype != np.uint8:
+            raise InputError(f"alpha must be {rgb.shape[:2]} uint8, got {alpha.shape} {alpha.dtype}")
+        if fmt not in _ALPHA_FORMATS:
+            alpha = None  # JPEG has no alpha channel
+    if not path.parent.is_dir():
+        raise InputError(f"cannot save {path}: the folder {path.parent} does not exist")
+    text = _metadata_text(metadata)
+    exif_obj = _export_exif(exif, strip_gps)
+    if rgb.dtype == np.uint16 and fmt != "PNG":
+        rgb = _to_8bit(rgb)
+
+    def write(stream) -> None:
+        if rgb.dtype == np.uint16:
+            _write_png16(stream, rgb, alpha, text, exif_obj, icc_profile)
+            return
+        image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+        if alpha is not None:
+            image.putalpha(Image.fromarray(np.ascontiguousarray(alpha), "L"))
+        options: dict = {}
+        if icc_profile:
+            options["icc_profile"] = icc_profile
+        if fmt == "PNG":
+            info = PngImagePlugin.PngInfo()
+            for key, value in text.items():
+                info.add_text(key, value)  # Pillow switches to iTXt for non-Latin-1 text
+            options["pnginfo"] = info
+            options["compress_level"] = 6
+        elif fmt in ("JPEG", "WEBP"):
+            options["quality"] = int(quality)
+            if fmt == "JPEG":
+                options["subsampling"] = 0 if quality >= 90 else 2  # keep colour edges sharp
+            if text:
+                _set_user_comment(exif_obj, text)
+        elif fmt == "TIFF":
+            # Uncompressed on purpose: Pillow's libtiff (compressing) path drops the EXIF sub-IFDs.
+            if text:
+                options["tiffinfo"] = {_TIFF_DESCRIPTION: json.dumps(text, ensure_ascii=True)}
+        if len(exif_obj):
+            options["exif"] = exif_obj.tobytes()
+        image.save(stream, format=fmt, **options)
+
+    return _atomic_write(path, write)
+
+
+def _metadata_text(metadata: dict | None) -> dict[str, str]:
+    if not metadata:
+        return {}
+    out = {}
+    for key, value in metadata.items():
+        if value is None:
+            continue
+        out[str(key)] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return out
+
+
+def _export_exif(exif: bytes | None, strip_gps: bool) -> Image.Exif:
+    result = Image.Exif()
+    if exif:
+        try:
+            result.load(exif)
+        except Exception:  # noqa: BLE001 - damaged EXIF must not block an export
+            result = Image.Exif()
+    if _EXIF_ORIENTATION in result:  # the pixels we write are upright
+        del result[_EXIF_ORIENTATION]
+    if strip_gps and _GPS_IFD in result:
+        del result[_GPS_IFD]
+    return result
+
+
+def _set_user_comment(exif: Image.Exif, text: dict[str, str]) -> None:
+    # JSON with ensure_ascii keeps the comment pure ASCII, the one charset every reader agrees on.
+    exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = b"ASCII\0\0\0" + json.dumps(text).encode("ascii")
+    exif[_EXIF_IFD] = exif.get_ifd(_EXIF_IFD)
+
+
+def _atomic_write(path: Path, write) -> Path:
+    mode = _new_file_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if hasattr(os, "chmod"):
+            os.chmod(tmp, mode)  # mkstemp makes 0600 files; a photo should look like any other
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise InputError(f"could not save {path}: {exc.strerror or exc}; nothing was "
+                             "overwritten. Check the folder is writable and the disk has space"
+                             ) from exc
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _new_file_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        pass
+    try:  # the umask without changing it (os.umask would race with other threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); harmless to skip where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_png16(stream, rgb16: np.ndarray, alpha: np.ndarray | None, text: dict[str, str],
+                 exif: Image.Exif, icc_profile: bytes | None) -> None:
+    """A 16-bit RGB(A) PNG, which Pillow cannot write: filter 0 rows, deflate, standard chunks."""
+    height, width = rgb16.shape[:2]
+    planes = rgb16 if alpha is None else np.dstack([rgb16, alpha.astype(np.uint16) * 257])
+    rows = planes.astype(">u2").reshape(height, -1).view(np.uint8)
+    raw = np.hstack([np.zeros((height, 1), np.uint8), rows]).tobytes()  # filter byte 0 per row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    colour_type = 2 if alpha is None else 6
+    out = [b"\x89PNG\r\n\x1a\n",
+           chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))]
+    if icc_profile:
+        out.append(chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+    if len(exif):
+        out.append(chunk(b"eXIf", exif.tobytes()[6:]))  # the chunk holds no "Exif\0\0" header
+    for key, value in text.items():
+        out.append(chunk(b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8")))
+    out.append(chunk(b"IDAT", zlib.compress(raw, 6)))
+    out.append(chunk(b"IEND", b""))
+    for part in out:
+        stream.write(part)
+
+
+# ------------------------------------------------------------------------------------- metadata
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The "parameters"/"diffedit" entries written by save_image (PNG text, EXIF, TIFF tag)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"cannot read metadata from {path}: the file does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise InputError(f"cannot read metadata from {path}: the file is empty")
+    found: dict[str, str] = {}
+    with _open_image(io.BytesIO(data), str(path)) as im:
+        text = getattr(im, "text", None) if im.format == "PNG" else None
+        for key in METADATA_KEYS:
+            value = (text or {}).get(key, im.info.get(key))
+            if isinstance(value, str):
+                found[key] = value
+        if im.format == "TIFF" and hasattr(im, "tag_v2"):
+            found.update(_from_json(im.tag_v2.get(_TIFF_DESCRIPTION)))
+        try:
+            comment = im.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+        except Exception:  # noqa: BLE001 - damaged EXIF means no metadata, not an error
+            comment = None
+        for key, value in _from_user_comment(comment).items():
+            found.setdefault(key, value)
+    return found
+
+
+def _from_json(value) -> dict[str, str]:
+    if not isinstance(value, str):
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {k: v for k, v in parsed.items() if k in METADATA_KEYS and isinstance(v, str)}
+
+
+def _from_user_comment(comment) -> dict[str, str]:
+    """Our JSON comment, or a plain text comment (as other tools write) taken as "parameters"."""
+    if isinstance(comment, str):
+        comment = comment.encode("utf-8")
+    if not isinstance(comment, bytes) or len(comment) < 8:
+        return {}
+    charset, body = comment[:8], comment[8:]
+    if charset.startswith(b"UNICODE"):
+        if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            text = body.decode("utf-16")
+        else:  # no BOM: the byte order is the file's; ASCII text tells which by its zero bytes
+            big = body[:1] == b"\0"
+            text = body.decode("utf-16-be" if big else "utf-16-le", errors="replace")
+    else:
+        text = body.decode("utf-8", errors="replace")
+    text = text.rstrip("\0")
+    parsed = _from_json(text)
+    if parsed:
+        return parsed
+    return {"parameters": text} if text.strip() else {}
