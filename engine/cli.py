@@ -1,0 +1,244 @@
+"""`diffedit-studio`: the headless CLI (edit, mask, models); with no subcommand it opens the app.
+
+Exit codes: 0 done, 2 bad input or usage (one `error:` line on stderr), 1 internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from engine.errors import Cancelled, InputError
+from engine.params import EditParams
+
+SUBCOMMANDS = ("edit", "mask", "models")
+DEFAULTS = EditParams()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage mistakes as one `error:` line and exit code 2."""
+
+    def error(self, message: str):
+        raise InputError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="diffedit-studio",
+                     description="Text-guided photo editing with DiffEdit, offline. "
+                                 "Run with no subcommand (or just a photo) to open the app.")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    edit = commands.add_parser("edit", help="edit a photo where the two texts disagree")
+    edit.add_argument("image", type=Path, help="the photo to edit")
+    edit.add_argument("-o", "--output", type=Path, required=True,
+                      help="where to write the result (.png, .jpg, .webp, .tif)")
+    _add_common(edit)
+    edit.add_argument("--mask", type=Path, help="greyscale PNG at the photo's size: white = edit "
+                      "(skips the automatic mask)")
+    edit.add_argument("--save-mask", type=Path, help="also write the mask used")
+    edit.add_argument("--save-heatmap", type=Path, help="also write the automatic mask's heatmap")
+    edit.add_argument("--steps", type=int, default=DEFAULTS.steps, help="DDIM steps (default %(default)s)")
+    edit.add_argument("--strength", type=float, default=DEFAULTS.strength,
+                      help="encoding ratio: how far the photo is encoded before decoding (default %(default)s)")
+    edit.add_argument("--guidance", type=float, default=DEFAULTS.guidance,
+                      help="classifier-free guidance scale (default %(default)s)")
+    edit.add_argument("--negative", default="", help="negative prompt (default: the source text)")
+    edit.add_argument("--feather", type=int, default=DEFAULTS.feather,
+                      help="soft edge in px outside the mask when pasting back (default %(default)s)")
+    edit.add_argument("--eta", type=float, default=DEFAULTS.eta,
+                      help="DDIM stochasticity while decoding, 0..1 (default %(default)s)")
+    edit.add_argument("--overwrite", action="store_true",
+                      help="allow the output to replace the input photo")
+
+    mask = commands.add_parser("mask", help="write the automatic DiffEdit mask of a photo")
+    mask.add_argument("image", type=Path, help="the photo")
+    mask.add_argument("-o", "--output", type=Path, required=True, help="mask PNG to write")
+    mask.add_argument("--heatmap", type=Path, help="also write the continuous heatmap")
+    _add_common(mask)
+
+    commands.add_parser("models", help="list the models found on this machine")
+    return parser
+
+
+def _add_common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--target", required=True, help="what the photo should become")
+    sub.add_argument("--source", default="", help="what is in the photo now (default: nothing said)")
+    sub.add_argument("--model", default=None, help="diffusers folder, .safetensors file, hub id in "
+                     "the local cache, or 'tiny' (random weights); default: the configured model")
+    sub.add_argument("--mask-threshold", type=float, default=DEFAULTS.mask_threshold,
+                     help="heatmap level that becomes the mask (default %(default)s)")
+    sub.add_argument("--mask-samples", type=int, default=DEFAULTS.mask_samples,
+                     help="noise samples averaged for the mask (default %(default)s)")
+    sub.add_argument("--mask-noise", type=float, default=DEFAULTS.mask_noise,
+                     help="noise strength for the mask estimate (default %(default)s)")
+    sub.add_argument("--resolution", type=int, default=0,
+                     help="working side in px (default: the model's native size)")
+    sub.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed (default %(default)s)")
+    sub.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    sub.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    sub.add_argument("--allow-download", action="store_true",
+                     help="let a hub id be downloaded if it is not in the local cache")
+    sub.add_argument("--allow-pickle", action="store_true",
+                     help="load pickle checkpoints (.ckpt/.bin) with torch.load(weights_only=True)")
+    sub.add_argument("--report", type=Path, help="write timings, UNet work and memory as JSON")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and not argv[0].startswith("-")):
+        from desktop_app.app import main as app_main
+
+        return app_main(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "models":
+            return _models()
+        return _run(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an environment failure, not the user's mistake
+        if os.environ.get("DIFFEDIT_DEBUG"):
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc} (set DIFFEDIT_DEBUG=1 for details)",
+              file=sys.stderr)
+        return 1
+
+
+def _models() -> int:
+    from engine.catalog import discover_models, format_table
+
+    print(format_table(discover_models()))
+    return 0
+
+
+def _params(args) -> EditParams:
+    return EditParams(
+        steps=getattr(args, "steps", DEFAULTS.steps), strength=getattr(args, "strength", DEFAULTS.strength),
+        guidance=getattr(args, "guidance", DEFAULTS.guidance), mask_threshold=args.mask_threshold,
+        mask_samples=args.mask_samples, mask_noise=args.mask_noise,
+        feather=getattr(args, "feather", DEFAULTS.feather), seed=args.seed,
+        eta=getattr(args, "eta", DEFAULTS.eta), negative_prompt=getattr(args, "negative", ""),
+        resolution=args.resolution,
+    ).validate()
+
+
+def _run(args) -> int:
+    from engine import imaging, masks
+
+    params = _params(args)
+    if not args.target.strip():
+        raise InputError("--target is empty: say what the photo should become")
+    photo = imaging.load_photo(args.image)
+    _check_output(args.output, args.image, getattr(args, "overwrite", False))
+    user_mask = None
+    if getattr(args, "mask", None) is not None:
+        user_mask = _load_mask(args.mask, photo.size)
+    for warning in photo.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+    model = _load(args)
+    from engine.session import EditSession
+
+    session = EditSession(model, photo)
+    progress = None if args.quiet else _ProgressBar()
+    if args.command == "mask":
+        heatmap = session.estimate_mask(args.source, args.target, params, on_step=progress)
+        _finish(progress)
+        masks.to_image(masks.threshold(heatmap, params.mask_threshold)).save(args.output)
+        if args.heatmap:
+            masks.to_image(heatmap).save(args.heatmap)
+        report = {"command": "mask", "output": str(args.output)}
+    else:
+        result = session.edit(args.source, args.target, user_mask, params, on_step=progress)
+        _finish(progress)
+        imaging.export_photo(args.output, photo, result.image, metadata=result.metadata())
+        if args.save_mask:
+            masks.to_image(result.mask).save(args.save_mask)
+        if args.save_heatmap:
+            if result.heatmap is None:
+                print("warning: --save-heatmap: no heatmap, the mask came from --mask", file=sys.stderr)
+            else:
+                masks.to_image(result.heatmap).save(args.save_heatmap)
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        report = {"command": "edit", "output": str(args.output), **result.stats}
+    if args.report:
+        report.update(model=model.name, params=params.to_dict())
+        args.report.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
+
+
+def _load(args):
+    from engine.config import Settings
+    from engine.models import load_model
+
+    settings = Settings.load()
+    source = args.model or settings.default_model
+    if not source:
+        raise InputError("no model: pass --model (a diffusers folder, a .safetensors file or a hub id "
+                         "in your cache; see `diffedit-studio models`), set a default in the app's "
+                         "Settings, or try --model tiny (random weights, output is noise)")
+    return load_model(source, device=args.device, dtype=args.dtype,
+                      allow_download=args.allow_download or settings.allow_download,
+                      allow_pickle=args.allow_pickle)
+
+
+def _load_mask(path: Path, photo_size: tuple[int, int]):
+    from PIL import Image, UnidentifiedImageError
+
+    from engine import masks
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return masks.from_image(image, expected_size=photo_size)
+    except FileNotFoundError:
+        raise InputError(f"--mask {path}: the file does not exist") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"--mask {path}: not a readable image ({exc})") from None
+
+
+def _check_output(output: Path, image: Path, overwrite: bool) -> None:
+    if output.exists() and image.exists() and output.resolve() == image.resolve() and not overwrite:
+        raise InputError(f"-o {output} is the input photo; pick another name or pass --overwrite")
+    if not output.parent.exists():
+        raise InputError(f"-o {output}: the folder {output.parent} does not exist")
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr: stage, bar, step/total, elapsed."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.interactive = sys.stderr.isatty()
+        self.last_stage = None
+
+    def __call__(self, stage: str, step: int, total: int, preview=None) -> None:
+        width = 30
+        filled = int(width * step / max(total, 1))
+        line = (f"{stage:<7}[{'#' * filled}{'.' * (width - filled)}] {step}/{total} "
+                f"{time.perf_counter() - self.started:6.1f}s")
+        if self.interactive:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        elif step == total:  # logs get one line per stage, not one per step
+            print(line, file=sys.stderr, flush=True)
+        self.last_stage = stage
+
+
+def _finish(progress) -> None:
+    if progress is not None and progress.interactive:
+        print(file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Shared test set-up: offscreen Qt, private config/cache folders, the tiny model built once."""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Tests never touch the user's own settings, caches or the network.
+_SANDBOX = Path(tempfile.mkdtemp(prefix="diffedit-tests-"))
+for _name in ("CONFIG", "CACHE", "DATA"):
+    os.environ[f"DIFFEDIT_{_name}_DIR"] = str(_SANDBOX / _name.lower())
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_CACHE", str(_SANDBOX / "hf-cache"))
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "resources" / "samples"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> Path:
+    """The tiny random-weight SD model in diffusers layout, built once per test session."""
+    from engine.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    """The tiny model loaded on the CPU through the same loader a real checkpoint uses."""
+    from engine.models import load_model
+
+    return load_model(str(tiny_model_path), device="cpu")
