@@ -137,6 +137,10 @@ def _open_image(fp, name: str) -> Image.Image:
         try:
             return Image.open(fp, formats=formats)
         except UnidentifiedImageError:
+            if _looks_like_image(fp):
+                raise InputError(f"cannot open {name}: the file is damaged (it starts like a "
+                                 "picture but cannot be read); re-export or download it again"
+                                 ) from None
             raise InputError(
                 f"cannot open {name}: it is not a picture in a supported format "
                 f"({', '.join(_format_names())}); convert it to PNG or JPEG first"
@@ -148,6 +152,17 @@ def _open_image(fp, name: str) -> Image.Image:
                              "re-export or download it again") from None
         finally:
             Image.MAX_IMAGE_PIXELS = previous
+
+
+_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"II*\0", b"MM\0*", b"BM")
+
+
+def _looks_like_image(fp) -> bool:
+    fp.seek(0)
+    head = fp.read(16)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    return head.startswith(_SIGNATURES)
 
 
 def _format_names() -> list[str]:
