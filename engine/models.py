@@ -185,11 +185,12 @@ def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> 
                          f"{', '.join(missing)} (expected diffusers layout with model_index.json)")
     for component in ("unet", "vae", "text_encoder"):
         _check_weights(folder / component, allow_pickle)
-    scheduler_file = folder / "scheduler" / "scheduler_config.json"
-    try:
-        scheduler_config = json.loads(scheduler_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {scheduler_file}: {exc}") from None
+    # Check the architecture from the configs first: refusing an SDXL model should not cost
+    # loading gigabytes of weights.
+    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    text_config = _read_json(folder / "text_encoder" / "config.json")
+    check_architecture(name, _read_json(folder / "unet" / "config.json"),
+                       text_config.get("hidden_size"), scheduler_config)
     safetensors_only = None if allow_pickle else True
     try:
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True,
@@ -219,23 +220,41 @@ def _check_weights(component_dir: Path, allow_pickle: bool) -> None:
     raise ModelError(f"{component_dir} has no weights file (.safetensors)")
 
 
+def check_architecture(name: str, unet_config: dict, text_width: int, scheduler_config: dict) -> None:
+    """Refuse anything that is not an SD 1.x/2.x text-to-image model, naming the problem."""
+    if unet_config.get("addition_embed_type") == "text_time":
+        raise ModelError(f"{name}: this is an SDXL model; DiffEdit Studio supports SD 1.x and 2.x")
+    channels = unet_config.get("in_channels")
+    if channels != 4:
+        raise ModelError(f"{name}: the UNet takes {channels} input channels (an inpainting "
+                         "or depth model?); a plain SD 1.x/2.x text-to-image model is needed")
+    cross = unet_config.get("cross_attention_dim")
+    if cross != text_width:
+        raise ModelError(f"{name}: the UNet expects text features of size {cross} but the text "
+                         f"encoder gives {text_width}; the components do not belong together")
+    prediction = scheduler_config.get("prediction_type", "epsilon")
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ModelError(f"{name}: prediction type {prediction!r} is not supported "
+                         "(epsilon or v_prediction)")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} is not a configuration file")
+    return data
+
+
 def _assemble(name, source, unet, vae, text_encoder, tokenizer, scheduler_config, device, dtype):
     """Check the architecture, move to the device, and wrap."""
     import torch
 
     config = unet.config
-    if getattr(config, "addition_embed_type", None) == "text_time":
-        raise ModelError(f"{name}: this is an SDXL model; DiffEdit Studio supports SD 1.x and 2.x")
-    if config.in_channels != 4:
-        raise ModelError(f"{name}: the UNet takes {config.in_channels} input channels (an inpainting "
-                         "or depth model?); a plain SD 1.x/2.x text-to-image model is needed")
-    hidden = text_encoder.config.hidden_size
-    if config.cross_attention_dim != hidden:
-        raise ModelError(f"{name}: the UNet expects text features of size {config.cross_attention_dim} "
-                         f"but the text encoder gives {hidden}; the components do not belong together")
+    check_architecture(name, dict(config), text_encoder.config.hidden_size, scheduler_config)
     prediction = scheduler_config.get("prediction_type", "epsilon")
-    if prediction not in ("epsilon", "v_prediction"):
-        raise ModelError(f"{name}: prediction type {prediction!r} is not supported (epsilon or v_prediction)")
     notes = []
     # fp16 VAEs of several SD releases decode to NaN/black; the VAE is small, so keep it in fp32.
     vae_dtype = torch.float32 if dtype == torch.float16 else dtype

@@ -1,0 +1,112 @@
+"""The CLI: outputs, metadata, reports, and exit codes (0 done, 2 user mistake, 1 internal)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import cli, masks
+from engine.imaging import read_metadata
+
+FAST = ["--steps", "6", "--mask-samples", "2", "--model", "tiny"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(autouse=True)
+def _tiny_built(tiny_model_path):
+    """`--model tiny` resolves to the same cached tiny model the fixture built."""
+
+
+def test_edit_writes_same_size_output_with_metadata_and_report(tmp_path, samples_dir):
+    out, report, mask_out = tmp_path / "out.png", tmp_path / "report.json", tmp_path / "mask.png"
+    user_mask = np.zeros((400, 600), np.uint8)
+    user_mask[100:300, 200:450] = 255
+    Image.fromarray(user_mask).save(tmp_path / "user.png")
+    code = cli.main(["edit", str(samples_dir / "coffee.png"), "-o", str(out), "--target", "a cup of tea",
+                     "--source", "a cup of coffee", "--mask", str(tmp_path / "user.png"), "--quiet",
+                     "--report", str(report), "--save-mask", str(mask_out), "--seed", "3", *FAST])
+    assert code == 0
+    original = np.asarray(Image.open(samples_dir / "coffee.png").convert("RGB"))
+    edited = np.asarray(Image.open(out).convert("RGB"))
+    assert edited.shape == original.shape
+    keep = masks.paste_alpha(user_mask / 255.0, 4) == 0
+    assert np.array_equal(edited[keep], original[keep])
+    meta = read_metadata(out)
+    assert "a cup of tea" in meta["parameters"] and "Seed: 3" in meta["parameters"]
+    record = json.loads(meta["diffedit"])
+    assert record["params"]["steps"] == 6 and record["source"] == "a cup of coffee"
+    data = json.loads(report.read_text())
+    assert data["unet_evals"] == {"encode": 5, "decode": 10}
+    assert data["device"] == "cpu" and data["peak_memory_bytes"] > 0
+    assert set(data["seconds"]) >= {"encode", "decode", "total"}
+    assert np.array_equal(np.asarray(Image.open(mask_out)) > 127, user_mask > 127)
+
+
+def test_mask_command_writes_mask_and_heatmap(tmp_path, samples_dir):
+    out, heat = tmp_path / "mask.png", tmp_path / "heat.png"
+    code = cli.main(["mask", str(samples_dir / "chelsea.png"), "-o", str(out), "--heatmap", str(heat),
+                     "--target", "a dog", "--source", "a cat", "--quiet", "--mask-samples", "2",
+                     "--model", "tiny"])
+    assert code == 0
+    mask, heatmap = Image.open(out), Image.open(heat)
+    assert mask.size == heatmap.size == (451, 300)
+    assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["edit", "{sample}", "-o", "{tmp}/o.png", "--target", "x", "--steps", "0"], "steps must be"),
+    (["edit", "{tmp}/missing.png", "-o", "{tmp}/o.png", "--target", "x"], "does not exist"),
+    (["edit", "{sample}", "--target", "x"], "required: -o"),
+    (["edit", "{sample}", "-o", "{tmp}/o.png", "--target", " ", "--model", "tiny"], "target"),
+    (["edit", "{sample}", "-o", "{tmp}/o.xyz", "--target", "x", "--model", "tiny", "--steps", "2"],
+     "unknown file type"),
+    (["edit", "{sample}", "-o", "{tmp}/o.png", "--target", "x", "--mask", "{sample2}"], "must match"),
+    (["edit", "{sample}", "-o", "{sample}", "--target", "x"], "is the input photo"),
+    (["edit", "{sample}", "-o", "{tmp}/o.png", "--target", "x", "--model", "{tmp}/m.ckpt"], "pickle"),
+    (["edit", "{sample}", "-o", "{tmp}/o.png", "--target", "x"], "no model"),
+    (["frobnicate"], None),
+])
+def test_user_mistakes_exit_2_with_one_error_line(tmp_path, samples_dir, capsys, args, message):
+    (tmp_path / "m.ckpt").write_bytes(b"x")
+    filled = [a.format(sample=samples_dir / "coffee.png", sample2=samples_dir / "chelsea.png", tmp=tmp_path)
+              for a in args]
+    if filled == ["frobnicate"]:
+        filled = ["edit"]  # a subcommand with its required arguments missing
+    code = cli.main(filled)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: ")
+    assert "Traceback" not in "\n".join(err)
+    if message:
+        assert message in err[-1]
+
+
+def test_internal_failure_exits_1(monkeypatch, tmp_path, samples_dir, capsys):
+    import engine.session
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated engine bug")
+
+    monkeypatch.setattr(engine.session.EditSession, "edit", boom)
+    code = cli.main(["edit", str(samples_dir / "coffee.png"), "-o", str(tmp_path / "o.png"),
+                     "--target", "x", "--quiet", *FAST])
+    assert code == 1
+    assert "simulated engine bug" in capsys.readouterr().err
+
+
+def test_process_exit_codes_and_no_traceback(tmp_path, samples_dir):
+    ok = run_cli("edit", samples_dir / "chelsea.png", "-o", tmp_path / "o.jpg", "--target", "a dog",
+                 "--source", "a cat", *FAST)
+    assert ok.returncode == 0, ok.stderr
+    assert Image.open(tmp_path / "o.jpg").size == (451, 300)
+    bad = run_cli("edit", samples_dir / "chelsea.png", "-o", tmp_path / "o.png", "--target", "a dog",
+                  "--guidance", "99", *FAST)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["error: guidance must be from 0.0 to 50.0, got 99.0"]
