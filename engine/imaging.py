@@ -7,12 +7,14 @@ is kept on the Photo so that ``export_pixels`` can give it back for the pixels a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import struct
 import tempfile
 import threading
+import warnings as _warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,8 +116,9 @@ def load_photo(path: str | os.PathLike, *, max_pixels: int | None = None) -> Pho
         raise InputError(f"cannot open {name}: the file is empty (0 bytes); it may not have "
                          "finished copying or downloading, so get the file again")
     # Reading the bytes first means no file handle stays open and the file may change afterwards.
-    with _open_image(io.BytesIO(data), name) as im:
-        photo = _photo_from_pil(im, name, limit)
+    notes: list[str] = []
+    with _open_image(io.BytesIO(data), name, notes) as im:
+        photo = _photo_from_pil(im, name, limit, notes)
     photo.path = path
     return photo
 
@@ -128,14 +131,28 @@ def photo_from_image(image: Image.Image, *, max_pixels: int | None = None) -> Ph
     return _photo_from_pil(image, "the pasted picture", limit)
 
 
-def _open_image(fp, name: str) -> Image.Image:
+@contextlib.contextmanager
+def _pillow_notes(notes: list[str], name: str):
+    """Turn the Python warnings Pillow emits (e.g. damaged EXIF) into messages for the user."""
+    # catch_warnings is process-wide state; the block is short and only Pillow code runs in it.
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        yield
+    for item in caught:
+        note = f"{name}: {str(item.message).strip()} (the file was read anyway)"
+        if note not in notes:
+            notes.append(note)
+
+
+def _open_image(fp, name: str, notes: list[str] | None = None) -> Image.Image:
     Image.init()
     formats = [f for f in READ_FORMATS if f in Image.OPEN]
     with _pillow_limit_lock:
         previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
         try:
-            return Image.open(fp, formats=formats)
+            with _pillow_notes([] if notes is None else notes, name):
+                return Image.open(fp, formats=formats)
         except UnidentifiedImageError:
             if _looks_like_image(fp):
                 raise InputError(f"cannot open {name}: the file is damaged (it starts like a "
@@ -184,8 +201,9 @@ def _check_size(width: int, height: int, name: str, limit: int) -> None:
         )
 
 
-def _photo_from_pil(im: Image.Image, name: str, limit: int) -> Photo:
-    warnings: list[str] = []
+def _photo_from_pil(im: Image.Image, name: str, limit: int, notes: list[str] | None = None
+                    ) -> Photo:
+    warnings: list[str] = list(notes or [])
     _check_size(*im.size, name, limit)  # header only: refuse before decoding a single pixel
 
     frames = getattr(im, "n_frames", 1) or 1
@@ -194,8 +212,9 @@ def _photo_from_pil(im: Image.Image, name: str, limit: int) -> Photo:
                         "only the first is edited and exported")
     colour_16bit = _is_16bit_colour(im)
     try:
-        im.seek(0)
-        im.load()
+        with _pillow_notes(warnings, name):
+            im.seek(0)
+            im.load()
     except Image.DecompressionBombError as exc:
         raise InputError(f"cannot open {name}: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError) as exc:
@@ -248,7 +267,8 @@ def _is_16bit_colour(im: Image.Image) -> bool:
 def _upright(im: Image.Image, name: str, warnings: list[str]) -> tuple[bytes | None, Image.Image]:
     """Apply the EXIF orientation; return (EXIF bytes without orientation or None, upright image)."""
     try:
-        exif = im.getexif()
+        with _pillow_notes(warnings, name):
+            exif = im.getexif()
     except Exception:  # noqa: BLE001 - Pillow raises many types on damaged EXIF
         warnings.append(f"{name}: the EXIF data is damaged and was dropped")
         return None, im
@@ -472,7 +492,7 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray | 
             for key, value in text.items():
                 info.add_text(key, value)  # Pillow switches to iTXt for non-Latin-1 text
             options["pnginfo"] = info
-            options["compress_level"] = 6
+            options["compress_level"] = 4  # 2-3x faster than 6 for ~5% larger files
         elif fmt in ("JPEG", "WEBP"):
             options["quality"] = int(quality)
             if fmt == "JPEG":

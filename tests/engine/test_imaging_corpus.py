@@ -122,6 +122,15 @@ def test_orientation_only_exif_leaves_no_exif(tmp_path):
     assert photo.exif is None
 
 
+def test_damaged_exif_is_reported_not_raised(tmp_path):
+    path = tmp_path / "bad_exif.jpg"
+    damaged = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff" + b"\x00" * 20  # 65535 entries
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(path, exif=damaged)
+    photo = load_quietly(path)  # no Python warning escapes either
+    assert photo.size == (20, 20)
+    assert any("Corrupt EXIF" in w and "read anyway" in w for w in photo.warnings)
+
+
 def test_rgba_keeps_alpha_and_colour_untouched(tmp_path):
     pixels = noise(24, 32, 4)
     pixels[0, 0, 3] = 0
