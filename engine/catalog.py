@@ -71,7 +71,7 @@ def hub_cache_dir() -> Path:
 def discover_models(settings: Settings | None = None) -> list[ModelEntry]:
     """Every model in the hub cache and in ``settings.model_folders``; usable ones first."""
     settings = settings if settings is not None else Settings.load()
-    entries = _scan_hub_cache(hub_cache_dir())
+    entries = _scan_hub_cache(hub_cache_dir()) + _scan_downloads()
     for place in settings.model_folders:
         entries.extend(_scan_place(Path(place).expanduser()))
     default = (settings.default_model or "").strip()
@@ -242,6 +242,28 @@ def _scan_hub_cache(cache: Path) -> list[ModelEntry]:
         name = match.group(1).replace("--", "/")
         entries.append(ModelEntry(name, "hub", name, cache / f"models--{match.group(1)}",
                                   problem=f"damaged cache entry ({warning}); download it again"))
+    return entries
+
+
+def _scan_downloads() -> list[ModelEntry]:
+    """Models fetched by engine.downloads (named by their repo id); half-finished ones show why."""
+    from engine.downloads import SOURCE_FILE, downloads_dir
+
+    root = downloads_dir()
+    if not root.is_dir():
+        return []
+    entries = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            repo_id = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))["repo_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            repo_id = None
+        entry = _folder_entry(folder, name=repo_id or folder.name.replace("--", "/"))
+        if repo_id is None:
+            detail = entry.problem.removesuffix(" (download it again)")
+            entry.problem = "download not finished" + (f" ({detail})" if detail else "")
+            entry.problem += "; download it again to resume"
+        entries.append(entry)
     return entries
 
 

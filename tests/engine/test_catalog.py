@@ -197,3 +197,17 @@ def test_format_size():
     assert format_size(512) == "512 B"
     assert format_size(2048) == "2 KB"
     assert format_size(int(2.5 * 1024**3)) == "2.5 GB"
+
+
+def test_downloads_folder_is_always_scanned(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFEDIT_DATA_DIR", str(tmp_path / "data"))
+    models = tmp_path / "data" / "models"
+    done = make_folder(models / "someone--finished", pipeline_files(1024, "v_prediction"))
+    (done / ".diffedit-source.json").write_text(json.dumps({"repo_id": "someone/finished"}))
+    unfinished = pipeline_files(768)
+    del unfinished["unet/diffusion_pytorch_model.safetensors"]
+    make_folder(models / "someone--halfway", unfinished)
+    entries = by_name(discover_models(Settings()))
+    assert entries["someone/finished"].usable and entries["someone/finished"].family == "sd2-v"
+    assert entries["someone/halfway"].problem == (
+        "download not finished (incomplete: no unet weights); download it again to resume")
