@@ -8,6 +8,7 @@ noise, seed). Refining the mask or changing the target text therefore skips the 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from engine import masks
 from engine.errors import InputError
 from engine.geometry import WorkingGeometry
 from engine.inversion import Schedule, ddim_invert
+from engine import methods
 from engine.methods import diffedit
+from engine.methods import options as method_options
 from engine.params import EditParams
 from engine.runtime import OnStep, RunContext, ShouldStop
 
@@ -38,6 +41,7 @@ class EditResult:
     params: EditParams
     model_name: str
     method: str = "diffedit"
+    options: dict = field(default_factory=dict)  # the method's own options, as plain values
     stats: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -52,7 +56,8 @@ class EditResult:
                       f"Denoising strength: {p.strength}, Model: {self.model_name}, "
                       f"Edit: {self.method}, Source prompt: {self.source}")
         record = {"method": self.method, "source": self.source, "target": self.target,
-                  "model": self.model_name, "params": p.to_dict(), "stats": self.stats,
+                  "model": self.model_name, "params": p.to_dict(), "options": self.options,
+                  "stats": self.stats,
                   "software": "DiffEdit Studio"}
         return {"parameters": parameters, "diffedit": json.dumps(record)}
 
@@ -112,53 +117,76 @@ class EditSession:
 
     def edit(self, source: str, target: str, mask: np.ndarray | None, params: EditParams = EditParams(), *,
              on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> EditResult:
-        """Edit inside ``mask`` (full-resolution, 1 = edit); estimate the mask first when None."""
+        """DiffEdit inside ``mask`` (full-resolution, 1 = edit); estimate the mask first when None."""
+        return self.run("diffedit", source, target, mask, params, on_step=on_step,
+                        should_stop=should_stop)[0]
+
+    def run(self, method: str, source: str, target: str, mask: np.ndarray | None,
+            params: EditParams = EditParams(), options: dict | None = None, *,
+            on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> list[EditResult]:
+        """Run any registered method; returns its results (several for multi-candidate methods)."""
+        info = methods.info(method)
+        parsed = method_options.from_dict(info.options, options)
         params, source, target = self._check(params, source, target)
+        if mask is not None:
+            mask = self.check_mask(mask)
+        elif info.mask == "required":
+            raise InputError(f"{info.title} needs a mask: paint the area to change (or load one)")
         ctx = RunContext(self.model, on_step, should_stop)
-        geometry = self.geometry(params)
         started = time.perf_counter()
-        warnings = list(self.warnings)
-
-        # 1. Mask: the user's, or the auto mask thresholded at params.mask_threshold.
-        heatmap = None
-        if mask is None:
-            heatmap = geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
-            mask = masks.threshold(heatmap, params.mask_threshold)
-            if not mask.any():
-                raise InputError("the automatic mask is empty: the two texts predict the same noise "
-                                 "at this threshold; lower mask_threshold or paint a mask")
-        else:
-            mask = np.asarray(mask, np.float32)
-            if mask.shape != self.rgb.shape[:2]:
-                raise InputError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
-                                 f"{self.size[0]}x{self.size[1]}; they must match")
-            if not (mask > 0).any():
-                raise InputError("the mask is empty: paint the area to edit, or use Find mask")
-        latent_mask = torch.from_numpy(geometry.mask_to_latent(mask))
-
-        # 2. Encoding: unconditional DDIM inversion to the encoding ratio (cached).
-        schedule = Schedule.from_config(self.model.scheduler_config, params.steps)
-        trajectory = self._trajectory(ctx, geometry, schedule, params)
-
-        # 3. Decoding under the target with the mask guiding every step.
-        with ctx.timed("decode"):
-            negative = params.negative_prompt or source
-            latent = diffedit.masked_decode(
-                ctx, schedule, trajectory, latent_mask, self.embed(negative), self.embed(target),
-                params.guidance, params.eta, params.seed, geometry.latent_content)
-            edited = geometry.from_working(self.decode_latent(latent))
-
-        # 4. Paste-back at full resolution: outside the mask (plus feather) stays the original.
-        with ctx.timed("paste"):
-            image = masks.composite(self.rgb, edited, masks.paste_alpha(mask, params.feather))
-        stats = ctx.stats()
-        stats["seconds"]["total"] = round(time.perf_counter() - started, 4)
-        stats["working_size"] = list(geometry.padded_size)
-        return EditResult(image=image, mask=mask, heatmap=heatmap, source=source, target=target,
-                          params=params, model_name=self.model.name, stats=stats,
-                          warnings=warnings + [w for w in self.warnings if w not in warnings])
+        results = methods.implementation(method).run(self, ctx, source, target, mask, params, parsed)
+        total = round(time.perf_counter() - started, 4)
+        for result in results:
+            result.stats["seconds"]["total"] = total
+        return results
 
     # ---- shared building blocks (also used by other methods) ---------------------------------
+
+    def check_mask(self, mask: np.ndarray) -> np.ndarray:
+        """A user mask as float32 at the photo's size, refusing a wrong size or an empty mask."""
+        mask = np.asarray(mask, np.float32)
+        if mask.shape != self.rgb.shape[:2]:
+            shape = "x".join(str(n) for n in mask.shape[::-1])
+            raise InputError(f"the mask is {shape} but the photo is "
+                             f"{self.size[0]}x{self.size[1]}; they must match")
+        if not (mask > 0).any():
+            raise InputError("the mask is empty: paint the area to edit, or use Find mask")
+        return np.clip(mask, 0.0, 1.0)
+
+    def auto_mask(self, ctx: RunContext, geometry: WorkingGeometry, source: str, target: str,
+                  params: EditParams) -> tuple[np.ndarray, np.ndarray]:
+        """(heatmap, mask) at the photo's size: the DiffEdit estimate thresholded at the params'."""
+        heatmap = geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
+        mask = masks.threshold(heatmap, params.mask_threshold)
+        if not mask.any():
+            raise InputError("the automatic mask is empty: the two texts predict the same noise "
+                             "at this threshold; lower mask_threshold or paint a mask")
+        return heatmap, mask
+
+    def encode(self, ctx: RunContext, geometry: WorkingGeometry, schedule: Schedule,
+               params: EditParams) -> list[torch.Tensor]:
+        """The unconditional DDIM trajectory of the photo to params.encode_steps (cached)."""
+        return self._trajectory(ctx, geometry, schedule, params)
+
+    def finish(self, ctx: RunContext, geometry: WorkingGeometry, latent: torch.Tensor,
+               mask: np.ndarray | None, params: EditParams, source: str, target: str, method: str,
+               options=None, heatmap: np.ndarray | None = None) -> EditResult:
+        """Decode ``latent``, scale it to the photo and paste it back through ``mask``
+        (None: the whole photo changes)."""
+        with ctx.timed("decode"):
+            edited = geometry.from_working(self.decode_latent(latent))
+        with ctx.timed("paste"):
+            if mask is None:
+                image = edited
+                mask = np.ones(self.rgb.shape[:2], np.float32)
+            else:
+                image = masks.composite(self.rgb, edited, masks.paste_alpha(mask, params.feather))
+        stats = ctx.stats()
+        stats["working_size"] = list(geometry.padded_size)
+        option_values = dataclasses.asdict(options) if options is not None else {}
+        return EditResult(image=image, mask=mask, heatmap=heatmap, source=source, target=target,
+                          params=params, model_name=self.model.name, method=method,
+                          options=option_values, stats=stats, warnings=list(self.warnings))
 
     def geometry(self, params: EditParams) -> WorkingGeometry:
         side = params.resolution or self.model.native_size

@@ -9,6 +9,24 @@ from engine.inversion import Schedule, ddim_step
 from engine.preview import latent_preview
 
 
+def run(session, ctx, source, target, mask, params, options) -> list:
+    """The full edit: auto mask (unless given), unconditional encoding, masked decoding, paste-back."""
+    geometry = session.geometry(params)
+    heatmap = None
+    if mask is None:
+        heatmap, mask = session.auto_mask(ctx, geometry, source, target, params)
+    latent_mask = torch.from_numpy(geometry.mask_to_latent(mask))
+    schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
+    trajectory = session.encode(ctx, geometry, schedule, params)
+    with ctx.timed("decode"):
+        negative = params.negative_prompt or source
+        latent = masked_decode(ctx, schedule, trajectory, latent_mask, session.embed(negative),
+                               session.embed(target), params.guidance, params.eta, params.seed,
+                               geometry.latent_content)
+    return [session.finish(ctx, geometry, latent, mask, params, source, target, "diffedit",
+                           options, heatmap)]
+
+
 @torch.no_grad()
 def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: torch.Tensor,
                      target: torch.Tensor, samples: int, noise_ratio: float, seed: int,
