@@ -108,17 +108,16 @@ def load_photo(path: str | os.PathLike, *, max_pixels: int | None = None) -> Pho
     if path.is_dir():
         raise InputError(f"cannot open {name}: it is a folder, not a photo; pick an image file")
     try:
-        size = path.stat().st_size
-        data = path.read_bytes()
+        stream = open(path, "rb")  # noqa: SIM115 - closed below, after the pixels are decoded
     except OSError as exc:
         raise InputError(f"cannot read {name}: {exc.strerror or exc}; check its permissions") from None
-    if size == 0 or not data:
-        raise InputError(f"cannot open {name}: the file is empty (0 bytes); it may not have "
-                         "finished copying or downloading, so get the file again")
-    # Reading the bytes first means no file handle stays open and the file may change afterwards.
-    notes: list[str] = []
-    with _open_image(io.BytesIO(data), name, notes) as im:
-        photo = _photo_from_pil(im, name, limit, notes)
+    with stream:
+        if os.fstat(stream.fileno()).st_size == 0:
+            raise InputError(f"cannot open {name}: the file is empty (0 bytes); it may not have "
+                             "finished copying or downloading, so get the file again")
+        notes: list[str] = []
+        with _open_image(stream, name, notes) as im:
+            photo = _photo_from_pil(im, name, limit, notes)
     photo.path = path
     return photo
 
@@ -217,6 +216,9 @@ def _photo_from_pil(im: Image.Image, name: str, limit: int, notes: list[str] | N
             im.load()
     except Image.DecompressionBombError as exc:
         raise InputError(f"cannot open {name}: {exc}") from None
+    except MemoryError:
+        raise InputError(f"not enough memory to open {name} ({im.size[0]}x{im.size[1]}); close "
+                         "other programs or use a smaller photo") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError) as exc:
         raise InputError(f"cannot open {name}: the file is damaged or incomplete ({exc}); "
                          "re-export or download it again") from None
@@ -628,27 +630,35 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"cannot read metadata from {path}: the file does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"cannot read metadata from {path}: the file is empty")
     try:
-        data = path.read_bytes()
+        stream = open(path, "rb")  # noqa: SIM115 - closed by the with block below
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not data:
-        raise InputError(f"cannot read metadata from {path}: the file is empty")
-    found: dict[str, str] = {}
-    with _open_image(io.BytesIO(data), str(path)) as im:
-        text = getattr(im, "text", None) if im.format == "PNG" else None
-        for key in METADATA_KEYS:
-            value = (text or {}).get(key, im.info.get(key))
-            if isinstance(value, str):
-                found[key] = value
-        if im.format == "TIFF" and hasattr(im, "tag_v2"):
-            found.update(_from_json(im.tag_v2.get(_TIFF_DESCRIPTION)))
+    with stream, _open_image(stream, str(path)) as im:
         try:
-            comment = im.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-        except Exception:  # noqa: BLE001 - damaged EXIF means no metadata, not an error
-            comment = None
-        for key, value in _from_user_comment(comment).items():
-            found.setdefault(key, value)
+            return _metadata_of(im)
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+            raise InputError(f"cannot read metadata from {path}: the file is damaged ({exc})"
+                             ) from None
+
+
+def _metadata_of(im: Image.Image) -> dict[str, str]:
+    found: dict[str, str] = {}
+    text = getattr(im, "text", None) if im.format == "PNG" else None
+    for key in METADATA_KEYS:
+        value = (text or {}).get(key, im.info.get(key))
+        if isinstance(value, str):
+            found[key] = value
+    if im.format == "TIFF" and hasattr(im, "tag_v2"):
+        found.update(_from_json(im.tag_v2.get(_TIFF_DESCRIPTION)))
+    try:
+        comment = im.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    except Exception:  # noqa: BLE001 - damaged EXIF means no metadata, not an error
+        comment = None
+    for key, value in _from_user_comment(comment).items():
+        found.setdefault(key, value)
     return found
 
 

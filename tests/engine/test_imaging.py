@@ -99,6 +99,10 @@ def test_read_metadata_errors_are_clear(tmp_path):
     text.write_text("hello")
     with pytest.raises(InputError, match="not a picture"):
         read_metadata(text)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(save_image(tmp_path / "whole.png", noise(64, 64)).read_bytes()[:200])
+    with pytest.raises(InputError, match="damaged"):
+        read_metadata(cut)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".webp", ".tif"])
@@ -396,3 +400,18 @@ def test_save_then_load_round_trips_losslessly(width, height, suffix, with_alpha
     else:
         assert photo.alpha is None
     assert meta == {"parameters": parameters}
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to count open files")
+def test_loading_and_saving_leave_no_open_files(tmp_path):
+    source = save_image(tmp_path / "a.png", noise(20, 20), metadata=METADATA)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(source.read_bytes()[:60])
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        load_photo(source)
+        read_metadata(source)
+        save_image(tmp_path / "b.jpg", noise(20, 20))
+        with pytest.raises(InputError):
+            load_photo(bad)
+    assert len(os.listdir("/proc/self/fd")) == before
