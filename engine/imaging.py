@@ -462,6 +462,8 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray | 
     if fmt is None:
         raise InputError(f"cannot save {path}: unknown file type {path.suffix or '(none)'!r}; "
                          f"use one of {', '.join(SAVE_FORMATS)}")
+    if not 1 <= int(quality) <= 100:
+        raise InputError(f"quality must be between 1 and 100, got {quality}")
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in (np.uint8, np.uint16):
         raise InputError(f"save_image needs (H, W, 3) uint8 or uint16 pixels, got "

@@ -166,6 +166,9 @@ def test_missing_folder_and_bad_arrays_are_input_errors(tmp_path):
         save_image(tmp_path / "out.png", noise(20, 20, 4))
     with pytest.raises(InputError, match="alpha"):
         save_image(tmp_path / "out.png", noise(20, 20), alpha=np.zeros((5, 5), np.uint8))
+    with pytest.raises(InputError, match="quality"):
+        save_image(tmp_path / "out.jpg", noise(20, 20), quality=0)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_new_files_are_not_private_to_the_owner(tmp_path):
