@@ -6,6 +6,7 @@ Exit codes: 0 done, 2 bad input or usage (one `error:` line on stderr), 1 intern
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
+from engine import methods
 from engine.errors import Cancelled, InputError
 from engine.params import EditParams
 
@@ -54,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="DDIM stochasticity while decoding, 0..1 (default %(default)s)")
     edit.add_argument("--overwrite", action="store_true",
                       help="allow the output to replace the input photo")
+    edit.add_argument("--method", default="diffedit", choices=list(methods.METHODS),
+                      help="editing method (default %(default)s); several results are written "
+                           "as OUT-1, OUT-2, ...")
+    _add_method_options(edit)
 
     mask = commands.add_parser("mask", help="write the automatic DiffEdit mask of a photo")
     mask.add_argument("image", type=Path, help="the photo")
@@ -87,6 +93,41 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
                      help="load pickle checkpoints (.ckpt/.bin) with torch.load(weights_only=True)")
     sub.add_argument("--report", type=Path, help="write timings, UNet work and memory as JSON")
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_method_options(sub: argparse.ArgumentParser) -> None:
+    """One flag per method option, generated from the options dataclasses (help included)."""
+    seen: dict[str, str] = {}
+    for info in methods.METHODS.values():
+        group = None
+        for f in dataclasses.fields(info.options):
+            if f.name in seen:
+                continue
+            seen[f.name] = info.name
+            group = group or sub.add_argument_group(f"{info.title} options (--method {info.name})")
+            flag = "--" + f.name.replace("_", "-")
+            kind = {"int": int, "float": float, "str": str}.get(getattr(f.type, "__name__", f.type))
+            if f.type in (bool, "bool"):
+                group.add_argument(flag, dest=f"opt_{f.name}", action="store_true", default=None,
+                                   help=f.metadata["help"])
+            else:
+                group.add_argument(flag, dest=f"opt_{f.name}", type=kind or str, default=None,
+                                   choices=f.metadata.get("choices"),
+                                   metavar=None if f.metadata.get("choices") else
+                                   {int: "N", float: "X"}.get(kind, "TEXT"),
+                                   help=f"{f.metadata['help']} (default {f.default})")
+
+
+def _method_options(args) -> dict:
+    """The method options given on the command line; an option of another method is an error."""
+    info = methods.info(args.method)
+    own = {f.name for f in dataclasses.fields(info.options)}
+    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    foreign = sorted(set(given) - own)
+    if foreign:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise InputError(f"{flags} do not apply to --method {args.method}")
+    return given
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,9 +200,13 @@ def _run(args) -> int:
             masks.to_image(heatmap).save(args.heatmap)
         report = {"command": "mask", "output": str(args.output)}
     else:
-        result = session.edit(args.source, args.target, user_mask, params, on_step=progress)
+        results = session.run(args.method, args.source, args.target, user_mask, params,
+                              _method_options(args), on_step=progress)
         _finish(progress)
-        imaging.export_photo(args.output, photo, result.image, metadata=result.metadata())
+        outputs = _output_names(args.output, len(results))
+        for path, each in zip(outputs, results):
+            _export(path, photo, each)
+        result = results[0]
         if args.save_mask:
             masks.to_image(result.mask).save(args.save_mask)
         if args.save_heatmap:
@@ -171,11 +216,29 @@ def _run(args) -> int:
                 masks.to_image(result.heatmap).save(args.save_heatmap)
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        report = {"command": "edit", "output": str(args.output), **result.stats}
+        report = {"command": "edit", "method": args.method, "outputs": [str(p) for p in outputs],
+                  **result.stats}
     if args.report:
         report.update(model=model.name, params=params.to_dict())
         args.report.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0
+
+
+def _output_names(output: Path, count: int) -> list[Path]:
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)]
+
+
+def _export(path: Path, photo, result) -> None:
+    """Save with the photo's alpha, EXIF and profile; a result of another size (an extended
+    canvas) is saved as it is."""
+    from engine import imaging
+
+    if result.image.shape == photo.rgb.shape:
+        imaging.export_photo(path, photo, result.image, metadata=result.metadata())
+    else:
+        imaging.save_image(path, result.image, metadata=result.metadata())
 
 
 def _load(args):

@@ -94,7 +94,7 @@ def test_internal_failure_exits_1(monkeypatch, tmp_path, samples_dir, capsys):
     def boom(*a, **k):
         raise RuntimeError("simulated engine bug")
 
-    monkeypatch.setattr(engine.session.EditSession, "edit", boom)
+    monkeypatch.setattr(engine.session.EditSession, "run", boom)
     code = cli.main(["edit", str(samples_dir / "coffee.png"), "-o", str(tmp_path / "o.png"),
                      "--target", "x", "--quiet", *FAST])
     assert code == 1
@@ -110,3 +110,10 @@ def test_process_exit_codes_and_no_traceback(tmp_path, samples_dir):
                   "--guidance", "99", *FAST)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: guidance must be from 0.0 to 50.0, got 99.0"]
+
+
+def test_options_of_another_method_are_refused(tmp_path, samples_dir, capsys):
+    code = cli.main(["edit", str(samples_dir / "coffee.png"), "-o", str(tmp_path / "o.png"),
+                     "--target", "x", "--candidates", "3", *FAST])
+    assert code == 2
+    assert "--candidates do not apply to --method diffedit" in capsys.readouterr().err
