@@ -1,0 +1,1 @@
+"""DiffEdit Studio's desktop app (PySide6): canvas, mask brush, panels, history, engine thread."""

@@ -1,0 +1,352 @@
+"""The canvas: zoom under the cursor, fit, 100 %, pan, brush and eraser on the mask, before/after.
+
+Scene coordinates are photo pixels ((0, 0) is the top-left corner of the top-left pixel). The view
+only reads the document and calls its stroke methods; everything else arrives through signals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QCursor, QPainter, QPixmap, QTransform
+from PySide6.QtWidgets import (QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QLabel,
+                               QVBoxLayout)
+
+from desktop_app.qt_compat import emit
+from desktop_app.canvas.items import (BrushCursorItem, MaskOverlayItem, PhotoItem, qimage_from_rgb,
+                                      qimage_from_rgba)
+from desktop_app.document import Document
+
+MIN_ZOOM, MAX_ZOOM = 0.02, 32.0
+BRUSH, ERASER = "brush", "eraser"
+COMPARE_KEY = Qt.Key.Key_Backslash  # hold to see "before"
+
+
+class Canvas(QGraphicsView):
+    """Shows the document's photo, mask and results; paints strokes into its mask."""
+
+    zoom_changed = Signal(float)
+    brush_changed = Signal()  # tool, size or hardness changed (panels mirror them)
+    cursor_moved = Signal(int, int)  # photo pixel under the mouse
+
+    def __init__(self, document: Document, parent=None):
+        super().__init__(parent)
+        self.doc = document
+        self.setScene(QGraphicsScene(self))
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setBackgroundBrush(self.palette().dark())
+        # Drops belong to the main window (open a photo), not to the scene.
+        self.setAcceptDrops(False)
+        self.viewport().setAcceptDrops(False)
+
+        self.photo_item = PhotoItem()
+        self.mask_item = MaskOverlayItem()
+        self.mask_item.setZValue(10)
+        self.preview_item = QGraphicsPixmapItem()
+        self.preview_item.setZValue(20)
+        self.preview_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self.preview_item.setVisible(False)
+        self.cursor_item = BrushCursorItem()
+        self.cursor_item.setVisible(False)
+        for item in (self.photo_item, self.mask_item, self.preview_item, self.cursor_item):
+            self.scene().addItem(item)
+
+        self.tool = BRUSH
+        self.brush_size = 60.0  # diameter in photo pixels
+        self.hardness = 0.8
+        self.mask_visible = True
+        self._painting = False
+        self._panning = False
+        self._space = False
+        self._pan_from = QPointF()
+        self._fit_on_resize = True
+
+        self.placeholder = QLabel(self.viewport())
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setText(
+            "<p style='font-size:15pt'>Open a photo to start</p>"
+            "<p>File \u25b8 Open (Ctrl+O), drop an image here, paste one (Ctrl+V),<br>"
+            "or try File \u25b8 Open Sample.</p>")
+        layout = QVBoxLayout(self.viewport())
+        layout.addWidget(self.placeholder)
+
+        document.photo_changed.connect(self._on_photo_changed)
+        document.base_changed.connect(self._on_base_changed)
+        document.mask_changed.connect(self._on_mask_changed)
+        document.heatmap_changed.connect(self._on_heatmap_changed)
+        document.preview_changed.connect(self._update_pixmaps)
+        self._base_pixmap: QPixmap | None = None
+        self._original_pixmap: QPixmap | None = None
+        self._on_photo_changed()
+
+    # ------------------------------------------------------------------ document -> view
+
+    def _on_photo_changed(self) -> None:
+        doc = self.doc
+        self.placeholder.setVisible(not doc.has_photo)
+        self.clear_run_preview()
+        if not doc.has_photo:
+            self._base_pixmap = self._original_pixmap = None
+            self.photo_item.set_pixmaps(None, None)
+            self.mask_item.reset(None)
+            self.scene().setSceneRect(QRectF())
+            return
+        self._base_pixmap = QPixmap.fromImage(qimage_from_rgb(doc.base))
+        self._original_pixmap = self._base_pixmap.copy()
+        w, h = doc.size
+        self.scene().setSceneRect(QRectF(0, 0, w, h))
+        self.mask_item.reset((h, w))
+        self._update_pixmaps()
+        self._refresh_mask(None)
+        self._fit_on_resize = True
+        self.fit()
+
+    def _on_base_changed(self, rect) -> None:
+        x, y, w, h = rect
+        patch = qimage_from_rgb(self.doc.base[y:y + h, x:x + w])
+        painter = QPainter(self._base_pixmap)
+        painter.drawImage(x, y, patch)
+        painter.end()
+        self._update_pixmaps()
+
+    def _update_pixmaps(self) -> None:
+        if self._base_pixmap is None:
+            return
+        entry = self.doc.entry(self.doc.preview_id)
+        if entry is not None:
+            after = QPixmap.fromImage(qimage_from_rgb(entry.image))
+            self.photo_item.set_pixmaps(self._base_pixmap, after)
+        else:
+            # Nothing previewed: compare the current base with the photo as it was opened.
+            self.photo_item.set_pixmaps(self._original_pixmap, self._base_pixmap)
+
+    def _on_mask_changed(self, rect) -> None:
+        if not self.mask_item.show_heatmap:
+            self._refresh_mask(rect)
+
+    def _on_heatmap_changed(self) -> None:
+        if self.mask_item.show_heatmap:
+            self._refresh_mask(None)
+
+    def _refresh_mask(self, rect) -> None:
+        if not self.doc.has_photo:
+            return
+        values = self.doc.heatmap if self.mask_item.show_heatmap else self.doc.composed
+        self.mask_item.refresh(values, rect)
+
+    # ------------------------------------------------------------------ display options
+
+    def set_mask_visible(self, on: bool) -> None:
+        self.mask_visible = bool(on)
+        self.mask_item.setVisible(self.mask_visible)
+
+    def set_mask_opacity(self, opacity: float) -> None:
+        self.mask_item.setOpacity(float(opacity))
+
+    def set_mask_colour(self, colour: QColor) -> None:
+        self.mask_item.colour = QColor(colour)
+        self._refresh_mask(None)
+
+    def set_show_heatmap(self, on: bool) -> None:
+        self.mask_item.show_heatmap = bool(on)
+        self._refresh_mask(None)
+
+    def set_split(self, fraction: float) -> None:
+        self.photo_item.set_split(fraction)
+
+    def set_show_before(self, on: bool) -> None:
+        self.photo_item.set_show_before(on)
+
+    def show_run_preview(self, rgb: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Show a small engine preview stretched over the photo (inside the mask when given)."""
+        if not self.doc.has_photo:
+            return
+        h, w = rgb.shape[:2]
+        if mask is not None:
+            from engine import masks as mask_ops
+
+            alpha = mask_ops.resize(mask, (w, h))
+            rgba = np.dstack([rgb, np.rint(alpha * 255).astype(np.uint8)])
+            image = qimage_from_rgba(rgba)
+        else:
+            image = qimage_from_rgb(rgb)
+        self.preview_item.setPixmap(QPixmap.fromImage(image))
+        pw, ph = self.doc.size
+        self.preview_item.setTransform(QTransform.fromScale(pw / w, ph / h))
+        self.preview_item.setVisible(True)
+
+    def clear_run_preview(self) -> None:
+        self.preview_item.setVisible(False)
+        self.preview_item.setPixmap(QPixmap())
+
+    # ------------------------------------------------------------------ zoom
+
+    @property
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def set_zoom(self, zoom: float) -> None:
+        zoom = min(max(zoom, MIN_ZOOM), MAX_ZOOM)
+        factor = zoom / self.zoom
+        self.scale(factor, factor)
+        self._fit_on_resize = False
+        emit(self.zoom_changed, self.zoom)
+
+    def zoom_by(self, factor: float) -> None:
+        self.set_zoom(self.zoom * factor)
+
+    def fit(self) -> None:
+        if self.doc.has_photo:
+            self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+            self._fit_on_resize = True
+            emit(self.zoom_changed, self.zoom)
+
+    def actual_pixels(self) -> None:
+        """100 %: one photo pixel per physical screen pixel (crisp on high-DPI screens)."""
+        self.setTransform(QTransform())
+        self.set_zoom(1.0 / self.devicePixelRatioF())
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._fit_on_resize:
+            self.fit()
+
+    def wheelEvent(self, event) -> None:
+        if not self.doc.has_photo:
+            return
+        steps = event.angleDelta().y() / 120.0
+        if steps:
+            self.zoom_by(1.25 ** steps)  # AnchorUnderMouse keeps the point under the cursor
+        event.accept()
+
+    # ------------------------------------------------------------------ brush
+
+    def set_tool(self, tool: str) -> None:
+        self.tool = tool
+        emit(self.brush_changed)
+
+    def set_brush_size(self, size: float) -> None:
+        self.brush_size = float(min(max(size, 1.0), 2000.0))
+        self.cursor_item.set_radius(self.brush_size / 2)
+        emit(self.brush_changed)
+
+    def set_hardness(self, hardness: float) -> None:
+        self.hardness = float(min(max(hardness, 0.0), 1.0))
+        emit(self.brush_changed)
+
+    def grow_brush(self) -> None:
+        self.set_brush_size(max(self.brush_size + 1, self.brush_size * 1.2))
+
+    def shrink_brush(self) -> None:
+        self.set_brush_size(min(self.brush_size - 1, self.brush_size / 1.2))
+
+    # ------------------------------------------------------------------ mouse and keys
+
+    def mousePressEvent(self, event) -> None:
+        button = event.button()
+        if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and self._space):
+            self._panning = True
+            self._pan_from = event.position()
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            event.accept()
+            return
+        if button == Qt.MouseButton.LeftButton and self.doc.has_photo and not self.doc.stroking:
+            self.setFocus()
+            self._painting = True
+            mode = "add" if self.tool == BRUSH else "erase"
+            self.doc.begin_stroke(mode, self.brush_size / 2, self.hardness)
+            p = self.mapToScene(event.position().toPoint())
+            self.doc.stroke_to(p.x(), p.y())
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:
+        p = self.mapToScene(event.position().toPoint())
+        self._move_cursor(p)
+        if self._panning:
+            delta = event.position() - self._pan_from
+            self._pan_from = event.position()
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - round(delta.x()))
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - round(delta.y()))
+            self._fit_on_resize = False
+            event.accept()
+            return
+        if self._painting:
+            self.doc.stroke_to(p.x(), p.y())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:
+        if self._panning and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
+            self._panning = False
+            self._update_cursor_shape()
+            event.accept()
+            return
+        if self._painting and event.button() == Qt.MouseButton.LeftButton:
+            self._painting = False
+            self.doc.end_stroke()
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            self._update_cursor_shape()
+            event.accept()
+            return
+        if event.key() == COMPARE_KEY and not event.isAutoRepeat():
+            self.set_show_before(True)
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            self._update_cursor_shape()
+            event.accept()
+            return
+        if event.key() == COMPARE_KEY and not event.isAutoRepeat():
+            self.set_show_before(False)
+            event.accept()
+            return
+        super().keyReleaseEvent(event)
+
+    def focusOutEvent(self, event) -> None:
+        # A key released elsewhere must not leave the view stuck in pan or "before" mode.
+        self._space = False
+        self.set_show_before(False)
+        self._update_cursor_shape()
+        super().focusOutEvent(event)
+
+    def enterEvent(self, event) -> None:
+        self.cursor_item.setVisible(self.doc.has_photo)
+        super().enterEvent(event)
+
+    def leaveEvent(self, event) -> None:
+        self.cursor_item.setVisible(False)
+        super().leaveEvent(event)
+
+    def _move_cursor(self, p: QPointF) -> None:
+        self.cursor_item.setPos(p)
+        self.cursor_item.set_radius(self.brush_size / 2)
+        if self.doc.has_photo:
+            self.cursor_item.setVisible(not self._panning and not self._space)
+            emit(self.cursor_moved, int(p.x()), int(p.y()))
+
+    def _update_cursor_shape(self) -> None:
+        if self._space or self._panning:
+            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
+        else:
+            self.viewport().setCursor(QCursor(Qt.CursorShape.CrossCursor))
+        self.cursor_item.setVisible(self.doc.has_photo and not self._space and self.underMouse())

@@ -1,0 +1,593 @@
+"""The open photo: base image, mask layers, run history and the undo stack (GUI thread only).
+
+Mask model (DESIGN.md): the auto heatmap with its threshold, strokes that add, strokes that erase;
+composed = (heatmap > t OR added) AND NOT erased. Mask operations (invert, grow, shrink, feather)
+apply to the whole mask composed so far and start a new *segment*: strokes painted after an
+operation land on top of it. So moving the threshold refolds every segment and never loses a
+stroke, and painting after "invert" still adds where the user paints.
+
+Undo stores region patches: a stroke saves only the tiles it touched, applying a result only the
+bounding box of the pixels that changed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QUndoCommand, QUndoStack
+
+from desktop_app.qt_compat import emit
+
+from engine import masks
+from engine.params import EditParams
+
+TILE = 128  # stroke undo granularity in px: small enough that a dab saves little, big enough to be few
+Rect = tuple[int, int, int, int]  # x, y, width, height in image pixels
+
+
+# ----------------------------------------------------------------------------- mask layers
+
+
+@dataclass
+class Segment:
+    """One mask operation (None for the first segment) followed by the strokes painted after it."""
+
+    op: tuple | None = None  # ("invert",) | ("grow", px) | ("shrink", px) | ("feather", px)
+    added: np.ndarray | None = None  # stroke coverage in [0, 1], allocated on the first stroke
+    erased: np.ndarray | None = None
+
+
+@dataclass
+class MaskLayers:
+    """Everything the composed mask is computed from; swapped whole by clear and load."""
+
+    heatmap: np.ndarray | None = None
+    segments: list[Segment] = field(default_factory=lambda: [Segment()])
+
+
+def apply_op(op: tuple, mask: np.ndarray) -> np.ndarray:
+    name = op[0]
+    if name == "invert":
+        return masks.invert(mask)
+    if name == "grow":
+        return masks.grow(mask, int(op[1]))
+    if name == "shrink":
+        return masks.shrink(mask, int(op[1]))
+    if name == "feather":
+        return masks.feather(mask, float(op[1]))
+    raise ValueError(f"unknown mask operation {name!r}")
+
+
+def apply_strokes(mask: np.ndarray, added: np.ndarray | None, erased: np.ndarray | None):
+    """(mask OR added) AND NOT erased, with soft stroke edges (works on views of any region)."""
+    out = mask if added is None else np.maximum(mask, added)
+    if erased is not None:
+        out = out * (1.0 - erased)
+    return out.astype(np.float32, copy=False)
+
+
+def segment_coverage(p0, p1, radius: float, hardness: float, shape) -> tuple[Rect, np.ndarray] | None:
+    """Brush coverage of a capsule from p0 to p1 (image px), so fast drags leave no gaps.
+
+    Returns ((x, y, w, h), coverage) clipped to the image, or None when it lies outside.
+    """
+    height, width = shape
+    (x0, y0), (x1, y1) = p0, p1
+    pad = radius + 1.0
+    left = max(0, int(math.floor(min(x0, x1) - pad)))
+    right = min(width, int(math.ceil(max(x0, x1) + pad)) + 1)
+    top = max(0, int(math.floor(min(y0, y1) - pad)))
+    bottom = min(height, int(math.ceil(max(y0, y1) + pad)) + 1)
+    if left >= right or top >= bottom:
+        return None
+    ys = np.arange(top, bottom, dtype=np.float32)[:, None] + 0.5  # pixel centres
+    xs = np.arange(left, right, dtype=np.float32)[None, :] + 0.5
+    dx, dy = x1 - x0, y1 - y0
+    length2 = dx * dx + dy * dy
+    if length2 > 1e-12:
+        t = np.clip(((xs - x0) * dx + (ys - y0) * dy) / length2, 0.0, 1.0)
+    else:
+        t = np.float32(0.0)
+    distance = np.hypot(xs - (x0 + t * dx), ys - (y0 + t * dy))
+    # Hardness 1 keeps a one-pixel anti-aliased rim; lower hardness fades over more of the radius.
+    soft = max(radius * (1.0 - hardness), 1.0)
+    coverage = np.clip((radius - distance) / soft, 0.0, 1.0).astype(np.float32)
+    return (left, top, right - left, bottom - top), coverage
+
+
+# ----------------------------------------------------------------------------- history
+
+
+@dataclass
+class HistoryEntry:
+    """One result of one run (a run with variations makes several entries sharing ``group``)."""
+
+    id: int
+    group: int
+    variation: int  # 0-based index within the group
+    image: np.ndarray  # (H, W, 3) uint8, full resolution, pasted back
+    mask: np.ndarray  # (H, W) float32, the mask the run used
+    source: str
+    target: str
+    method: str
+    params: EditParams
+    seconds: float
+    created: float  # time.time()
+    metadata: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    thumbnail: np.ndarray | None = None  # small RGB for the history list
+
+
+def make_thumbnail(rgb: np.ndarray, side: int = 96) -> np.ndarray:
+    from PIL import Image
+
+    image = Image.fromarray(rgb)
+    image.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return np.asarray(image).copy()
+
+
+# ----------------------------------------------------------------------------- document
+
+
+class Document(QObject):
+    """The photo being edited. Views subscribe to its signals; they never change it directly."""
+
+    photo_changed = Signal()  # a different photo (or none): everything must be redrawn
+    base_changed = Signal(object)  # Rect of the base image that changed (apply / undo apply)
+    mask_changed = Signal(object)  # Rect that changed, or None for the whole mask
+    heatmap_changed = Signal()
+    history_changed = Signal()
+    preview_changed = Signal()  # which history entry the canvas shows
+    work_changed = Signal()  # unexported-work state may have changed
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.undo_stack = QUndoStack(self)
+        self.photo = None  # engine.imaging.Photo as opened (metadata, original pixels)
+        self.base: np.ndarray | None = None  # current base RGB; applied results are patched in
+        self.photo_key = ""  # identifies the base pixels for the worker's session cache
+        self.generation = 0  # bumped per opened photo: results of an older photo are dropped
+        self.display_name = ""
+        self.mask = MaskLayers()
+        self.threshold = EditParams().mask_threshold
+        self._composed: np.ndarray | None = None
+        self._prefix: np.ndarray | None = None  # composed mask before the top segment's strokes
+        self.history: list[HistoryEntry] = []
+        self.preview_id: int | None = None
+        self.applied: list[int] = []  # ids of applied entries, oldest first (export metadata)
+        self._ids = itertools.count(1)
+        self._groups = itertools.count(1)
+        self._keys = itertools.count(1)
+        self._stroke: _StrokeRecorder | None = None
+        self._work_serial = 0
+        self._exported_serial = 0
+
+    # ------------------------------------------------------------------ photo
+
+    @property
+    def has_photo(self) -> bool:
+        return self.base is not None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (0, 0) if self.base is None else (self.base.shape[1], self.base.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (0, 0) if self.base is None else self.base.shape[:2]
+
+    def set_photo(self, photo, display_name: str = "") -> None:
+        """Start editing ``photo`` (engine.imaging.Photo); clears mask, history and undo."""
+        self.undo_stack.clear()
+        self.photo = photo
+        self.generation += 1
+        self.base = np.ascontiguousarray(photo.rgb).copy()
+        self.photo_key = f"photo-{next(self._keys)}"
+        path = getattr(photo, "path", None)
+        self.display_name = display_name or (Path(path).name if path else "Untitled")
+        self.mask = MaskLayers()
+        self.history.clear()
+        self.preview_id = None
+        self.applied.clear()
+        self._work_serial = self._exported_serial = 0
+        self._refold()
+        emit(self.photo_changed)
+        emit(self.mask_changed, None)
+        emit(self.heatmap_changed)
+        emit(self.history_changed)
+        emit(self.preview_changed)
+        emit(self.work_changed)
+
+    def current_photo(self):
+        """The base as an engine photo (metadata of the opened file, current pixels)."""
+        from desktop_app.photo_io import session_photo
+
+        return session_photo(self.photo, self.base.copy())
+
+    # ------------------------------------------------------------------ mask: reading
+
+    @property
+    def composed(self) -> np.ndarray:
+        """The mask as it is now, (H, W) float32 in [0, 1]. Do not modify."""
+        return self._composed
+
+    @property
+    def heatmap(self) -> np.ndarray | None:
+        return self.mask.heatmap
+
+    def has_mask(self) -> bool:
+        return self.mask.heatmap is not None or bool(self._composed is not None and self._composed.any())
+
+    def mask_for_engine(self) -> np.ndarray | None:
+        """None when nothing is there yet (the engine then finds a mask first)."""
+        return self._composed.copy() if self.has_mask() else None
+
+    def _refold(self) -> None:
+        if self.base is None:
+            self._composed = self._prefix = None
+            return
+        shape = self.shape
+        layers = self.mask
+        if layers.heatmap is not None:
+            m = masks.threshold(layers.heatmap, self.threshold)
+        else:
+            m = np.zeros(shape, np.float32)
+        prefix = m
+        for index, seg in enumerate(layers.segments):
+            if index > 0:
+                m = apply_op(seg.op, m)
+            prefix = m
+            m = apply_strokes(m, seg.added, seg.erased)
+        self._prefix = prefix if prefix is not m else prefix.copy()
+        self._composed = m if m is not prefix else m.copy()
+
+    def _recompose_region(self, rect: Rect) -> None:
+        x, y, w, h = rect
+        seg = self.mask.segments[-1]
+        sl = np.s_[y:y + h, x:x + w]
+        self._composed[sl] = apply_strokes(
+            self._prefix[sl],
+            None if seg.added is None else seg.added[sl],
+            None if seg.erased is None else seg.erased[sl],
+        )
+
+    # ------------------------------------------------------------------ mask: threshold
+
+    def set_threshold(self, level: float) -> None:
+        """Re-threshold the heatmap instantly; strokes and operations are kept."""
+        level = float(level)
+        if level == self.threshold:
+            return
+        self.threshold = level
+        if self.base is None:
+            return
+        self._refold()
+        if self.mask.heatmap is not None:
+            emit(self.mask_changed, None)
+
+    # ------------------------------------------------------------------ mask: strokes
+
+    def begin_stroke(self, mode: str, radius: float, hardness: float) -> None:
+        """Start one brush ("add") or eraser ("erase") stroke; it becomes one undo step."""
+        if self.base is None:
+            return
+        if mode not in ("add", "erase"):
+            raise ValueError(mode)
+        seg = self.mask.segments[-1]
+        if seg.added is None:
+            seg.added = np.zeros(self.shape, np.float32)
+        if seg.erased is None:
+            seg.erased = np.zeros(self.shape, np.float32)
+        self._stroke = _StrokeRecorder(len(self.mask.segments) - 1, mode, radius, hardness)
+
+    def stroke_to(self, x: float, y: float) -> None:
+        """Extend the stroke to image point (x, y); the first call paints a single dab."""
+        stroke = self._stroke
+        if stroke is None:
+            return
+        start = stroke.last if stroke.last is not None else (x, y)
+        stroke.last = (x, y)
+        hit = segment_coverage(start, (x, y), stroke.radius, stroke.hardness, self.shape)
+        if hit is None:
+            return
+        rect, coverage = hit
+        seg = self.mask.segments[stroke.segment]
+        stroke.save_tiles(rect, seg)
+        rx, ry, rw, rh = rect
+        sl = np.s_[ry:ry + rh, rx:rx + rw]
+        paint, clear = (seg.added, seg.erased) if stroke.mode == "add" else (seg.erased, seg.added)
+        # Painting one layer also lifts the other there, so the last stroke always wins.
+        np.maximum(paint[sl], coverage, out=paint[sl])
+        clear[sl] *= 1.0 - coverage
+        self._recompose_region(rect)
+        emit(self.mask_changed, rect)
+
+    def end_stroke(self) -> None:
+        stroke, self._stroke = self._stroke, None
+        if stroke is None or not stroke.tiles:
+            return
+        seg = self.mask.segments[stroke.segment]
+        patches = {}
+        for key, (rect, old_added, old_erased) in stroke.tiles.items():
+            x, y, w, h = rect
+            sl = np.s_[y:y + h, x:x + w]
+            patches[key] = (rect, old_added, old_erased, seg.added[sl].copy(), seg.erased[sl].copy())
+        label = "Brush stroke" if stroke.mode == "add" else "Eraser stroke"
+        self.undo_stack.push(_StrokeCommand(self, stroke.segment, patches, label))
+
+    @property
+    def stroking(self) -> bool:
+        return self._stroke is not None
+
+    def _write_patches(self, segment: int, patches: dict, new: bool) -> None:
+        seg = self.mask.segments[segment]
+        if seg.added is None:
+            seg.added = np.zeros(self.shape, np.float32)
+            seg.erased = np.zeros(self.shape, np.float32)
+        union = None
+        for rect, old_a, old_e, new_a, new_e in patches.values():
+            x, y, w, h = rect
+            sl = np.s_[y:y + h, x:x + w]
+            seg.added[sl] = new_a if new else old_a
+            seg.erased[sl] = new_e if new else old_e
+            union = _union(union, rect)
+        if segment == len(self.mask.segments) - 1 and union is not None:
+            self._recompose_region(union)
+            emit(self.mask_changed, union)
+        else:  # not reachable through LIFO undo, but stay correct if it ever is
+            self._refold()
+            emit(self.mask_changed, None)
+
+    # ------------------------------------------------------------------ mask: operations
+
+    def invert_mask(self) -> None:
+        self._push_op(("invert",), "Invert mask")
+
+    def grow_mask(self, px: int) -> None:
+        self._push_op(("grow", int(px)), f"Grow mask {px} px")
+
+    def shrink_mask(self, px: int) -> None:
+        self._push_op(("shrink", int(px)), f"Shrink mask {px} px")
+
+    def feather_mask(self, px: float) -> None:
+        self._push_op(("feather", float(px)), f"Feather mask {px:g} px")
+
+    def clear_mask(self) -> None:
+        if self.base is not None:
+            self.undo_stack.push(_ReplaceMaskCommand(self, MaskLayers(), "Clear mask"))
+
+    def load_mask(self, mask: np.ndarray) -> None:
+        """Replace every layer with a mask from a file (it becomes an 'added' layer)."""
+        if self.base is None:
+            return
+        layers = MaskLayers(segments=[Segment(added=np.asarray(mask, np.float32).copy(),
+                                              erased=np.zeros(self.shape, np.float32))])
+        self.undo_stack.push(_ReplaceMaskCommand(self, layers, "Load mask"))
+
+    def set_heatmap(self, heatmap: np.ndarray) -> None:
+        """A new auto mask from "Find mask": undoable, keeps strokes and operations."""
+        if self.base is None:
+            return
+        heatmap = np.asarray(heatmap, np.float32)
+        if heatmap.shape != tuple(self.shape):
+            heatmap = masks.resize(heatmap, self.size)
+        self.undo_stack.push(_HeatmapCommand(self, heatmap))
+
+    def _push_op(self, op: tuple, label: str) -> None:
+        if self.base is not None:
+            self.undo_stack.push(_OpCommand(self, op, label))
+
+    def _mask_structure_changed(self, heatmap: bool = False) -> None:
+        self._refold()
+        emit(self.mask_changed, None)
+        if heatmap:
+            emit(self.heatmap_changed)
+
+    # ------------------------------------------------------------------ history
+
+    def new_group(self) -> int:
+        return next(self._groups)
+
+    def add_result(self, group: int, variation: int, *, image, mask, source, target, method,
+                   params, seconds, metadata=None, stats=None, warnings=None) -> HistoryEntry:
+        entry = HistoryEntry(
+            id=next(self._ids), group=group, variation=variation, image=image, mask=mask,
+            source=source, target=target, method=method, params=params, seconds=seconds,
+            created=time.time(), metadata=dict(metadata or {}), stats=dict(stats or {}),
+            warnings=list(warnings or []), thumbnail=make_thumbnail(image),
+        )
+        self.history.append(entry)
+        self._touch_work()
+        emit(self.history_changed)
+        return entry
+
+    def entry(self, entry_id: int | None) -> HistoryEntry | None:
+        return next((e for e in self.history if e.id == entry_id), None)
+
+    def delete_entry(self, entry_id: int) -> None:
+        self.history = [e for e in self.history if e.id != entry_id]
+        if self.preview_id == entry_id:
+            self.set_preview(None)
+        emit(self.history_changed)
+
+    def set_preview(self, entry_id: int | None) -> None:
+        """Show a history entry on the canvas (None: the base photo)."""
+        if entry_id is not None and self.entry(entry_id) is None:
+            entry_id = None
+        if entry_id != self.preview_id:
+            self.preview_id = entry_id
+            emit(self.preview_changed)
+
+    def shown_image(self) -> np.ndarray | None:
+        """What the canvas shows (and Export writes): the previewed result, else the base."""
+        entry = self.entry(self.preview_id)
+        return entry.image if entry is not None else self.base
+
+    def shown_metadata(self) -> dict:
+        entry = self.entry(self.preview_id)
+        if entry is None and self.applied:
+            entry = self.entry(self.applied[-1])
+        return dict(entry.metadata) if entry is not None else {}
+
+    def apply_entry(self, entry_id: int) -> bool:
+        """Make a result the new base photo (undoable). False when it changes nothing."""
+        entry = self.entry(entry_id)
+        if entry is None or self.base is None:
+            return False
+        changed = np.any(entry.image != self.base, axis=2)
+        rect = _bbox(changed)
+        if rect is None:
+            return False
+        x, y, w, h = rect
+        sl = np.s_[y:y + h, x:x + w]
+        command = _ApplyCommand(self, entry.id, rect, self.base[sl].copy(), entry.image[sl].copy(),
+                                self.photo_key, f"photo-{next(self._keys)}",
+                                f"Apply \u201c{entry.target}\u201d")
+        self.undo_stack.push(command)
+        return True
+
+    def _write_base(self, rect: Rect, pixels: np.ndarray, key: str) -> None:
+        x, y, w, h = rect
+        self.base[y:y + h, x:x + w] = pixels
+        self.photo_key = key
+        self._touch_work()
+        emit(self.base_changed, rect)
+
+    # ------------------------------------------------------------------ unexported work
+
+    def _touch_work(self) -> None:
+        self._work_serial += 1
+        emit(self.work_changed)
+
+    def has_unexported_work(self) -> bool:
+        return self.base is not None and self._work_serial != self._exported_serial
+
+    def mark_exported(self) -> None:
+        self._exported_serial = self._work_serial
+        emit(self.work_changed)
+
+
+# ----------------------------------------------------------------------------- undo commands
+
+
+class _StrokeRecorder:
+    """Saves each touched tile's layers once, before the stroke first changes them."""
+
+    def __init__(self, segment: int, mode: str, radius: float, hardness: float):
+        self.segment = segment
+        self.mode = mode
+        self.radius = float(radius)
+        self.hardness = float(hardness)
+        self.last = None
+        self.tiles: dict[tuple[int, int], tuple] = {}
+
+    def save_tiles(self, rect: Rect, seg: Segment) -> None:
+        x, y, w, h = rect
+        height, width = seg.added.shape
+        for ty in range(y // TILE, (y + h - 1) // TILE + 1):
+            for tx in range(x // TILE, (x + w - 1) // TILE + 1):
+                if (ty, tx) in self.tiles:
+                    continue
+                tile = (tx * TILE, ty * TILE, min(TILE, width - tx * TILE), min(TILE, height - ty * TILE))
+                sl = np.s_[tile[1]:tile[1] + tile[3], tile[0]:tile[0] + tile[2]]
+                self.tiles[(ty, tx)] = (tile, seg.added[sl].copy(), seg.erased[sl].copy())
+
+
+class _StrokeCommand(QUndoCommand):
+    def __init__(self, doc: Document, segment: int, patches: dict, label: str):
+        super().__init__(label)
+        self.doc, self.segment, self.patches = doc, segment, patches
+        self._first = True
+
+    def redo(self):
+        if self._first:  # the stroke is already on the canvas
+            self._first = False
+            return
+        self.doc._write_patches(self.segment, self.patches, new=True)
+
+    def undo(self):
+        self.doc._write_patches(self.segment, self.patches, new=False)
+
+
+class _OpCommand(QUndoCommand):
+    def __init__(self, doc: Document, op: tuple, label: str):
+        super().__init__(label)
+        self.doc = doc
+        self.segment = Segment(op=op)
+
+    def redo(self):
+        self.doc.mask.segments.append(self.segment)
+        self.doc._mask_structure_changed()
+
+    def undo(self):
+        self.doc.mask.segments.pop()
+        self.doc._mask_structure_changed()
+
+
+class _ReplaceMaskCommand(QUndoCommand):
+    def __init__(self, doc: Document, layers: MaskLayers, label: str):
+        super().__init__(label)
+        self.doc, self.new, self.old = doc, layers, doc.mask
+
+    def redo(self):
+        self.doc.mask = self.new
+        self.doc._mask_structure_changed(heatmap=True)
+
+    def undo(self):
+        self.doc.mask = self.old
+        self.doc._mask_structure_changed(heatmap=True)
+
+
+class _HeatmapCommand(QUndoCommand):
+    def __init__(self, doc: Document, heatmap: np.ndarray):
+        super().__init__("Find mask")
+        self.doc, self.new, self.old = doc, heatmap, doc.mask.heatmap
+
+    def redo(self):
+        self.doc.mask.heatmap = self.new
+        self.doc._mask_structure_changed(heatmap=True)
+
+    def undo(self):
+        self.doc.mask.heatmap = self.old
+        self.doc._mask_structure_changed(heatmap=True)
+
+
+class _ApplyCommand(QUndoCommand):
+    def __init__(self, doc, entry_id, rect, old, new, old_key, new_key, label):
+        super().__init__(label)
+        self.doc, self.entry_id, self.rect = doc, entry_id, rect
+        self.old, self.new, self.old_key, self.new_key = old, new, old_key, new_key
+
+    def redo(self):
+        self.doc.applied.append(self.entry_id)
+        self.doc._write_base(self.rect, self.new, self.new_key)
+        self.doc.set_preview(None)
+
+    def undo(self):
+        if self.doc.applied and self.doc.applied[-1] == self.entry_id:
+            self.doc.applied.pop()
+        self.doc._write_base(self.rect, self.old, self.old_key)
+        self.doc.set_preview(None)
+
+
+def _bbox(flags: np.ndarray) -> Rect | None:
+    rows = np.flatnonzero(flags.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(flags.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def _union(a: Rect | None, b: Rect) -> Rect:
+    if a is None:
+        return b
+    x0, y0 = min(a[0], b[0]), min(a[1], b[1])
+    x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
+    return x0, y0, x1 - x0, y1 - y0

@@ -1,0 +1,1 @@
+"""Side panels: prompt and parameters, mask tools, history."""

@@ -1,0 +1,50 @@
+"""Photo helpers for the app on top of engine.imaging (numpy + Pillow only, light to import)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PySide6.QtGui import QImage
+
+from engine import imaging
+from engine.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+EXPORT_FILTERS = {  # file-dialog filter -> suffix
+    "PNG image (*.png)": ".png",
+    "JPEG image (*.jpg *.jpeg)": ".jpg",
+    "WebP image (*.webp)": ".webp",
+}
+
+load_photo = imaging.load_photo
+read_metadata = imaging.read_metadata
+
+
+def photo_from_qimage(image: QImage):
+    """A photo from a pasted or dropped QImage (alpha kept when it has any)."""
+    if image.isNull():
+        raise InputError("the clipboard holds no picture; copy an image first")
+    rgba = image.convertToFormat(QImage.Format.Format_RGBA8888)
+    w, h = rgba.width(), rgba.height()
+    data = np.frombuffer(rgba.constBits(), np.uint8, count=rgba.bytesPerLine() * h)
+    pixels = data.reshape(h, rgba.bytesPerLine())[:, : 4 * w].reshape(h, w, 4).copy()
+    mode = "RGBA" if image.hasAlphaChannel() else "RGB"
+    pil = Image.fromarray(pixels if mode == "RGBA" else pixels[..., :3], mode)
+    return imaging.photo_from_image(pil)
+
+
+def session_photo(photo, rgb: np.ndarray):
+    """The opened photo's metadata with the current base pixels, for an engine session."""
+    return dataclasses.replace(photo, rgb=rgb, native=None, colour_converted=False, warnings=[])
+
+
+def export(path, photo, edited: np.ndarray, metadata: dict | None) -> Path:
+    """Write the edit atomically in the photo's own profile and depth, with alpha, EXIF, metadata."""
+    return imaging.export_photo(path, photo, edited, metadata=metadata or None)
+
+
+def is_image_path(path: str) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES

@@ -1,0 +1,83 @@
+"""What the app remembers between sessions.
+
+Model, device and precision live in engine.config (shared with the CLI, so `diffedit-studio edit`
+uses the model chosen here); app-only things (parameter defaults, recent files, window layout,
+mask colour) live in QSettings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QColor
+
+from engine import config
+from engine.params import EditParams
+
+MAX_RECENT = 10
+
+
+class AppSettings:
+    def __init__(self, qsettings: QSettings | None = None):
+        self.q = qsettings if qsettings is not None else QSettings("DiffEditStudio", "DiffEdit Studio")
+
+    # ------------------------------------------------------------------ engine (shared with CLI)
+
+    def engine(self) -> config.Settings:
+        return config.Settings.load()
+
+    def save_engine(self, model: str, device: str, dtype: str) -> None:
+        current = config.Settings.load()
+        current.default_model = model
+        current.device = device
+        current.dtype = dtype
+        current.save()
+
+    # ------------------------------------------------------------------ parameter defaults
+
+    def default_params(self) -> EditParams:
+        raw = self.q.value("defaults/params", "")
+        try:
+            return EditParams.from_dict(json.loads(raw)).validate() if raw else EditParams()
+        except (ValueError, TypeError):
+            return EditParams()  # an unreadable or out-of-range saved value: factory defaults
+
+    def set_default_params(self, params: EditParams) -> None:
+        self.q.setValue("defaults/params", json.dumps(params.validate().to_dict()))
+
+    # ------------------------------------------------------------------ recent files
+
+    def recent_files(self) -> list[str]:
+        value = self.q.value("recent/files", [])
+        if isinstance(value, str):  # QSettings returns a lone entry as a plain string
+            value = [value]
+        return [v for v in (value or []) if isinstance(v, str) and v]
+
+    def add_recent(self, path) -> None:
+        path = str(Path(path).resolve())
+        files = [path] + [f for f in self.recent_files() if f != path]
+        self.q.setValue("recent/files", files[:MAX_RECENT])
+
+    def clear_recent(self) -> None:
+        self.q.setValue("recent/files", [])
+
+    # ------------------------------------------------------------------ view
+
+    def mask_colour(self) -> QColor:
+        colour = QColor(str(self.q.value("view/mask_colour", "#ff285a")))
+        return colour if colour.isValid() else QColor("#ff285a")
+
+    def set_mask_colour(self, colour: QColor) -> None:
+        self.q.setValue("view/mask_colour", colour.name())
+
+    def window_state(self) -> tuple[object, object]:
+        return self.q.value("window/geometry"), self.q.value("window/state")
+
+    def set_window_state(self, geometry, state) -> None:
+        self.q.setValue("window/geometry", geometry)
+        self.q.setValue("window/state", state)
+
+    def sync(self) -> None:
+        self.q.sync()

@@ -1,0 +1,320 @@
+"""The engine thread: the only QThread in the app. It owns the loaded model and the edit sessions.
+
+Requests are frozen dataclasses (data only). Cancel is a threading.Event set straight from the GUI
+thread, because a queued signal would wait behind the very job it should stop. Results travel as
+fresh numpy copies. torch is imported here, on the worker thread, the first time a model loads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from desktop_app.qt_compat import emit
+
+from engine import masks
+from engine.errors import Cancelled, InputError
+from engine.params import EditParams
+
+TINY_MODEL = "tiny"  # LoadModelRequest.source for the random-weight test model
+SESSIONS_KEPT = 2  # the current photo and the one before "Apply", so undo + re-edit stays cached
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class LoadModelRequest:
+    source: str  # diffusers folder, hub id in the local cache, .safetensors file, or TINY_MODEL
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+
+
+@dataclass(frozen=True)
+class MaskRequest:
+    job_id: int
+    photo_key: str  # names the base pixels; a new key means a new session
+    photo: object  # engine photo holding a private copy of the pixels
+    source: str
+    target: str
+    params: EditParams
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    job_id: int
+    photo_key: str
+    photo: object
+    source: str
+    target: str
+    mask: np.ndarray | None  # None: find the mask first and threshold it at params.mask_threshold
+    params: EditParams
+    seeds: tuple[int, ...] = (0,)  # one result per seed (variations)
+    method: str = "diffedit"
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class Progress:
+    job_id: int
+    stage: str  # "mask" | "encode" | "decode"
+    step: int  # 0-based index of the step that just finished
+    total: int
+    variation: int  # 0-based
+    variations: int
+
+
+@dataclass
+class ResultData:
+    """One edit result as plain data (copies), ready for the document's history."""
+
+    job_id: int
+    variation: int
+    image: np.ndarray
+    mask: np.ndarray
+    heatmap: np.ndarray | None
+    source: str
+    target: str
+    method: str
+    params: EditParams
+    seconds: float
+    stats: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+
+
+class EngineBackend:
+    """Where the worker finds the engine. Imports happen on first use, on the worker thread."""
+
+    def load_model(self, source, *, device="auto", dtype="auto"):
+        from engine.models import load_model
+
+        return load_model(source, device=device, dtype=dtype)
+
+    def ensure_tiny_model(self):
+        from engine.tiny_model import ensure_tiny_model
+
+        return ensure_tiny_model()
+
+    def EditSession(self, model, photo):  # noqa: N802 - mirrors the engine's class name
+        from engine.session import EditSession
+
+        return EditSession(model, photo)
+
+
+def model_label(model, source: str) -> str:
+    name = getattr(model, "name", None) or str(source)
+    device = getattr(model, "device", "")
+    dtype = str(getattr(model, "dtype", "")).replace("torch.", "")
+    return f"{name} ({device}, {dtype})" if device else name
+
+
+def describe_exception(exc: BaseException) -> tuple[str, str]:
+    """(message for the user, technical details) for an exception out of the engine."""
+    if isinstance(exc, InputError):
+        return str(exc), ""
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+        return ("The device ran out of memory. Try a smaller working resolution, fewer mask "
+                "samples, float16 precision in Settings, or the CPU."), details
+    return f"Unexpected error in the engine: {type(exc).__name__}: {exc}", details
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+class EngineWorker(QObject):
+    """Lives on the engine thread; every slot runs there, one request at a time."""
+
+    model_state = Signal(str, str)  # state ("loading" | "ready" | "failed"), message
+    progress = Signal(object)  # Progress
+    preview = Signal(int, object)  # job_id, (h, w, 3) uint8
+    mask_ready = Signal(int, object)  # job_id, heatmap (H, W) float32
+    result_ready = Signal(int, object)  # job_id, ResultData
+    job_failed = Signal(int, str, str)  # job_id, message, details
+    job_cancelled = Signal(int)
+    job_finished = Signal(int)  # always last, whatever happened
+
+    def __init__(self, backend, cancel: threading.Event):
+        super().__init__()
+        self.backend = backend
+        self.cancel = cancel
+        self.model = None
+        self.sessions: OrderedDict[str, object] = OrderedDict()
+
+    @Slot(object)
+    def run(self, request) -> None:
+        if isinstance(request, LoadModelRequest):
+            self._load(request)
+            return
+        job_id = request.job_id
+        try:
+            if self.model is None:
+                raise InputError("No model is loaded. Choose one in Settings, or try the tiny test "
+                                 "model from the Models menu.")
+            if isinstance(request, MaskRequest):
+                self._find_mask(request)
+            else:
+                self._edit(request)
+        except Cancelled:
+            emit(self.job_cancelled, job_id)
+        except Exception as exc:  # the thread must survive anything a run throws
+            message, details = describe_exception(exc)
+            emit(self.job_failed, job_id, message, details)
+        finally:
+            emit(self.job_finished, job_id)
+
+    def _load(self, request: LoadModelRequest) -> None:
+        self.sessions.clear()
+        self.model = None
+        emit(self.model_state, "loading", f"Loading {request.source}\u2026")
+        try:
+            source = request.source
+            if source == TINY_MODEL:
+                source = str(self.backend.ensure_tiny_model())
+            self.model = self.backend.load_model(source, device=request.device, dtype=request.dtype)
+        except Exception as exc:
+            message, _ = describe_exception(exc)
+            emit(self.model_state, "failed", message)
+            return
+        label = model_label(self.model, request.source)
+        if request.source == TINY_MODEL:
+            label = "tiny test model (random weights: produces noise)"
+        emit(self.model_state, "ready", label)
+
+    def _session(self, photo_key: str, photo):
+        session = self.sessions.get(photo_key)
+        if session is None:
+            session = self.backend.EditSession(self.model, photo)
+            self.sessions[photo_key] = session
+            while len(self.sessions) > SESSIONS_KEPT:
+                self.sessions.popitem(last=False)
+        self.sessions.move_to_end(photo_key)
+        return session
+
+    def _callbacks(self, job_id: int, variation: int, variations: int):
+        def on_step(stage, step, total, preview):
+            emit(self.progress, Progress(job_id, stage, int(step), int(total), variation, variations))
+            if preview is not None:
+                emit(self.preview, job_id, np.array(preview, dtype=np.uint8, copy=True))
+
+        return on_step, self.cancel.is_set
+
+    def _find_mask(self, request: MaskRequest) -> None:
+        session = self._session(request.photo_key, request.photo)
+        on_step, should_stop = self._callbacks(request.job_id, 0, 1)
+        heatmap = session.estimate_mask(request.source, request.target, request.params,
+                                        on_step=on_step, should_stop=should_stop)
+        emit(self.mask_ready, request.job_id, np.array(heatmap, dtype=np.float32, copy=True))
+
+    def _edit(self, request: EditRequest) -> None:
+        session = self._session(request.photo_key, request.photo)
+        mask, heatmap = request.mask, None
+        seeds = request.seeds or (request.params.seed,)
+        if mask is None:
+            on_step, should_stop = self._callbacks(request.job_id, 0, len(seeds))
+            params = request.params.replace(seed=seeds[0])
+            heatmap = session.estimate_mask(request.source, request.target, params,
+                                            on_step=on_step, should_stop=should_stop)
+            heatmap = np.array(heatmap, dtype=np.float32, copy=True)
+            mask = masks.threshold(heatmap, request.params.mask_threshold)
+        for index, seed in enumerate(seeds):
+            on_step, should_stop = self._callbacks(request.job_id, index, len(seeds))
+            params = request.params.replace(seed=int(seed))
+            started = time.perf_counter()
+            result = session.edit(request.source, request.target, mask, params,
+                                  on_step=on_step, should_stop=should_stop)
+            seconds = time.perf_counter() - started
+            metadata = result.metadata() if hasattr(result, "metadata") else {}
+            emit(self.result_ready, request.job_id, ResultData(
+                job_id=request.job_id, variation=index,
+                image=np.array(result.image, dtype=np.uint8, copy=True),
+                mask=np.array(result.mask, dtype=np.float32, copy=True),
+                heatmap=heatmap if heatmap is not None else _copy_or_none(result.heatmap),
+                source=request.source, target=request.target, method=request.method,
+                params=params, seconds=seconds, stats=dict(getattr(result, "stats", {}) or {}),
+                warnings=list(getattr(result, "warnings", []) or []), metadata=dict(metadata),
+            ))
+
+
+def _copy_or_none(array):
+    return None if array is None else np.array(array, dtype=np.float32, copy=True)
+
+
+# ----------------------------------------------------------------------------- GUI-side handle
+
+
+class EngineController(QObject):
+    """Owned by the GUI thread: starts the engine thread, submits requests, cancels, shuts down.
+
+    It re-emits the worker's signals from the GUI thread, so views (and plain Python callables,
+    which PySide would otherwise call on the emitting thread) always run on the GUI thread.
+    """
+
+    _submit = Signal(object)
+    model_state = Signal(str, str)
+    progress = Signal(object)
+    preview = Signal(int, object)
+    mask_ready = Signal(int, object)
+    result_ready = Signal(int, object)
+    job_failed = Signal(int, str, str)
+    job_cancelled = Signal(int)
+    job_finished = Signal(int)
+
+    def __init__(self, backend=None, parent=None):
+        super().__init__(parent)
+        self._cancel = threading.Event()
+        self._thread = QThread()
+        self._thread.setObjectName("diffedit-engine")
+        self.worker = EngineWorker(backend or EngineBackend(), self._cancel)
+        self.worker.moveToThread(self._thread)
+        self._submit.connect(self.worker.run)
+        self.worker.job_finished.connect(self._on_finished)  # first, so `busy` is fresh for views
+        for name in ("model_state", "progress", "preview", "mask_ready", "result_ready",
+                     "job_failed", "job_cancelled", "job_finished"):
+            getattr(self.worker, name).connect(getattr(self, name))  # queued: receiver is here
+        self._jobs = 0
+        self.running_job: int | None = None
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self.running_job is not None
+
+    def next_job_id(self) -> int:
+        self._jobs += 1
+        return self._jobs
+
+    def load_model(self, request: LoadModelRequest) -> None:
+        emit(self._submit, request)
+
+    def submit(self, request) -> int:
+        """Queue a MaskRequest or EditRequest; one job at a time, so the cancel flag is fresh."""
+        if self.busy:
+            raise RuntimeError("a job is already running")
+        self._cancel.clear()
+        self.running_job = request.job_id
+        emit(self._submit, request)
+        return request.job_id
+
+    def cancel(self) -> None:
+        """Stop the running job at its next UNet step (safe to call from the GUI at any time)."""
+        self._cancel.set()
+
+    def _on_finished(self, job_id: int) -> None:
+        if job_id == self.running_job:
+            self.running_job = None
+
+    def shutdown(self) -> None:
+        """The one way down: stop the job, end the thread's loop, wait for it."""
+        self._cancel.set()
+        self._thread.quit()
+        self._thread.wait()

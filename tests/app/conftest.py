@@ -1,0 +1,119 @@
+"""Fixtures for the app tests: offscreen Qt, isolated settings, no blocking dialogs, a fake engine."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+# The fake engine sits next to this file; tests/ is not a package.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fake_engine import FakeEngine  # noqa: E402
+
+
+def _patch_pytestqt_disconnect() -> None:
+    """pytest-qt disconnects after every wait; on PySide6 6.12 that must go through qt_compat
+    (see desktop_app/qt_compat.py) or a long test session aborts in bool_dealloc."""
+    from pytestqt import wait_signal
+
+    from desktop_app.qt_compat import disconnect
+
+    def silent_disconnect(signal, slot):
+        try:
+            disconnect(signal, slot)
+        except (TypeError, RuntimeError):
+            pass
+
+    wait_signal._silent_disconnect = silent_disconnect
+    wait_signal.SignalEmittedSpy.__exit__ = lambda self, *exc: disconnect(self.signal, self.slot)
+
+
+_patch_pytestqt_disconnect()
+
+
+class DialogLog:
+    """Every message box the app tried to show; answers questions with ``answer``."""
+
+    def __init__(self):
+        self.shown: list[tuple[str, str, str]] = []  # (kind, title, text)
+        self.answer = QMessageBox.StandardButton.Yes
+        self.save_path = ""  # what QFileDialog.getSaveFileName returns
+        self.open_path = ""
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _, _ in self.shown]
+
+    def texts(self) -> str:
+        return "\n".join(f"{t}: {x}" for _, t, x in self.shown)
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path, monkeypatch):
+    """Settings, caches and data of the app and engine go to a temporary folder."""
+    for name in ("CONFIG", "DATA"):
+        monkeypatch.setenv(f"DIFFEDIT_{name}_DIR", str(tmp_path / name.lower()))
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def dialogs(monkeypatch):
+    """No modal dialog may block a test: message boxes and file dialogs are recorded instead."""
+    log = DialogLog()
+
+    def exec_box(box):
+        log.shown.append(("box", box.windowTitle(), box.text()))
+        return log.answer
+
+    def static(kind):
+        def show(parent, title, text, *args, **kwargs):
+            log.shown.append((kind, title, text))
+            return log.answer if kind == "question" else QMessageBox.StandardButton.Ok
+        return show
+
+    monkeypatch.setattr(QMessageBox, "exec", exec_box)
+    for kind in ("critical", "warning", "information", "question"):
+        monkeypatch.setattr(QMessageBox, kind, staticmethod(static(kind)))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *a, **k: (log.save_path, "")))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName",
+                        staticmethod(lambda *a, **k: (log.open_path, "")))
+    return log
+
+
+@pytest.fixture
+def fake_engine():
+    return FakeEngine()
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from desktop_app.settings import AppSettings
+
+    return AppSettings(QSettings(str(tmp_path / "app.ini"), QSettings.Format.IniFormat))
+
+
+@pytest.fixture
+def photo():
+    """A small photo with a gradient so every pixel differs from its inverse."""
+    from engine.imaging import Photo
+
+    h, w = 96, 128
+    ys, xs = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xs * 2 % 256, ys * 2 % 256, np.full_like(xs, 60)], axis=2).astype(np.uint8)
+    return Photo(rgb=rgb)
+
+
+@pytest.fixture
+def engine_controller(qtbot, fake_engine):
+    from desktop_app.worker import EngineController
+
+    controller = EngineController(fake_engine)
+    yield controller
+    controller.shutdown()
