@@ -33,6 +33,9 @@ class BlendedOptions:
     extend_right: int = option(0, "px of new canvas on the right (extend)", range=(0, 4096))
     extend_top: int = option(0, "px of new canvas on top (extend)", range=(0, 4096))
     extend_bottom: int = option(0, "px of new canvas at the bottom (extend)", range=(0, 4096))
+    clip_model: str = option("", "local CLIP model (folder, or hub id already in the cache) to rank "
+                             "the candidates by how well the masked area matches the target text; "
+                             "empty: shown unranked. Never downloaded")
 
 
 @dataclass(frozen=True)
