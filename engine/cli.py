@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from engine import methods
-from engine.errors import Cancelled, InputError
+from engine.errors import Cancelled, EngineError, InputError
 from engine.params import EditParams
 
 SUBCOMMANDS = ("edit", "mask", "models")
@@ -87,6 +87,8 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed (default %(default)s)")
     sub.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     sub.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    sub.add_argument("--memory", default=None, choices=["auto", "full", "sliced", "offload"],
+                     help="GPU memory tier: auto picks from free VRAM (default: the setting, or auto)")
     sub.add_argument("--allow-download", action="store_true",
                      help="let a hub id be downloaded if it is not in the local cache")
     sub.add_argument("--allow-pickle", action="store_true",
@@ -144,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except EngineError as exc:  # e.g. out of memory at every tier: not a usage mistake
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (Cancelled, KeyboardInterrupt):
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -253,7 +258,7 @@ def _load(args):
                          "Settings, or try --model tiny (random weights, output is noise)")
     return load_model(source, device=args.device, dtype=args.dtype,
                       allow_download=args.allow_download or settings.allow_download,
-                      allow_pickle=args.allow_pickle)
+                      allow_pickle=args.allow_pickle, memory_tier=args.memory or settings.memory)
 
 
 def _load_mask(path: Path, photo_size: tuple[int, int]):

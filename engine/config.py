@@ -34,6 +34,7 @@ class Settings:
     model_folders: list[str] = field(default_factory=list)  # extra places to look for models
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    memory: str = "auto"  # GPU memory tier: auto | full | sliced | offload (engine.memory)
     allow_download: bool = False  # offline unless the user says otherwise
 
     @classmethod

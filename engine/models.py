@@ -38,6 +38,8 @@ class LoadedModel:
     family: str  # "sd1" | "sd2"
     prediction_type: str  # "epsilon" | "v_prediction"
     notes: list[str] = field(default_factory=list)
+    memory_tier: str = "full"  # engine.memory tier in force
+    max_batch: int = 8  # most UNet sample-evaluations per call (set by the memory tier)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -100,8 +102,21 @@ def load_model(
     dtype: str = "auto",
     allow_download: bool = False,
     allow_pickle: bool = False,
+    memory_tier: str = "auto",
 ) -> LoadedModel:
-    """Load the model named by ``source``, or raise ModelError saying what is wrong."""
+    """Load the model named by ``source``, or raise ModelError saying what is wrong.
+
+    ``memory_tier`` is auto (from free VRAM), full, sliced or offload (engine.memory).
+    """
+    model = _load_any(source, device, dtype, allow_download, allow_pickle)
+    from engine import memory
+
+    memory.apply_tier(model, memory.choose_tier(model, memory_tier))
+    return model
+
+
+def _load_any(source: str, device: str, dtype: str, allow_download: bool,
+              allow_pickle: bool) -> LoadedModel:
     source = (source or "").strip()
     if not source:
         raise ModelError(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from engine import masks
+from engine import masks, memory
 from engine.errors import InputError
 from engine.geometry import WorkingGeometry
 from engine.inversion import Schedule, ddim_invert
@@ -132,13 +132,34 @@ class EditSession:
             mask = self.check_mask(mask)
         elif info.mask == "required":
             raise InputError(f"{info.title} needs a mask: paint the area to change (or load one)")
-        ctx = RunContext(self.model, on_step, should_stop)
+        implementation = methods.implementation(method)
         started = time.perf_counter()
-        results = methods.implementation(method).run(self, ctx, source, target, mask, params, parsed)
+        while True:
+            ctx = RunContext(self.model, on_step, should_stop)
+            try:
+                results = implementation.run(self, ctx, source, target, mask, params, parsed)
+                break
+            except Exception as exc:
+                if not memory.is_out_of_memory(exc):
+                    raise
+                self._fall_back_after_oom(exc)
         total = round(time.perf_counter() - started, 4)
         for result in results:
             result.stats["seconds"]["total"] = total
         return results
+
+    def _fall_back_after_oom(self, exc: BaseException) -> None:
+        """Free memory and move the model to the next memory tier, or explain what to do."""
+        memory.free_cached_memory()
+        tier = getattr(self.model, "memory_tier", "full")
+        lower = memory.next_tier(tier)
+        if lower is None:
+            raise memory.OutOfMemory(
+                f"out of {self.model.device.type.upper()} memory even with weights offloaded; "
+                "use a smaller working resolution, close other programs using the GPU, or run on "
+                "the CPU (--device cpu)") from None
+        memory.apply_tier(self.model, lower)
+        self.warnings.append(f"ran out of memory at the '{tier}' memory tier; retried at '{lower}'")
 
     # ---- shared building blocks (also used by other methods) ---------------------------------
 
@@ -248,13 +269,10 @@ class EditSession:
                 heat = diffedit.estimate_heatmap(
                     ctx, schedule, self.image_latent(geometry), self.embed(source),
                     self.embed(target), params.mask_samples, params.mask_noise, params.seed,
-                    self.model_batch())
+                    self.model.max_batch)
                 return heat.cpu().numpy()
         return self._heatmaps.get_or(key, build)
 
-    def model_batch(self) -> int:
-        """Most UNet sample-evaluations per call (memory-bound on GPUs, no gain past 8 on CPU)."""
-        return getattr(self.model, "max_batch", 0) or (20 if self.model.device.type == "cuda" else 8)
 
     @staticmethod
     def _check(params: EditParams, source, target):

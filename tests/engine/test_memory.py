@@ -1,0 +1,98 @@
+"""Memory tiers and the out-of-memory fallback (simulated: this machine has no GPU)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from engine import memory
+from engine.memory import OutOfMemory
+from engine.params import EditParams
+from engine.session import EditSession
+
+FAST = EditParams(steps=6, mask_samples=4)
+
+
+class FlakyUNet(torch.nn.Module):
+    """Raises CUDA-style out-of-memory for its first ``failures`` calls whose batch is above
+    ``max_ok``; counts the batch sizes it saw."""
+
+    def __init__(self, unet, failures: int, max_ok: int = 1_000):
+        super().__init__()
+        self.inner, self.config = unet, unet.config
+        self.failures, self.max_ok = failures, max_ok
+        self.batches = []
+
+    def set_attention_slice(self, size):
+        self.sliced = size
+
+    def forward(self, latents, *args, **kwargs):
+        self.batches.append(latents.shape[0])
+        if self.failures > 0 and latents.shape[0] > self.max_ok:
+            self.failures -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(latents, *args, **kwargs)
+
+
+@pytest.fixture
+def photo():
+    return np.random.default_rng(0).integers(0, 256, (100, 140, 3), dtype=np.uint8)
+
+
+def _model(tiny_model, unet):
+    model = dataclasses.replace(tiny_model, unet=unet)
+    memory.apply_tier(model, "full")
+    return model
+
+
+def test_out_of_memory_retries_once_at_the_next_tier(tiny_model, photo):
+    unet = FlakyUNet(tiny_model.unet, failures=1, max_ok=2)
+    model = _model(tiny_model, unet)
+    result = EditSession(model, photo).edit("a cat", "a dog", None, FAST)
+    assert result.image.shape == photo.shape
+    assert model.memory_tier == "sliced" and model.max_batch == 2
+    assert max(unet.batches[1:]) <= 2  # after the fallback the mask runs in small batches
+    assert any("retried at 'sliced'" in w for w in result.warnings)
+
+
+def test_out_of_memory_at_every_tier_is_a_clear_error(tiny_model, photo):
+    unet = FlakyUNet(tiny_model.unet, failures=100, max_ok=0)
+    model = _model(tiny_model, unet)
+    with pytest.raises(OutOfMemory, match="smaller working resolution"):
+        EditSession(model, photo).edit("a cat", "a dog", None, FAST)
+
+
+def test_other_errors_are_not_mistaken_for_memory(tiny_model, photo):
+    class Broken(FlakyUNet):
+        def forward(self, *a, **k):
+            raise ValueError("shape mismatch")
+
+    model = _model(tiny_model, Broken(tiny_model.unet, 0))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        EditSession(model, photo).edit("a cat", "a dog", None, FAST)
+    assert model.memory_tier == "full"
+
+
+def test_tier_choice():
+    assert memory.next_tier("full") == "sliced" and memory.next_tier("offload") is None
+    assert memory.is_out_of_memory(RuntimeError("CUDA error: out of memory"))
+    assert not memory.is_out_of_memory(RuntimeError("expected scalar type Float"))
+
+
+def test_sliced_tier_gives_the_same_edit(tiny_model_path, photo):
+    from engine.models import load_model
+
+    full = load_model(str(tiny_model_path), device="cpu", memory_tier="full")
+    sliced = load_model(str(tiny_model_path), device="cpu", memory_tier="sliced")
+    assert sliced.memory_tier == "sliced" and sliced.max_batch == 2
+    session_full, session_sliced = EditSession(full, photo), EditSession(sliced, photo)
+    # Other batch sizes and sliced attention change float rounding only.
+    heat_full = session_full.estimate_mask("a cat", "a dog", FAST)
+    heat_sliced = session_sliced.estimate_mask("a cat", "a dog", FAST)
+    assert np.abs(heat_full - heat_sliced).max() < 0.02
+    mask = np.zeros(photo.shape[:2], np.float32)
+    mask[20:80, 30:110] = 1
+    a = session_full.edit("a cat", "a dog", mask, FAST)
+    b = session_sliced.edit("a cat", "a dog", mask, FAST)
+    assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 3
