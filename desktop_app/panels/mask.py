@@ -65,15 +65,15 @@ class MaskPanel(QWidget):
         self.amount.setToolTip("How many pixels Grow, Shrink and Feather use")
         self.amount.valueChanged.connect(self.operation_px_changed)
         names = ("grow", "shrink", "feather", "invert", "clear_mask", "load_mask", "save_mask")
-        cells = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1)]
+        cells = [(0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (3, 0), (3, 1)]
         for name, (r, c) in zip(names, cells):
-            button = QPushButton(actions[name].text().replace("&", "").replace("\u2026", "\u2026"))
+            button = QPushButton(actions[name].text().replace("&", ""))
             button.setToolTip(actions[name].toolTip())
             button.clicked.connect(actions[name].trigger)
             actions[name].changed.connect(
                 lambda b=button, a=actions[name]: b.setEnabled(a.isEnabled()))
             ops.addWidget(button, r, c)
-        ops.addWidget(self.amount, 1, 2)
+        ops.addWidget(self.amount, 1, 1)
         outer.addLayout(ops)
         outer.addStretch(1)
 

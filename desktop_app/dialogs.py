@@ -1,0 +1,245 @@
+"""Dialogs: error and question boxes, Settings, keyboard shortcuts, sample-photo credits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QMessageBox, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
+                               QTextBrowser, QVBoxLayout, QWidget)
+
+from desktop_app.worker import TINY_MODEL
+from engine.params import EditParams
+
+TINY_NOTE = "random weights: produces noise, for trying the workflow"
+
+
+def show_error(parent, title: str, message: str, details: str = "") -> None:
+    """A modal error box; technical details (a traceback) go behind "Show Details"."""
+    box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, parent)
+    if details:
+        box.setDetailedText(details)
+    box.exec()
+
+
+def ask(parent, title: str, question: str, buttons=None, default=None):
+    """A modal question; returns the StandardButton clicked."""
+    buttons = buttons or (QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+    box = QMessageBox(QMessageBox.Icon.Question, title, question, buttons, parent)
+    if default is not None:
+        box.setDefaultButton(default)
+    return QMessageBox.StandardButton(box.exec())
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+class SettingsDialog(QDialog):
+    """Model, device, precision and the default parameters; OK saves them."""
+
+    def __init__(self, settings, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.settings = settings
+        engine = settings.engine()
+        layout = QVBoxLayout(self)
+
+        model_box = QGroupBox("Model")
+        form = QFormLayout(model_box)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        self.model = QLineEdit(engine.default_model)
+        self.model.setPlaceholderText("folder, .safetensors file, or hub id such as "
+                                      "stabilityai/stable-diffusion-2-1-base")
+        self.model.setToolTip("A Stable Diffusion 1.x or 2.x model: a diffusers folder, a single "
+                              ".safetensors checkpoint, or a hub id already in your local cache.")
+        self.model.setMinimumWidth(380)
+        folder = QPushButton("Folder\u2026")
+        folder.clicked.connect(self._choose_folder)
+        single = QPushButton("File\u2026")
+        single.clicked.connect(self._choose_file)
+        tiny = QPushButton("Tiny test model")
+        tiny.setToolTip(f"A tiny model with {TINY_NOTE}")
+        tiny.clicked.connect(lambda: self.model.setText(TINY_MODEL))
+        row = QHBoxLayout()
+        row.addWidget(self.model, 1)
+        row.addWidget(folder)
+        row.addWidget(single)
+        form.addRow("Model", row)
+        form.addRow("", tiny)
+        hint = QLabel("Models are never downloaded from here; use Models\u2026 to fetch one.\n"
+                      f"\u201c{TINY_MODEL}\u201d is the tiny test model ({TINY_NOTE}).")
+        hint.setWordWrap(True)
+        hint.setForegroundRole(hint.foregroundRole())
+        form.addRow("", hint)
+        self.device = QComboBox()
+        for key, label in (("auto", "Automatic (CUDA, then Apple MPS, then CPU)"), ("cuda", "CUDA GPU"),
+                           ("mps", "Apple MPS"), ("cpu", "CPU")):
+            self.device.addItem(label, key)
+        self.device.setCurrentIndex(max(0, self.device.findData(engine.device)))
+        self.dtype = QComboBox()
+        for key, label in (("auto", "Automatic (float16 on GPU, float32 on CPU)"),
+                           ("float16", "float16 (half the memory)"), ("bfloat16", "bfloat16"),
+                           ("float32", "float32 (most exact, slowest)")):
+            self.dtype.addItem(label, key)
+        self.dtype.setCurrentIndex(max(0, self.dtype.findData(engine.dtype)))
+        form.addRow("Device", self.device)
+        form.addRow("Precision", self.dtype)
+        layout.addWidget(model_box)
+
+        defaults = settings.default_params()
+        params_box = QGroupBox("Defaults for new edits")
+        pform = QFormLayout(params_box)
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 1000)
+        self.steps.setValue(defaults.steps)
+        self.strength = QDoubleSpinBox()
+        self.strength.setRange(0.01, 1.0)
+        self.strength.setSingleStep(0.05)
+        self.strength.setValue(defaults.strength)
+        self.guidance = QDoubleSpinBox()
+        self.guidance.setRange(0.0, 50.0)
+        self.guidance.setSingleStep(0.5)
+        self.guidance.setValue(defaults.guidance)
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(defaults.mask_threshold)
+        self.samples = QSpinBox()
+        self.samples.setRange(1, 100)
+        self.samples.setValue(defaults.mask_samples)
+        self.feather = QSpinBox()
+        self.feather.setRange(0, 256)
+        self.feather.setSuffix(" px")
+        self.feather.setValue(defaults.feather)
+        for label, widget in (("Steps", self.steps), ("Encoding ratio", self.strength),
+                              ("Guidance", self.guidance), ("Mask threshold", self.threshold),
+                              ("Mask samples", self.samples), ("Edge feather", self.feather)):
+            pform.addRow(label, widget)
+        reset = QPushButton("Restore factory defaults")
+        reset.clicked.connect(self._reset)
+        pform.addRow("", reset)
+        layout.addWidget(params_box)
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a diffusers model folder",
+                                                  self.model.text() or str(Path.home()))
+        if folder:
+            self.model.setText(folder)
+
+    def _choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a checkpoint", str(Path.home()),
+                                              "Safetensors checkpoints (*.safetensors)")
+        if path:
+            self.model.setText(path)
+
+    def _reset(self) -> None:
+        d = EditParams()
+        self.steps.setValue(d.steps)
+        self.strength.setValue(d.strength)
+        self.guidance.setValue(d.guidance)
+        self.threshold.setValue(d.mask_threshold)
+        self.samples.setValue(d.mask_samples)
+        self.feather.setValue(d.feather)
+
+    def problem(self) -> str:
+        """Why the values cannot be saved, or "" when they can."""
+        text = self.model.text().strip()
+        looks_like_path = text.startswith(("/", "~", ".", "\\")) or (len(text) > 1 and text[1] == ":")
+        if text and text != TINY_MODEL and looks_like_path and not Path(text).expanduser().exists():
+            return (f"The model path {text} does not exist. Choose a diffusers folder or a "
+                    ".safetensors file, or leave it empty.")
+        return ""
+
+    def accept(self) -> None:
+        problem = self.problem()
+        if problem:
+            show_error(self, "Settings", problem)
+            return
+        model = self.model.text().strip()
+        if model.startswith("~"):
+            model = str(Path(model).expanduser())
+        self.settings.save_engine(model, self.device.currentData(), self.dtype.currentData())
+        self.settings.set_default_params(self.settings.default_params().replace(
+            steps=self.steps.value(), strength=round(self.strength.value(), 4),
+            guidance=round(self.guidance.value(), 4), mask_threshold=round(self.threshold.value(), 4),
+            mask_samples=self.samples.value(), feather=self.feather.value()))
+        super().accept()
+
+
+# ----------------------------------------------------------------------------- shortcuts
+
+CANVAS_KEYS = [
+    ("Mouse wheel", "Zoom in or out under the cursor"),
+    ("Space + drag, middle drag", "Pan"),
+    ("Hold \\", "Show the photo before the edit"),
+    ("[  /  ]", "Smaller / larger brush"),
+    ("Esc", "Cancel the running edit"),
+]
+
+
+class ShortcutsDialog(QDialog):
+    """Built from the window's actions, so it can never disagree with them."""
+
+    def __init__(self, actions, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard shortcuts")
+        rows = []
+        for action in actions:
+            keys = [k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts()]
+            if keys:
+                rows.append((" or ".join(keys), action.text().replace("&", "").rstrip("\u2026")))
+        rows += CANVAS_KEYS
+        table = QTableWidget(len(rows), 2)
+        table.setHorizontalHeaderLabels(["Keys", "Action"])
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        table.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
+        for r, (keys, what) in enumerate(rows):
+            table.setItem(r, 0, QTableWidgetItem(keys))
+            table.setItem(r, 1, QTableWidgetItem(what))
+        table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        table.horizontalHeader().setStretchLastSection(True)
+        self.table = table
+        layout = QVBoxLayout(self)
+        layout.addWidget(table)
+        close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        close.rejected.connect(self.reject)
+        layout.addWidget(close)
+        self.resize(520, 560)
+
+
+class TextDialog(QDialog):
+    """Read-only Markdown (sample-photo credits, about)."""
+
+    def __init__(self, title: str, markdown: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        view = QTextBrowser()
+        view.setOpenExternalLinks(True)
+        view.setMarkdown(markdown)
+        layout = QVBoxLayout(self)
+        layout.addWidget(view)
+        close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        close.rejected.connect(self.reject)
+        layout.addWidget(close)
+        self.resize(720, 360)
+
+
+def no_model_text() -> str:
+    return ("<b>No model is configured.</b> Choose a Stable Diffusion 1.x or 2.x model (a "
+            "diffusers folder, a .safetensors file, or a hub id in your local cache) in "
+            "<i>Settings</i>, or get one with <i>Models</i>. To try the workflow right now, use "
+            f"the tiny test model ({TINY_NOTE}).")
+
+
+__all__ = ["SettingsDialog", "ShortcutsDialog", "TextDialog", "show_error", "ask", "no_model_text",
+           "Qt", "QWidget"]
