@@ -1,0 +1,45 @@
+"""SDEdit (Meng et al., 2022): noise the photo to a strength and denoise it under the target
+text with DDIM and classifier-free guidance; globally, or (``options.masked``) only inside the
+mask, with the photo's noised latent blended outside at every step and the original pasted back.
+
+``params.strength`` is the share of the schedule's steps run (0.8 of 50 steps: 40 steps from
+timestep ~800); ``params.seed`` seeds the noise, so a seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.errors import InputError
+from engine.inversion import Schedule
+from engine.methods.blended import add_noise, blended_denoise
+
+
+def run(session, ctx, source, target, mask, params, options) -> list:
+    """One result: the whole photo re-imagined, or the masked part of it pasted back."""
+    if options.masked and mask is None:
+        raise InputError("masked SDEdit needs a mask: paint the area to change, or turn 'masked' "
+                         "off to change the whole photo")
+    warnings = []
+    if not options.masked and mask is not None:
+        warnings.append("SDEdit changed the whole photo and ignored the mask; turn 'masked' on "
+                        "to keep everything outside it")
+        mask = None
+
+    geometry = session.geometry(params)
+    schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
+    timesteps = schedule.tail(params.encode_steps)
+    z0 = session.image_latent(geometry)
+    generator = torch.Generator("cpu").manual_seed(params.seed)
+    noise = torch.randn(z0.shape, generator=generator).to(z0.device)
+    latent_mask = None if mask is None else torch.from_numpy(geometry.mask_to_latent(mask))
+    start = add_noise(z0, noise, schedule.alpha(timesteps[0]))
+    negative = params.negative_prompt or source
+    with ctx.timed("decode"):
+        latent = blended_denoise(ctx, schedule, timesteps, start, z0, noise, latent_mask,
+                                 session.embed(negative), session.embed(target), params.guidance,
+                                 params.eta, [generator],
+                                 preview_content=geometry.latent_content)
+    result = session.finish(ctx, geometry, latent, mask, params, source, target, "sdedit", options)
+    result.warnings.extend(warnings)
+    return [result]
