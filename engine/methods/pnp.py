@@ -1,0 +1,121 @@
+"""Plug-and-Play (Tumanyan et al., 2023): translate the photo to the target text, keeping its structure.
+
+The photo is DDIM-inverted without text (the session's cached encoding, shared with DiffEdit).
+Decoding generates under the target text from the inverted noise; during the first
+``feature_fraction`` of the steps the residual features of decoder layer 4 are taken from a
+source branch, and during the first ``attention_fraction`` the self-attention queries and keys
+of decoder layers 4-11. The source branch is the inverted latent at the same step, predicted
+without text, run in the same batch as the target (rows: source, negative, target).
+
+Layer numbering (the paper's and its code's): the decoder's resnets counted in execution order
+over diffusers' ``unet.up_blocks``; SD 1.x/2.x have 4 blocks x 3 resnets = layers 0-11, so
+layer 4 is ``up_blocks[1].resnets[1]`` (the first 16x16 block at 512 px; its residual branch,
+the output of ``conv2`` before the skip connection is added, is injected) and the attention of
+layers 4-11 is the self-attention (attn1) of ``up_blocks[1].attentions[1:]`` and of all
+attentions of ``up_blocks[2]`` and ``up_blocks[3]`` (layers 0-3 have none or are skipped).
+A UNet with another number of decoder layers (the tiny test model has 4) gets the same
+proportions: feature layer round(4 / 12 * layers), attention from that layer to the last.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine import attention
+from engine.inversion import Schedule, ddim_step
+from engine.preview import latent_preview
+
+SD_DECODER_LAYERS = 12
+SD_FEATURE_LAYER = 4  # paper: decoder layer 4 (features); attention: layers 4-11
+
+
+def injection_layers(unet) -> tuple[attention.DecoderLayer, list[str]]:
+    """(decoder layer whose residual features are injected, self-attention processor keys)."""
+    layers = attention.decoder_layers(unet)
+    first = round(SD_FEATURE_LAYER * len(layers) / SD_DECODER_LAYERS)
+    first = min(first, len(layers) - 1)
+    names = []
+    for layer in layers[first:]:
+        if layer.attention is not None:
+            prefix = f"up_blocks.{layer.block}.attentions.{layer.index}"
+            names += attention.self_attention_names(layer.attention, prefix)
+    return layers[first], names
+
+
+def run(session, ctx, source, target, mask, params, options) -> list:
+    """Unconditional inversion, then guided generation under the target with injection."""
+    geometry = session.geometry(params)
+    schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
+    trajectory = session.encode(ctx, geometry, schedule, params)
+    with ctx.timed("decode"):
+        negative = params.negative_prompt or source  # the app's convention (see EditResult.metadata)
+        latent = sample(ctx, session.model.unet, schedule, trajectory, session.embed(""),
+                        session.embed(negative), session.embed(target), params.guidance,
+                        options.feature_fraction, options.attention_fraction, params.eta,
+                        params.seed, geometry.latent_content)
+    return [session.finish(ctx, geometry, latent, None, params, source, target, "pnp", options)]
+
+
+def _count(fraction: float, steps: int) -> int:
+    return int(round(fraction * steps))
+
+
+@torch.no_grad()
+def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source: torch.Tensor,
+           negative: torch.Tensor, target: torch.Tensor, guidance: float,
+           feature_fraction: float, attention_fraction: float, eta: float = 0.0, seed: int = 0,
+           preview_content=None) -> torch.Tensor:
+    """Generate from ``trajectory[-1]`` under ``target`` with features injected from the source.
+
+    A step without injection runs only the target rows (no source evaluation), so fractions
+    of 0 are plain guided DDIM generation from the inverted latent.
+    """
+    count = len(trajectory) - 1
+    timesteps = schedule.tail(count)
+    feature_steps = _count(feature_fraction, count)
+    attention_steps = _count(attention_fraction, count)
+    use_cfg = guidance != 1.0
+    target_texts = torch.cat([negative, target]) if use_cfg else target
+    state = {"features": False, "attention": False, "rows": 0}
+
+    def target_rows():
+        return [(row, 0) for row in range(1, state["rows"])]
+
+    def inject_features(module, inputs, output):
+        if not state["features"]:
+            return None
+        output = output.clone()
+        output[1:] = output[:1]
+        return output
+
+    feature_layer, attention_names = injection_layers(unet)
+    saved = unet.attn_processors
+    processors = {name: attention.QueryKeyInjection(
+        saved[name], lambda tokens: target_rows() if state["attention"] else [])
+        for name in attention_names}
+    generator = torch.Generator("cpu").manual_seed(seed)
+    x = trajectory[-1]
+    with attention.installed(unet, processors, [(feature_layer.resnet.conv2, inject_features)]):
+        for index, t in enumerate(timesteps):
+            state["features"] = index < feature_steps
+            state["attention"] = index < attention_steps
+            with_source = state["features"] or state["attention"]
+            alpha_t = schedule.alpha(t)
+            alpha_next = schedule.alpha(schedule.previous(t))
+            rows = [x, x] if use_cfg else [x]
+            texts = target_texts
+            if with_source:
+                # trajectory[count - index] is the inverted latent at timestep t.
+                rows = [trajectory[count - index]] + rows
+                texts = torch.cat([source, texts])
+            state["rows"] = len(rows) if with_source else 0
+            eps = ctx.predict_noise(torch.cat(rows), t, texts, alpha_t)
+            if with_source:
+                eps = eps[1:]
+            if use_cfg:
+                eps_negative, eps_target = eps.chunk(2)
+                eps = eps_negative + guidance * (eps_target - eps_negative)
+            noise = torch.randn(x.shape, generator=generator).to(x.device) if eta > 0 else None
+            x = ddim_step(x, eps, alpha_t, alpha_next, eta, noise)
+            ctx.step(index + 1, count, latent_preview(x, preview_content))
+    return x
