@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QMessageBox, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
-                               QTextBrowser, QVBoxLayout, QWidget)
+                               QTextBrowser, QVBoxLayout)
 
 from desktop_app.worker import TINY_MODEL
 from engine.params import EditParams
@@ -60,7 +59,7 @@ class SettingsDialog(QDialog):
         folder.clicked.connect(self._choose_folder)
         single = QPushButton("File\u2026")
         single.clicked.connect(self._choose_file)
-        tiny = QPushButton("Tiny test model")
+        tiny = QPushButton("Use the tiny test model (random weights)")
         tiny.setToolTip(f"A tiny model with {TINY_NOTE}")
         tiny.clicked.connect(lambda: self.model.setText(TINY_MODEL))
         row = QHBoxLayout()
@@ -72,8 +71,7 @@ class SettingsDialog(QDialog):
         hint = QLabel("Models are never downloaded from here; use Models\u2026 to fetch one.\n"
                       f"\u201c{TINY_MODEL}\u201d is the tiny test model ({TINY_NOTE}).")
         hint.setWordWrap(True)
-        hint.setForegroundRole(hint.foregroundRole())
-        form.addRow("", hint)
+        form.addRow(hint)
         self.device = QComboBox()
         for key, label in (("auto", "Automatic (CUDA, then Apple MPS, then CPU)"), ("cuda", "CUDA GPU"),
                            ("mps", "Apple MPS"), ("cpu", "CPU")):
@@ -92,6 +90,7 @@ class SettingsDialog(QDialog):
         defaults = settings.default_params()
         params_box = QGroupBox("Defaults for new edits")
         pform = QFormLayout(params_box)
+        pform.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         self.steps = QSpinBox()
         self.steps.setRange(1, 1000)
         self.steps.setValue(defaults.steps)
@@ -240,6 +239,3 @@ def no_model_text() -> str:
             "<i>Settings</i>, or get one with <i>Models</i>. To try the workflow right now, use "
             f"the tiny test model ({TINY_NOTE}).")
 
-
-__all__ = ["SettingsDialog", "ShortcutsDialog", "TextDialog", "show_error", "ask", "no_model_text",
-           "Qt", "QWidget"]

@@ -120,6 +120,7 @@ class MainWindow(QMainWindow):
         redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence(K.Redo)])
         redo.setIcon(icon("redo"))
         for key, action in (("undo", undo), ("redo", redo)):
+            action.setIconText(key.title())  # the toolbar keeps a short label; the menu names the step
             self.actions[key] = action
             self.addAction(action)
         A("find_mask", "&Find Mask", self.find_mask, "Ctrl+M", "find_mask",
@@ -328,6 +329,8 @@ class MainWindow(QMainWindow):
         self.doc.photo_changed.connect(self._update_enabled)
         self.doc.work_changed.connect(self._update_title)
         self.doc.preview_changed.connect(self._on_preview_changed)
+        # Working on the mask brings the overlay back if it was hidden to look at a result.
+        self.doc.mask_changed.connect(lambda _rect: self._reveal_mask())
         self.canvas.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f} %"))
 
     # ================================================================== model
@@ -666,6 +669,7 @@ class MainWindow(QMainWindow):
         for widget in (self.progress, self.stage_label, self.cancel_button):
             widget.setVisible(running)
         if running:
+            self.statusBar().clearMessage()
             self.progress.setRange(0, 0)  # busy until the first step reports
             self.stage_label.setText("Starting\u2026" if self.model_state == "ready"
                                      else "Waiting for the model\u2026")
@@ -764,6 +768,7 @@ class MainWindow(QMainWindow):
                 self.statusBar().showMessage(warning, 10000)
         if first is not None:
             self.doc.set_preview(first.id)
+            self.actions["show_mask"].setChecked(False)  # see the result; M brings the mask back
             self.history_dock.raise_()
             count = len(job.results)
             self.statusBar().showMessage(
@@ -783,6 +788,12 @@ class MainWindow(QMainWindow):
         self.params.set_params(entry.params, entry.source, entry.target, entry.method)
         self.params.lock_seed.setChecked(True)  # "these settings" includes the seed: repeat it
         self.params_dock.raise_()
+
+    def _reveal_mask(self) -> None:
+        if self.doc.has_photo and not self.actions["show_mask"].isChecked() and (
+                self.doc.stroking or self.params.threshold_spin.hasFocus()
+                or self.params.threshold_slider.isSliderDown()):
+            self.actions["show_mask"].setChecked(True)
 
     def _on_preview_changed(self) -> None:
         entry = self.doc.entry(self.doc.preview_id)
