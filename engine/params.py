@@ -23,6 +23,7 @@ class EditParams:
     eta: float = 0.0  # DDIM stochasticity while decoding; > 0 lets variations of one mask differ
     negative_prompt: str = ""  # CFG's negative text; empty means "use the source text"
     resolution: int = 0  # working side length in px (area = side^2); 0 = the model's native size
+    crop_to_mask: bool = True  # big photos: edit the mask's surroundings at full model detail
 
     def validate(self) -> "EditParams":
         """Raise InputError naming the first parameter that is out of range."""
@@ -37,6 +38,8 @@ class EditParams:
         _check_float("eta", self.eta, 0.0, 1.0)
         if not isinstance(self.negative_prompt, str):
             raise InputError("negative_prompt must be text")
+        if not isinstance(self.crop_to_mask, bool):
+            raise InputError(f"crop_to_mask must be true or false, got {self.crop_to_mask!r}")
         if self.resolution != 0:
             _check_int("resolution", self.resolution, 64, 4096)
         return self

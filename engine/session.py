@@ -62,6 +62,16 @@ class EditResult:
         return {"parameters": parameters, "diffedit": json.dumps(record)}
 
 
+def _widen(low: int, high: int, size: int, limit: int) -> tuple[int, int]:
+    """Grow [low, high) to at least ``size`` (within [0, limit)), keeping it centred."""
+    missing = min(size, limit) - (high - low)
+    if missing <= 0:
+        return low, high
+    low = max(0, low - missing // 2)
+    high = min(limit, low + max(size, high - low))
+    return max(0, high - max(size, high - low)), high
+
+
 class _Lru(OrderedDict):
     """A small least-recently-used cache."""
 
@@ -99,6 +109,7 @@ class EditSession:
         self._latents = _Lru(2)
         self._trajectories = _Lru(2)
         self._heatmaps = _Lru(8)
+        self._regions = _Lru(2)
         self.warnings: list[str] = []
 
     @property
@@ -208,6 +219,64 @@ class EditSession:
         return EditResult(image=image, mask=mask, heatmap=heatmap, source=source, target=target,
                           params=params, model_name=self.model.name, method=method,
                           options=option_values, stats=stats, warnings=list(self.warnings))
+
+    def region_for(self, mask: np.ndarray, params: EditParams) -> tuple[int, int, int, int] | None:
+        """(left, top, right, bottom) of the part of a big photo worth editing alone, or None.
+
+        When the photo is much larger than the model's working area and the mask covers a small
+        part of it, editing that part (with context around it) at the working size keeps far
+        more detail than editing the whole photo. Boxes snap to a grid so that refining the mask
+        a little keeps the same box, and with it the cached encoding.
+        """
+        side = params.resolution or self.model.native_size
+        width, height = self.size
+        if not params.crop_to_mask or width * height < 2 * side * side:
+            return None
+        rows = np.flatnonzero((mask > 0).any(axis=1))
+        cols = np.flatnonzero((mask > 0).any(axis=0))
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        context = max(side // 4, (max(bottom - top, right - left) + 2 * params.feather) // 2)
+        grid = max(8, side // 8)
+        left, top = (max(0, v - context) // grid * grid for v in (left, top))
+        right = min(width, -(-(right + context) // grid) * grid)
+        bottom = min(height, -(-(bottom + context) // grid) * grid)
+        # Never smaller than the working area: cropping below it gains nothing.
+        left, right = _widen(left, right, side, width)
+        top, bottom = _widen(top, bottom, side, height)
+        if (right - left) * (bottom - top) > 0.5 * width * height:
+            return None
+        # A box already encoded that still holds the mask with some context wins: refining the
+        # mask then re-runs only the decoding.
+        margin = params.feather + grid
+        needed = (max(0, cols[0] - margin), max(0, rows[0] - margin),
+                  min(width, cols[-1] + 1 + margin), min(height, rows[-1] + 1 + margin))
+        area = (right - left) * (bottom - top)
+        for box in reversed(self._regions):
+            holds = box[0] <= needed[0] and box[1] <= needed[1] and box[2] >= needed[2] and box[3] >= needed[3]
+            if holds and (box[2] - box[0]) * (box[3] - box[1]) <= 2 * area:
+                return box
+        return int(left), int(top), int(right), int(bottom)
+
+    def sub_session(self, box: tuple[int, int, int, int]) -> "EditSession":
+        """A session on one region of this photo (cached per box); it shares the text cache."""
+        def build():
+            left, top, right, bottom = box
+            sub = EditSession(self.model, np.ascontiguousarray(self.rgb[top:bottom, left:right]))
+            sub._embeddings = self._embeddings
+            sub.warnings = self.warnings
+            return sub
+        return self._regions.get_or(box, build)
+
+    def place(self, result: "EditResult", box: tuple[int, int, int, int],
+              heatmap: np.ndarray | None) -> "EditResult":
+        """A region's result put back into the full photo (outside the box: the original)."""
+        left, top, right, bottom = box
+        image = self.rgb.copy()
+        image[top:bottom, left:right] = result.image
+        mask = np.zeros(self.rgb.shape[:2], np.float32)
+        mask[top:bottom, left:right] = result.mask
+        result.stats["region"] = [left, top, right, bottom]
+        return dataclasses.replace(result, image=image, mask=mask, heatmap=heatmap)
 
     def geometry(self, params: EditParams) -> WorkingGeometry:
         side = params.resolution or self.model.native_size

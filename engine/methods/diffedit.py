@@ -15,6 +15,12 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     heatmap = None
     if mask is None:
         heatmap, mask = session.auto_mask(ctx, geometry, source, target, params)
+    box = session.region_for(mask, params)
+    if box is not None:
+        left, top, right, bottom = box
+        region = session.sub_session(box)
+        [result] = run(region, ctx, source, target, mask[top:bottom, left:right], params, options)
+        return [session.place(result, box, heatmap)]
     latent_mask = torch.from_numpy(geometry.mask_to_latent(mask))
     schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
     trajectory = session.encode(ctx, geometry, schedule, params)

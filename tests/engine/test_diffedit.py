@@ -184,3 +184,28 @@ def test_bad_parameters_are_refused_before_any_model_work(counted, cat, field, v
     with pytest.raises(InputError, match=field):
         EditSession(model, cat).edit("a cat", "a dog", None, FAST.replace(**{field: value}))
     assert unet.evaluations == 0
+
+
+def test_big_photo_edits_the_masks_region_at_full_detail_and_caches_it(counted):
+    model, unet = counted
+    rng = np.random.default_rng(5)
+    photo = rng.integers(0, 256, (900, 1200, 3), dtype=np.uint8)
+    mask = np.zeros(photo.shape[:2], np.float32)
+    mask[400:460, 700:780] = 1
+    session = EditSession(model, photo)
+    result = session.edit("", "a dog", mask, FAST)
+    left, top, right, bottom = result.stats["region"]
+    assert left <= 700 and top <= 400 and right >= 780 and bottom >= 460
+    assert (right - left) * (bottom - top) < 0.5 * 1200 * 900
+    assert result.image.shape == photo.shape
+    outside = masks.paste_alpha(mask, FAST.feather) == 0
+    assert np.array_equal(result.image[outside], photo[outside])
+    assert (result.image[mask > 0] != photo[mask > 0]).any(axis=-1).mean() > 0.5
+    # A small refinement stays in the same box: only decoding runs again.
+    mask[455:470, 700:720] = 1
+    unet.evaluations = 0
+    again = session.edit("", "a dog", mask, FAST)
+    assert again.stats["region"] == result.stats["region"] and unet.evaluations == 2 * 8
+    # Turning the crop off edits the whole photo at the working size.
+    whole = session.edit("", "a dog", mask, FAST.replace(crop_to_mask=False))
+    assert "region" not in whole.stats
