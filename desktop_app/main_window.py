@@ -319,7 +319,13 @@ class MainWindow(QMainWindow):
         p.find_mask_requested.connect(self.find_mask)
         p.edit_requested.connect(self.run_edit)
         p.cancel_requested.connect(self.cancel)
-        p.threshold_changed.connect(self.doc.set_threshold)
+        # Slider moves arrive faster than a 12 MP refold; apply only the latest when idle.
+        self._threshold_timer = QTimer(self)
+        self._threshold_timer.setSingleShot(True)
+        self._threshold_timer.setInterval(0)
+        self._threshold_timer.timeout.connect(
+            lambda: self.doc.set_threshold(self.params.threshold_spin.value()))
+        p.threshold_changed.connect(lambda _v: self._threshold_timer.start())
         h = self.history
         h.preview_requested.connect(self.doc.set_preview)
         h.apply_requested.connect(self.apply_entry)

@@ -102,9 +102,8 @@ class Canvas(QGraphicsView):
         self._original_pixmap = self._base_pixmap.copy()
         w, h = doc.size
         self.scene().setSceneRect(QRectF(0, 0, w, h))
-        self.mask_item.reset((h, w))
+        self.mask_item.reset((h, w))  # the document's mask_changed(None) that follows fills it
         self._update_pixmaps()
-        self._refresh_mask(None)
         self._fit_on_resize = True
         self.fit()
 

@@ -148,3 +148,24 @@ def test_stroke_undo_stores_tiles_not_copies(qtbot):
     command = d.undo_stack.command(0)
     stored = sum(p[1].size for p in command.patches.values())
     assert stored <= 128 * 128, "a small stroke must store one tile, not the whole layer"
+
+
+def test_strokes_on_a_large_photo_update_only_their_region(qtbot):
+    """4000x3000: each mouse move recomputes and announces only the few pixels it touched."""
+    import time
+
+    from engine.imaging import Photo
+
+    d = Document()
+    d.set_photo(Photo(rgb=np.zeros((3000, 4000, 3), np.uint8)))
+    d.set_heatmap(np.zeros((3000, 4000), np.float32))
+    rects = []
+    d.mask_changed.connect(rects.append)
+    d.begin_stroke("add", 40, 0.8)
+    started = time.perf_counter()
+    for i in range(20):
+        d.stroke_to(1000 + 15 * i, 1500)
+    elapsed = (time.perf_counter() - started) / 20
+    d.end_stroke()
+    assert all(r is not None and r[2] <= 2 * 40 + 20 and r[3] <= 2 * 40 + 4 for r in rects)
+    assert elapsed < 0.05, f"{elapsed * 1000:.1f} ms per mouse move"

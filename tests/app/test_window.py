@@ -87,6 +87,7 @@ def test_threshold_changes_keep_strokes(qtbot, window):
     drag(qtbot, window.canvas, [(64, 48)])  # erase in the middle of the disc
     for value in (0.9, 0.2, 0.6):
         window.params.threshold_spin.setValue(value)
+        qtbot.waitUntil(lambda: window.doc.threshold == pytest.approx(value), timeout=2000)
         m = window.doc.composed
         assert m[10, 5] == 1.0 and m[48, 64] == 0.0, f"strokes lost at threshold {value}"
         far = (heat > value)[80, 20]
@@ -205,6 +206,7 @@ def test_user_mistakes_get_messages_not_runs(qtbot, window, fake_engine, dialogs
     window.params.target.setText("a dog")
     run_and_wait(qtbot, window, "find_mask")
     window.params.threshold_spin.setValue(1.0)  # a mask exists but covers nothing
+    qtbot.waitUntil(lambda: window.doc.threshold == 1.0, timeout=2000)
     window.actions["edit"].trigger()
     assert "mask is empty" in dialogs.texts() and fake_engine.calls.count("edit") == 0
 
@@ -360,3 +362,32 @@ def test_the_window_paints_before_torch_is_imported(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["False", "True"]
+
+
+def test_paste_and_drop_open_photos(qtbot, window, tmp_path):
+    from PySide6.QtCore import QMimeData, QPoint, QUrl
+    from PySide6.QtGui import QDropEvent, QGuiApplication, QImage
+
+    image = QImage(40, 30, QImage.Format.Format_RGB32)
+    image.fill(0x336699)
+    QGuiApplication.clipboard().setImage(image)
+    window.actions["paste"].trigger()
+    assert window.doc.size == (40, 30) and window.doc.display_name == "Pasted photo"
+    assert tuple(window.doc.base[0, 0]) == (0x33, 0x66, 0x99)
+
+    path = tmp_path / "dropped.png"
+    image.save(str(path))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    qtbot.waitUntil(lambda: window.doc.display_name == "dropped.png", timeout=2000)
+
+
+def test_command_line_arguments(capsys):
+    from desktop_app.app import main
+
+    assert main(["a.jpg", "b.jpg"]) == 2
+    assert "usage" in capsys.readouterr().err
+    assert main(["--help"]) == 0
