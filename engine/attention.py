@@ -34,6 +34,7 @@ class AttentionLayer:
     name: str  # the key in unet.attn_processors, e.g. "up_blocks.1.attentions.0....attn1.processor"
     module: torch.nn.Module  # diffusers' Attention
     cross: bool  # attn2 (reads the text) rather than attn1 (self-attention)
+    factor: int  # how many times smaller than the latent its feature map is (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,32 @@ class DecoderLayer:
 
 
 def attention_layers(unet) -> list[AttentionLayer]:
-    """Every attention layer of ``unet`` with its processor key."""
+    """Every attention layer of ``unet`` with its processor key and feature-map level."""
+    factors = level_factors(unet)
     layers = []
     for name, module in unet.named_modules():
         if hasattr(module, "set_processor") and hasattr(module, "processor"):
+            block = ".".join(name.split(".")[:2]) if not name.startswith("mid_block") else "mid_block"
             layers.append(AttentionLayer(f"{name}.processor", module,
-                                         bool(getattr(module, "is_cross_attention", False))))
+                                         bool(getattr(module, "is_cross_attention", False)),
+                                         factors.get(block, 1)))
     return layers
+
+
+def level_factors(unet) -> dict[str, int]:
+    """Each block's downsampling factor relative to the latent, from where the UNet's
+    downsamplers and upsamplers are (so it holds at any resolution)."""
+    factors, factor = {}, 1
+    for index, block in enumerate(unet.down_blocks):
+        factors[f"down_blocks.{index}"] = factor
+        if getattr(block, "downsamplers", None):
+            factor *= 2
+    factors["mid_block"] = factor
+    for index, block in enumerate(unet.up_blocks):
+        factors[f"up_blocks.{index}"] = factor
+        if getattr(block, "upsamplers", None):
+            factor //= 2
+    return factors
 
 
 def decoder_layers(unet) -> list[DecoderLayer]:

@@ -178,10 +178,7 @@ class Control:
         self.maps: dict[tuple[int, int], torch.Tensor] = {}  # (h, w) -> (2, h*w) summed maps
 
     def self_pairs(self, tokens: int) -> list[tuple[int, int]]:
-        """Self-attention injection, limited to the coarser layers (SELF_MIN_FACTOR)."""
-        if not self.self_attention or _factor(tokens, self.latent_size) < SELF_MIN_FACTOR:
-            return []
-        return [(self.rows - 1, 0)]
+        return [(self.rows - 1, 0)] if self.self_attention else []
 
     def cross_active(self) -> bool:
         return self.cross or self.blend
@@ -213,7 +210,11 @@ class Control:
 
     def blend_map(self) -> torch.Tensor | None:
         """(H, W) latent-size map in [0, 1]: each branch's summed attention on the blend words,
-        dilated by one cell, upsampled, divided by its maximum; the two branches' maximum."""
+        dilated by one cell, upsampled, rescaled to [0, 1]; the two branches' maximum.
+
+        P2P divides by the maximum only; real attention maps go down to about 0 so that is the
+        same there, and rescaling keeps the threshold meaningful on flat maps too (it is the
+        app's auto-mask slider, like DiffEdit's heatmap)."""
         if not self.maps:
             return None
         height, width = self.latent_size
@@ -223,24 +224,24 @@ class Control:
         maps = self.maps[size].view(2, 1, *size)
         maps = F.max_pool2d(maps, 3, stride=1, padding=1)
         maps = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)
-        peak = maps.flatten(1).amax(dim=1).clamp(min=1e-12)
-        return (maps[:, 0] / peak[:, None, None]).amax(dim=0).clamp(0.0, 1.0)
+        flat = maps.flatten(1)
+        low, high = flat.amin(dim=1), flat.amax(dim=1)
+        scaled = (maps[:, 0] - low[:, None, None]) / (high - low).clamp(min=1e-12)[:, None, None]
+        return scaled.amax(dim=0).clamp(0.0, 1.0)
 
 
-def _factor(tokens: int, latent_size: tuple[int, int]) -> int:
-    h, _ = attention.spatial_size(tokens, latent_size)
-    return max(1, round(latent_size[0] / h))
-
-
-def processors(unet, control: Control) -> dict[str, object]:
-    """Controlled processors for every attention layer (each delegates to its original when idle)."""
+def processors(unet, control: Control, cross: bool, self_attention: bool) -> dict[str, object]:
+    """Controlled processors for the layers P2P controls: every cross-attention layer (when
+    cross-attention is injected or blended) and the self-attention layers at 1/SELF_MIN_FACTOR
+    of the latent and coarser (when self-attention is injected). Each delegates to its
+    original processor in the steps it is idle."""
     saved = unet.attn_processors
     out = {}
     for layer in attention.attention_layers(unet):
         original = saved[layer.name]
-        if layer.cross:
+        if layer.cross and cross:
             out[layer.name] = attention.CrossAttentionEdit(original, control.cross_active, control.edit)
-        else:
+        elif not layer.cross and self_attention and layer.factor >= SELF_MIN_FACTOR:
             out[layer.name] = attention.QueryKeyInjection(original, control.self_pairs)
     return out
 
@@ -334,7 +335,8 @@ def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source
     cross_steps, self_steps = _count(options.cross_fraction, count), _count(options.self_fraction, count)
     blend_from = _count(BLEND_START, count)
     x_src, x_tgt = x_T, x_T.clone()
-    with attention.installed(unet, processors(unet, control)):
+    controlled = processors(unet, control, cross_steps > 0 or control.blend, self_steps > 0)
+    with attention.installed(unet, controlled):
         for index, t in enumerate(timesteps):
             control.cross = index < cross_steps
             control.self_attention = index < self_steps
