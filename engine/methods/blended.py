@@ -25,7 +25,6 @@ target text (``stats["clip_score"]``, ``stats["rank"]``); otherwise they stay in
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import numpy as np
@@ -37,6 +36,7 @@ from engine.inversion import Schedule, ddim_step
 from engine.preview import latent_preview
 
 MAX_SEED = 2**63 - 1
+EXTEND_SIDES = ("left", "right", "top", "bottom")  # the order extended_session takes them in
 
 Scorer = Callable[[np.ndarray, str], float]  # (RGB crop, text) -> higher is a better match
 
@@ -44,8 +44,7 @@ Scorer = Callable[[np.ndarray, str], float]  # (RGB crop, text) -> higher is a b
 def run(session, ctx, source, target, mask, params, options) -> list:
     """Generate ``options.candidates`` results inside the action's mask; paste each back."""
     warnings = []
-    o = options
-    extension = (o.extend_left, o.extend_right, o.extend_top, o.extend_bottom)
+    extension = tuple(getattr(options, f"extend_{side}") for side in EXTEND_SIDES)
     if options.action == "extend":
         session, mask = extended_session(session, mask, extension)
     else:
@@ -56,6 +55,14 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     if params.seed + options.candidates - 1 > MAX_SEED:
         raise InputError(f"seed {params.seed} leaves no room for {options.candidates} candidates "
                          f"(each takes the next seed); pick a smaller seed")
+
+    scorer = None
+    if options.clip_model:  # loaded first: a wrong path is reported without waiting for the run
+        with ctx.timed("rank"):
+            scorer = load_clip_scorer(options.clip_model)
+        if scorer is None:
+            warnings.append(f"no CLIP model could be loaded from {options.clip_model!r} (a local "
+                            "folder, or a hub id already downloaded); the candidates are unranked")
 
     geometry = session.geometry(params)
     schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
@@ -73,16 +80,13 @@ def run(session, ctx, source, target, mask, params, options) -> list:
                               target, "blended", options)
                for seed, latent in zip(seeds, latents)]
 
-    scorer = None
-    if options.clip_model:
-        with ctx.timed("rank"):
-            scorer = load_clip_scorer(options.clip_model, str(session.model.device))
-            ranked = rank(results, target, scorer)
-        if ranked is None:
-            warnings.append(f"no CLIP model could be loaded from {options.clip_model!r} (a local "
-                            "folder, or a hub id already downloaded); the candidates are unranked")
-        else:
-            results = ranked
+    if scorer is not None:
+        try:
+            with ctx.timed("rank"):
+                results = rank(results, target, scorer)
+        except Exception as exc:  # a faulty ranking model must not cost the finished candidates
+            warnings.append(f"ranking the candidates failed ({type(exc).__name__}: {exc}); "
+                            "they are unranked")
     for result in results:
         result.warnings.extend(warnings)
     return results
@@ -128,7 +132,9 @@ def extended_session(session, mask: np.ndarray | None, extension: tuple[int, int
     grown = np.pad(session.rgb, ((top, bottom), (left, right), (0, 0)), mode="edge")
     area = np.ones((new_height, new_width), np.float32)
     area[top:top + height, left:left + width] = 0.0 if mask is None else mask
-    return EditSession(session.model, grown), area
+    grown_session = EditSession(session.model, grown)
+    grown_session.warnings = session.warnings  # one list: warnings from either reach the results
+    return grown_session, area
 
 
 def scribble_photo(rgb: np.ndarray, paint: np.ndarray, coverage: np.ndarray,
@@ -263,26 +269,33 @@ def masked_crop(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return image[top:top + side, left:left + side]
 
 
-@functools.lru_cache(maxsize=1)
-def load_clip_scorer(location: str, device: str = "cpu") -> Scorer | None:
+_clip_cache: dict[str, Scorer] = {}
+
+
+def load_clip_scorer(location: str) -> Scorer | None:
     """A scorer from a local CLIP model (a folder, or a hub id already in the local cache): the
-    cosine similarity of image and text embeddings. None when nothing loadable is there; never
-    downloads. The last one loaded is kept, so ranking again costs no load."""
+    cosine similarity of its image and text embeddings. None when no loadable model is there;
+    never downloads. It runs on the CPU so that it takes no GPU memory from the UNet; the last
+    one loaded is kept, so ranking again costs no load."""
+    if location in _clip_cache:
+        return _clip_cache[location]
     from transformers import CLIPModel, CLIPProcessor
 
     try:
-        model = CLIPModel.from_pretrained(location, local_files_only=True).to(device).eval()
+        model = CLIPModel.from_pretrained(location, local_files_only=True).eval()
         processor = CLIPProcessor.from_pretrained(location, local_files_only=True)
-    except (OSError, ValueError, TypeError):
-        return None  # not there, not a CLIP model, or incomplete: the caller shows them unranked
+    except Exception:  # missing, not a CLIP model, or damaged: the caller leaves them unranked
+        return None
 
     @torch.no_grad()
     def score(image: np.ndarray, text: str) -> float:
         inputs = processor(text=[text], images=[image], return_tensors="pt", padding=True,
-                           truncation=True).to(device)
+                           truncation=True)
         out = model(**inputs)
         image_embed = torch.nn.functional.normalize(out.image_embeds, dim=-1)
         text_embed = torch.nn.functional.normalize(out.text_embeds, dim=-1)
         return float((image_embed * text_embed).sum())
 
+    _clip_cache.clear()
+    _clip_cache[location] = score
     return score
