@@ -20,8 +20,9 @@ Actions (``BlendedOptions.action``), all the same loop on a different mask or st
 ``params.seed`` says so); they are generated in batches but each candidate's noise comes from
 its own generator, so a seed gives the same candidate in any batch (up to a rare one-level
 rounding difference: batch size changes the UNet's float summation order). With
-``options.clip_model`` naming a local CLIP model they are ranked best first by how well the masked area matches the
-target text (``stats["clip_score"]``, ``stats["rank"]``); otherwise they stay in seed order.
+``options.clip_model`` naming a local CLIP model they are ranked best first by how well the
+masked area matches the target text (``stats["clip_score"]``, ``stats["rank"]``); otherwise
+they stay in seed order.
 """
 
 from __future__ import annotations
