@@ -307,7 +307,8 @@ def invert(session, ctx, geometry, schedule: Schedule, params, source: str) -> l
 
 
 def _count(fraction: float, steps: int) -> int:
-    return int(round(fraction * steps))
+    """Steps covered by ``fraction`` of a run, halves rounded up (Python's round() goes to even)."""
+    return int(fraction * steps + 0.5)
 
 
 @torch.no_grad()

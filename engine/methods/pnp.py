@@ -57,7 +57,8 @@ def run(session, ctx, source, target, mask, params, options) -> list:
 
 
 def _count(fraction: float, steps: int) -> int:
-    return int(round(fraction * steps))
+    """Steps covered by ``fraction`` of a run, halves rounded up (Python's round() goes to even)."""
+    return int(fraction * steps + 0.5)
 
 
 @torch.no_grad()
