@@ -158,6 +158,11 @@ def _resolve_hub_id(repo_id: str, allow_download: bool) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    from engine.downloads import folder_for
+
+    downloaded = folder_for(repo_id)  # fetched by the Models dialog or `models download`
+    if (downloaded / "model_index.json").is_file():
+        return downloaded
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS,
                                       local_files_only=not allow_download))
@@ -181,13 +186,50 @@ def _load_file(path: Path, device, dtype, allow_pickle: bool) -> LoadedModel:
         )
     if suffix not in PICKLE_SUFFIXES | {".safetensors"}:
         raise ModelError(f"{path.name}: not a model file (expected .safetensors or a diffusers folder)")
-    try:
-        from engine.single_file import load_single_file
-    except ImportError:
-        raise ModelError(f"{path.name}: single-file checkpoints are not supported in this build") from None
+    from engine.single_file import load_single_file
+
+    if suffix in PICKLE_SUFFIXES:
+        path = _pickle_to_safetensors(path)
     pipe = load_single_file(path, dtype=dtype)
     return _assemble(path.stem, str(path), pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
                      dict(pipe.scheduler.config), device, dtype)
+
+
+def _pickle_to_safetensors(path: Path) -> Path:
+    """Read a pickle checkpoint with ``weights_only=True`` (no code runs: anything but tensors
+    and plain containers is refused) and keep its tensors as a cached .safetensors copy."""
+    import hashlib
+    import pickle
+
+    import torch
+    from safetensors.torch import save_file
+
+    from engine.config import cache_dir
+
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    converted = cache_dir() / "converted" / f"{path.stem}-{key}.safetensors"
+    if converted.is_file():
+        return converted
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"{path.name} was refused: it holds more than weights (it would run code "
+                         f"when loaded: {str(exc).splitlines()[0]}); get a .safetensors copy") from None
+    except Exception as exc:
+        raise ModelError(f"{path.name}: not a readable checkpoint ({exc})") from None
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict):
+        raise ModelError(f"{path.name}: no weights found in the checkpoint")
+    tensors = {k: v.contiguous() for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ModelError(f"{path.name}: no weights found in the checkpoint")
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    partial = converted.with_suffix(".partial")
+    save_file(tensors, str(partial))
+    partial.replace(converted)
+    return converted
 
 
 def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> LoadedModel:

@@ -31,7 +31,7 @@ METHODS: dict[str, MethodInfo] = {
                    _options.DiffEditOptions, "auto"),
         MethodInfo("blended", "Blended Latent Diffusion", "Generate new content from the target "
                    "text inside a mask you paint; also background replacement, extending the photo "
-                   "and scribble guidance.", _options.BlendedOptions, "required"),
+                   "and scribble guidance.", _options.BlendedOptions, "optional"),
         MethodInfo("sdedit", "SDEdit", "Re-imagine the whole photo (or a masked part) under the "
                    "target text at a chosen strength; the classic baseline.",
                    _options.SDEditOptions, "optional"),

@@ -138,3 +138,46 @@ def test_attention_uses_scaled_dot_product(tiny_model):
 
     processors = tiny_model.unet.attn_processors.values()
     assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
+
+
+def test_pickle_checkpoint_with_opt_in_loads_only_tensors(tmp_path, tiny_model_path):
+    """A pickle holding only tensors is read with weights_only=True and reaches the single-file
+    loader (which then names what is missing); no code runs."""
+    state = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(3, 4, 3, 3)}
+    path = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(ModelError) as info:
+        load_model(str(path), device="cpu", allow_pickle=True)
+    assert "refused" not in str(info.value)  # read fine; the architecture check speaks instead
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_crafted_pickle_does_not_run_its_code_even_with_opt_in(tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"state_dict": {"w": _RunsCode(marker)}}))
+    with pytest.raises(ModelError, match="refused"):
+        load_model(str(path), device="cpu", allow_pickle=True)
+    assert not marker.exists()
+
+
+def test_hub_id_downloaded_by_the_app_resolves_offline(tiny_model_path):
+    from engine.downloads import folder_for
+
+    target = folder_for("someone/tiny-downloaded")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(tiny_model_path, target)
+    try:
+        model = load_model("someone/tiny-downloaded", device="cpu")
+        assert model.name == "someone/tiny-downloaded"
+    finally:
+        shutil.rmtree(target)
