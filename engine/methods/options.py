@@ -47,7 +47,8 @@ class SDEditOptions:
 class PromptToPromptOptions:
     mode: str = option("swap", "swap: replace words (same word count); refine: add words; "
                        "reweight: scale chosen words' attention", choices=("swap", "refine", "reweight"))
-    reweight_words: str = option("", "words of the target whose attention is scaled (reweight)")
+    reweight_words: str = option("", "words of the target whose attention is scaled (needed by "
+                                 "mode reweight; also applied on top of swap or refine)")
     reweight_scale: float = option(1.0, "attention scale c for those words", range=(-2.0, 2.0))
     cross_fraction: float = option(0.8, "fraction of steps with cross-attention injected", range=(0.0, 1.0))
     self_fraction: float = option(0.4, "fraction of steps with self-attention injected", range=(0.0, 1.0))
