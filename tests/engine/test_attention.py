@@ -213,3 +213,43 @@ def test_only_controlled_layers_get_new_processors_during_a_run(tiny_model, cat,
         else:
             assert isinstance(decoding[layer.name], AttnProcessor2_0)
     assert changed == expected
+
+
+def test_prompt_to_prompt_on_an_sd_shaped_unet_at_a_non_square_size(tiny_model):
+    """SD 1.x's four-level layout (toy width) on a 24x40 latent: cross-attention at 1/1, 1/2,
+    1/4 and 1/8; identical texts still give identical branches."""
+    import dataclasses
+
+    from diffusers import UNet2DConditionModel
+
+    from engine.inversion import Schedule
+    from engine.methods import options as method_options
+    from engine.methods import p2p
+    from engine.runtime import RunContext
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(8, 8, 16, 16), norm_num_groups=4,
+                                cross_attention_dim=tiny_model.unet.config.cross_attention_dim,
+                                attention_head_dim=2, layers_per_block=1).eval()
+    model = dataclasses.replace(tiny_model, unet=unet)
+    ctx = RunContext(model)
+    schedule = Schedule.from_config(tiny_model.scheduler_config, 4)
+    generator = torch.Generator().manual_seed(0)
+    trajectory = [torch.randn((1, 4, 24, 40), generator=generator) for _ in range(4)]
+    session = EditSession(tiny_model, np.zeros((16, 16, 3), np.uint8))
+    text = "a photo of a cat"
+    options = method_options.from_dict(method_options.PromptToPromptOptions,
+                                       {"blend_words": "cat", "self_fraction": 1.0})
+    plan = p2p.plan_tokens(tiny_model.tokenizer, text, text, options)
+    sizes = []
+
+    def observe(source, own, new):
+        sizes.append(attention.spatial_size(source.shape[1], (24, 40)))
+
+    latents, blend = p2p.sample(ctx, unet, schedule, trajectory, session.embed(text),
+                                session.embed(text), plan, 7.5, options, observer=observe)
+    assert set(sizes) == {(24, 40), (12, 20), (6, 10), (3, 5)}
+    assert blend.shape == (24, 40)
+    # Equal to rounding: in a batch of three rows a CPU GEMM may sum a tail row in another order.
+    assert torch.allclose(latents[0], latents[1], atol=1e-4), (latents[0] - latents[1]).abs().max()
+    assert ctx.unet_evals == {"run": 3 * 3}
