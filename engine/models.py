@@ -126,7 +126,7 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
         )
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    _quiet_libraries()
+    quiet_libraries()
     if source == "tiny":
         from engine.tiny_model import ensure_tiny_model
 
@@ -143,7 +143,7 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
     raise ModelError(f"model not found: {source!r} is neither a file, a folder nor a hub id (org/name)")
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Loading chatter and per-file progress bars belong to the libraries' own CLIs, not ours."""
     import diffusers
     import transformers

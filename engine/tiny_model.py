@@ -54,7 +54,9 @@ def build_tiny_model(folder: Path, *, unet_channels=(32, 64), sample_size: int =
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from engine.clip_tokenizer import VOCAB_SIZE, write_tokenizer_files
+    from engine.models import quiet_libraries
 
+    quiet_libraries()
     folder = Path(folder)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
