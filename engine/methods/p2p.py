@@ -11,10 +11,14 @@
    (which pixels each word shapes) during the first ``cross_fraction`` of the steps, and
    self-attention (the layout) during the first ``self_fraction``. Word swap maps each target
    word to the source word in the same position; refine aligns the token sequences and lets
-   new words keep their own attention; re-weighting scales chosen words' attention by c.
+   new words keep their own attention; reweight aligns like refine and scales the chosen
+   target words' attention by c (reweight_words given with swap or refine scale on top of
+   those). Only the target's conditional row is edited; its negative row is left alone, as in
+   P2P's own code.
 4. Local blend: the cross-attention of ``blend_words`` (source and target branches, summed over
    steps) becomes a mask; outside it the target latent is replaced by the source branch's at
-   every step from 20 % of the run. A user mask replaces the attention mask. The mask is
+   every step from 20 % of the run. A user mask replaces the attention mask (and blends from
+   the first step, like DiffEdit). The mask is
    returned with the result (as heatmap and mask) and the photo is pasted back through it.
 """
 
