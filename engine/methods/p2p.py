@@ -18,8 +18,8 @@
 4. Local blend: the cross-attention of ``blend_words`` (source and target branches, summed over
    steps) becomes a mask; outside it the target latent is replaced by the source branch's at
    every step from 20 % of the run. A user mask replaces the attention mask (and blends from
-   the first step, like DiffEdit). The mask is
-   returned with the result (as heatmap and mask) and the photo is pasted back through it.
+   the first step, like DiffEdit). The mask is returned with the result (as heatmap and
+   mask) and the photo is pasted back through it.
 """
 
 from __future__ import annotations
