@@ -23,31 +23,6 @@ from engine.tiny_model import SD_SCHEDULER
 FAST = EditParams(steps=6)
 
 
-class CountingUNet(torch.nn.Module):
-    """Wraps a UNet and counts sample-evaluations, independently of the engine's own counters."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.inner = unet
-        self.config = unet.config
-        self.evaluations = 0
-
-    def forward(self, latents, *args, **kwargs):
-        self.evaluations += latents.shape[0]
-        return self.inner(latents, *args, **kwargs)
-
-
-@pytest.fixture
-def counted(tiny_model):
-    wrapper = CountingUNet(tiny_model.unet)
-    return dataclasses.replace(tiny_model, unet=wrapper), wrapper
-
-
-@pytest.fixture(scope="module")
-def cat(samples_dir):
-    return load_photo(samples_dir / "chelsea.png")  # 451x300: not a multiple of 8
-
-
 @pytest.fixture(scope="module")
 def box(cat):
     mask = np.zeros(cat.rgb.shape[:2], np.float32)

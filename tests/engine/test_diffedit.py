@@ -2,42 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
 
 from engine import masks
 from engine.errors import Cancelled, InputError
-from engine.imaging import load_photo
 from engine.params import EditParams
 from engine.session import EditSession
 
 FAST = EditParams(steps=10, mask_samples=4)
-
-
-class CountingUNet(torch.nn.Module):
-    """Wraps a UNet and counts sample-evaluations, independently of the engine's own counters."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.inner = unet
-        self.config = unet.config
-        self.evaluations = 0
-
-    def forward(self, latents, *args, **kwargs):
-        self.evaluations += latents.shape[0]
-        return self.inner(latents, *args, **kwargs)
-
-
-@pytest.fixture
-def counted(tiny_model):
-    import dataclasses
-
-    wrapper = CountingUNet(tiny_model.unet)
-    return dataclasses.replace(tiny_model, unet=wrapper), wrapper
-
-
-@pytest.fixture(scope="module")
-def cat(samples_dir):
-    return load_photo(samples_dir / "chelsea.png")  # 451x300: not a multiple of 8
 
 
 def _box_mask(photo, box):
