@@ -24,7 +24,8 @@ def bench():
 def figures(bench, tiny_model_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "figures.json"
     returned = bench.run(["--model", str(tiny_model_path), "--steps", str(STEPS),
-                          "--mask-samples", str(SAMPLES), "--threads", "1", "--json", str(out)])
+                          "--mask-samples", str(SAMPLES), "--threads", "1", "--scenario", "both",
+                          "--json", str(out)])
     written = json.loads(out.read_text(encoding="utf-8"))
     assert written["targets"] == returned["targets"]
     return written
@@ -77,6 +78,16 @@ def test_preview_and_targets_are_reported(figures):
     assert len(targets) == 8
     # Both scenarios ran, so every target has a measured value and a verdict.
     assert all(row["value"] is not None and isinstance(row["passed"], bool) for row in targets)
+
+
+def test_gui_stall_is_measured_on_the_apps_engine_thread(bench, tiny_model_path):
+    figures = bench.run(["--model", str(tiny_model_path), "--steps", str(STEPS), "--mask-samples",
+                         str(SAMPLES), "--threads", "1", "--scenario", "gui"])
+    gui = figures["gui"]
+    assert gui["previews"] == ENCODED  # one preview per decoding step reached the GUI thread
+    assert gui["ticks"] > 0 and gui["worst_stall_ms"] > 0
+    [row] = figures["targets"]
+    assert row["target"].startswith("Worst GUI-thread stall") and isinstance(row["passed"], bool)
 
 
 def test_bad_arguments_are_clear_errors(bench, capsys, tmp_path):
