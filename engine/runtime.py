@@ -54,6 +54,14 @@ class RunContext:
         if self.on_step is not None:
             self.on_step(self.stage, index, total, preview)
 
+    def step_with_preview(self, index: int, total: int, latents: torch.Tensor,
+                          content: tuple[int, int] | None) -> None:
+        """Report a step with a cheap RGB preview of ``latents`` (made only if someone listens)."""
+        if self.on_step is not None:
+            from engine.preview import latent_preview
+
+            self.on_step(self.stage, index, total, latent_preview(latents, content))
+
     @torch.no_grad()
     def predict_noise(
         self,

@@ -110,6 +110,7 @@ class EditSession:
         self._trajectories = _Lru(2)
         self._heatmaps = _Lru(8)
         self._regions = _Lru(2)
+        self._schedules = _Lru(4)
         self.warnings: list[str] = []
 
     @property
@@ -278,6 +279,10 @@ class EditSession:
         result.stats["region"] = [left, top, right, bottom]
         return dataclasses.replace(result, image=image, mask=mask, heatmap=heatmap)
 
+    def schedule(self, steps: int) -> Schedule:
+        """The DDIM schedule of a ``steps``-step run on this model (cached)."""
+        return self._schedules.get_or(steps, lambda: Schedule.from_config(self.model.scheduler_config, steps))
+
     def geometry(self, params: EditParams) -> WorkingGeometry:
         side = params.resolution or self.model.native_size
         return WorkingGeometry.fit(self.size, side, self.model.size_multiple,
@@ -334,7 +339,7 @@ class EditSession:
 
         def build():
             with ctx.timed("mask"):
-                schedule = Schedule.from_config(self.model.scheduler_config, params.steps)
+                schedule = self.schedule(params.steps)
                 heat = diffedit.estimate_heatmap(
                     ctx, schedule, self.image_latent(geometry), self.embed(source),
                     self.embed(target), params.mask_samples, params.mask_noise, params.seed,

@@ -35,7 +35,6 @@ import torch
 from engine import masks
 from engine.errors import InputError
 from engine.inversion import Schedule, ddim_step
-from engine.preview import latent_preview
 
 MAX_SEED = 2**63 - 1
 EXTEND_SIDES = ("left", "right", "top", "bottom")  # the order extended_session takes them in
@@ -67,7 +66,7 @@ def run(session, ctx, source, target, mask, params, options) -> list:
                             "folder, or a hub id already downloaded); the candidates are unranked")
 
     geometry = session.geometry(params)
-    schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
+    schedule = session.schedule(params.steps)
     from_photo = options.action == "scribble"
     # Scribble keeps the painted colours by starting part way; the others start from pure noise.
     timesteps = schedule.tail(params.encode_steps) if from_photo else schedule.timesteps
@@ -236,7 +235,7 @@ def blended_denoise(ctx, schedule: Schedule, timesteps, x: torch.Tensor, z0: tor
             eps = ctx.predict_noise(x, t, texts, alpha_t)
         step_noise = seeded_noise(generators, x.shape, x.device) if eta > 0 and generators else None
         x = blend(ddim_step(x, eps, alpha_t, level, eta, step_noise), level)
-        ctx.step(done + index + 1, total, latent_preview(x, preview_content))
+        ctx.step_with_preview(done + index + 1, total, x, preview_content)
     return x
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from engine.inversion import Schedule, ddim_step
-from engine.preview import latent_preview
 
 
 def run(session, ctx, source, target, mask, params, options) -> list:
@@ -22,7 +21,7 @@ def run(session, ctx, source, target, mask, params, options) -> list:
         [result] = run(region, ctx, source, target, mask[top:bottom, left:right], params, options)
         return [session.place(result, box, heatmap)]
     latent_mask = torch.from_numpy(geometry.mask_to_latent(mask))
-    schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
+    schedule = session.schedule(params.steps)
     trajectory = session.encode(ctx, geometry, schedule, params)
     with ctx.timed("decode"):
         negative = params.negative_prompt or source
@@ -101,5 +100,5 @@ def masked_decode(ctx, schedule: Schedule, trajectory: list[torch.Tensor], laten
         x = ddim_step(x, eps, alpha_t, alpha_next, eta, noise)
         # trajectory[count - index - 1] is the encoded latent at the level x just reached.
         x = mask * x + (1 - mask) * trajectory[count - index - 1]
-        ctx.step(index + 1, count, latent_preview(x, preview_content))
+        ctx.step_with_preview(index + 1, count, x, preview_content)
     return x

@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from engine import attention, masks
 from engine.errors import InputError
 from engine.inversion import Schedule, ddim_invert, ddim_step
-from engine.preview import latent_preview
 
 BLEND_START = 0.2  # attention maps are still vague in the first steps; P2P starts blending here
 BLEND_FACTOR = 4  # preferred attention level for blend maps: 1/4 of the latent (16x16 at 512 px)
@@ -259,7 +258,7 @@ def run(session, ctx, source, target, mask, params, options) -> list:
                          "(what is in the photo now)")
     plan = plan_tokens(session.model.tokenizer, source, target, options)
     geometry = session.geometry(params)
-    schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
+    schedule = session.schedule(params.steps)
     trajectory = invert(session, ctx, geometry, schedule, params, source)
     warnings = []
     if params.negative_prompt:
@@ -361,5 +360,5 @@ def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source
                 keep = (control.blend_map() > options.blend_threshold).float()[None, None]
             if keep is not None:
                 x_tgt = torch.lerp(x_src, x_tgt, keep)  # exactly x_tgt where keep is 1
-            ctx.step(index + 1, count, latent_preview(x_tgt, preview_content))
+            ctx.step_with_preview(index + 1, count, x_tgt, preview_content)
     return torch.cat([x_src, x_tgt]), control.blend_map()

@@ -23,7 +23,6 @@ import torch
 
 from engine import attention
 from engine.inversion import Schedule, ddim_step
-from engine.preview import latent_preview
 
 SD_DECODER_LAYERS = 12
 SD_FEATURE_LAYER = 4  # paper: decoder layer 4 (features); attention: layers 4-11
@@ -45,7 +44,7 @@ def injection_layers(unet) -> tuple[attention.DecoderLayer, list[str]]:
 def run(session, ctx, source, target, mask, params, options) -> list:
     """Unconditional inversion, then guided generation under the target with injection."""
     geometry = session.geometry(params)
-    schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
+    schedule = session.schedule(params.steps)
     trajectory = session.encode(ctx, geometry, schedule, params)
     with ctx.timed("decode"):
         negative = params.negative_prompt or source  # the app's convention (see EditResult.metadata)
@@ -118,5 +117,5 @@ def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source
                 eps = eps_negative + guidance * (eps_target - eps_negative)
             noise = torch.randn(x.shape, generator=generator).to(x.device) if eta > 0 else None
             x = ddim_step(x, eps, alpha_t, alpha_next, eta, noise)
-            ctx.step(index + 1, count, latent_preview(x, preview_content))
+            ctx.step_with_preview(index + 1, count, x, preview_content)
     return x

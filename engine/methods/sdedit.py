@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from engine.errors import InputError
-from engine.inversion import Schedule
 from engine.methods.blended import add_noise, blended_denoise
 
 
@@ -27,7 +26,7 @@ def run(session, ctx, source, target, mask, params, options) -> list:
         mask = None
 
     geometry = session.geometry(params)
-    schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
+    schedule = session.schedule(params.steps)
     timesteps = schedule.tail(params.encode_steps)
     z0 = session.image_latent(geometry)
     generator = torch.Generator("cpu").manual_seed(params.seed)

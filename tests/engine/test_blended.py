@@ -11,7 +11,7 @@ from PIL import Image
 
 from engine import cli, masks
 from engine.errors import Cancelled, InputError
-from engine.imaging import load_photo, read_metadata
+from engine.imaging import read_metadata
 from engine.inversion import Schedule
 from engine.methods import blended
 from engine.methods import options as method_options
