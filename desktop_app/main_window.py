@@ -182,7 +182,7 @@ class MainWindow(QMainWindow):
         self.banner_settings = QPushButton("Settings\u2026")
         self.banner_settings.clicked.connect(self.settings_dialog)
         self.banner_tiny = QPushButton("Use tiny test model")
-        self.banner_tiny.setToolTip(f"Random weights: produces noise, for trying the workflow")
+        self.banner_tiny.setToolTip(f"The tiny test model: {TINY_NOTE}")
         self.banner_tiny.clicked.connect(self.use_tiny_model)
         banner_layout.addWidget(self.banner_settings)
         banner_layout.addWidget(self.banner_tiny)

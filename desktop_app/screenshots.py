@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     # Private settings: the screenshots must not depend on (or change) the user's own.
     os.environ.setdefault("DIFFEDIT_CONFIG_DIR", tempfile.mkdtemp(prefix="diffedit-shots-"))
 
-    from PySide6.QtCore import QEventLoop, QPointF, QSettings, QTimer
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
 
     from desktop_app.app import build_window, create_application
     from desktop_app.dialogs import SettingsDialog
