@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop_app.qt_compat import emit
 from engine.catalog import ModelEntry, discover_models, format_size
 from engine.config import Settings
 from engine.downloads import offline_mode
@@ -63,17 +64,17 @@ class _DownloadJob(QRunnable):
         try:
             folder = self._download(
                 self._repo_id,
-                on_progress=lambda done, total, name: self.signals.progress.emit(done, total, name),
+                on_progress=lambda done, total, name: emit(self.signals.progress, done, total, name),
                 should_stop=self._stop.is_set,
             )
         except Cancelled:
-            self.signals.cancelled.emit()
+            emit(self.signals.cancelled)
         except EngineError as exc:
-            self.signals.failed.emit(str(exc))
+            emit(self.signals.failed, str(exc))
         except Exception as exc:  # noqa: BLE001 - a pool thread must report, never die silently
-            self.signals.failed.emit(f"the download failed unexpectedly: {type(exc).__name__}: {exc}")
+            emit(self.signals.failed, f"the download failed unexpectedly: {type(exc).__name__}: {exc}")
         else:
-            self.signals.finished.emit(str(folder))
+            emit(self.signals.finished, str(folder))
 
 
 class ModelsDialog(QDialog):
@@ -285,7 +286,7 @@ class ModelsDialog(QDialog):
         settings.save()
         self.refresh()
         self.select_source(entry.source)
-        self.default_changed.emit(entry.source)
+        emit(self.default_changed, entry.source)
 
     def add_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add a model folder", str(Path.home()))
@@ -322,7 +323,7 @@ class ModelsDialog(QDialog):
         self.refresh()
         first = next(e for e in found if e.usable)
         self.select_source(first.source)
-        self.models_changed.emit()
+        emit(self.models_changed)
         return True
 
     # ------------------------------------------------------------------ download
@@ -368,7 +369,7 @@ class ModelsDialog(QDialog):
         self.download_status.setText(f"Downloaded to {folder}. Select it and press “Set as default” to use it.")
         self.refresh()
         self.select_source(folder)
-        self.models_changed.emit()
+        emit(self.models_changed)
 
     def _on_failed(self, message: str) -> None:
         self._job = None
