@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
         self.model_message = ""
         self.model_source = ""
         self.setWindowTitle(APP_TITLE)
-        self.setWindowIcon(icon("app"))
+        self.setWindowIcon(icon("app_logo"))
         self.setAcceptDrops(True)
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
 
