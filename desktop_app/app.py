@@ -58,12 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(photos) > 1 or len(photos) != len(argv):
         print(f"error: unexpected arguments {' '.join(argv)}\n{USAGE}", file=sys.stderr)
         return 2
+    from desktop_app.autosave import offer_restore
+
     app = create_application()
     window, engine = build_window()
     window.show()
     if photos:
         path = Path(photos[0])
         QTimer.singleShot(0, lambda: window.open_path(path))
+    # After the photo argument opens: a session that crashed last time can be restored over it.
+    QTimer.singleShot(0, lambda: offer_restore(window))
     # The model loads once the event loop runs, so the first paint is never held up by torch.
     QTimer.singleShot(0, window.start_engine)
     try:

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QColorDialog, QDockWidget, QFileDialog, QFrame, Q
                                QSlider, QVBoxLayout, QWidget)
 
 from desktop_app import photo_io
+from desktop_app.autosave import Autosaver
 from desktop_app.canvas import BRUSH, ERASER, Canvas
 from desktop_app.dialogs import (TINY_NOTE, SettingsDialog, ShortcutsDialog, TextDialog, ask,
                                  no_model_text, show_error)
@@ -78,6 +79,8 @@ class MainWindow(QMainWindow):
         self._build_status()
         self._connect()
         self.params.set_params(settings.default_params())
+        # Crash safety: the session is saved to the data folder as it changes (desktop_app/autosave).
+        self.autosaver = Autosaver(self.doc, self.params, self.statusBar(), parent=self)
         self._update_title()
         self._update_enabled()
         geometry, state = settings.window_state()
@@ -877,6 +880,7 @@ class MainWindow(QMainWindow):
             self.engine.cancel()
         self.settings.set_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
+        self.autosaver.remove()  # a clean close: the work was exported or discarded
         event.accept()
 
 
