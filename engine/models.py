@@ -17,8 +17,6 @@ from engine.errors import ModelError
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 # What a download of a diffusers SD repo needs: configs, tokenizer files, safetensors weights.
-HUB_PATTERNS = ["*.json", "*.txt", "tokenizer/*", "unet/*.safetensors", "vae/*.safetensors",
-                "text_encoder/*.safetensors"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -103,12 +101,15 @@ def load_model(
     allow_download: bool = False,
     allow_pickle: bool = False,
     memory_tier: str = "auto",
+    on_download=None,
 ) -> LoadedModel:
     """Load the model named by ``source``, or raise ModelError saying what is wrong.
 
     ``memory_tier`` is auto (from free VRAM), full, sliced or offload (engine.memory).
+    ``on_download(bytes_done, bytes_total, file)`` reports a download that ``allow_download``
+    started for a hub id missing from this machine.
     """
-    model = _load_any(source, device, dtype, allow_download, allow_pickle)
+    model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download)
     from engine import memory
 
     memory.apply_tier(model, memory.choose_tier(model, memory_tier))
@@ -116,7 +117,7 @@ def load_model(
 
 
 def _load_any(source: str, device: str, dtype: str, allow_download: bool,
-              allow_pickle: bool) -> LoadedModel:
+              allow_pickle: bool, on_download=None) -> LoadedModel:
     source = (source or "").strip()
     if not source:
         raise ModelError(
@@ -137,8 +138,9 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
         return _load_folder(path, path.name, torch_device, torch_dtype, allow_pickle)
     if path.is_file():
         return _load_file(path, torch_device, torch_dtype, allow_pickle)
-    if _REPO_ID.match(source) and not path.suffix:
-        folder = _resolve_hub_id(source, allow_download)
+    # Hub ids may hold dots ("org/model-v1.5"); only a checkpoint suffix makes it a missing file.
+    if _REPO_ID.match(source) and path.suffix.lower() not in PICKLE_SUFFIXES | {".safetensors"}:
+        folder = _resolve_hub_id(source, allow_download, on_download)
         return _load_folder(folder, source, torch_device, torch_dtype, allow_pickle)
     raise ModelError(f"model not found: {source!r} is neither a file, a folder nor a hub id (org/name)")
 
@@ -154,26 +156,31 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _resolve_hub_id(repo_id: str, allow_download: bool) -> Path:
+def _resolve_hub_id(repo_id: str, allow_download: bool, on_download=None) -> Path:
+    """A finished app download, else the local Hugging Face cache, else (when allowed) a download
+    through engine.downloads (free-disk check, resumable, only the files we load)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from engine.downloads import folder_for
+    from engine.downloads import SOURCE_FILE, download_model, folder_for
 
-    downloaded = folder_for(repo_id)  # fetched by the Models dialog or `models download`
-    if (downloaded / "model_index.json").is_file():
+    downloaded = folder_for(repo_id)
+    if (downloaded / SOURCE_FILE).is_file():
         return downloaded
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS,
-                                      local_files_only=not allow_download))
+        return Path(snapshot_download(repo_id, local_files_only=True))
     except LocalEntryNotFoundError:
-        if allow_download:
-            raise ModelError(f"could not download {repo_id!r}: no connection to the hub "
-                             "(or HF_HUB_OFFLINE is set)") from None
-        raise ModelError(f"{repo_id!r} is not in the local Hugging Face cache; download it "
-                         "once with the app's Models dialog or pass --allow-download") from None
-    except Exception as exc:  # hub errors: repo not found, gated, network
-        raise ModelError(f"could not get {repo_id!r} from the hub: {exc}") from None
+        pass
+    except Exception as exc:  # a damaged cache entry
+        raise ModelError(f"could not read {repo_id!r} from the local Hugging Face cache: {exc}"
+                         ) from None
+    if allow_download:
+        return download_model(repo_id, on_progress=on_download)
+    if downloaded.is_dir():
+        raise ModelError(f"the download of {repo_id!r} is not finished ({downloaded}); resume it "
+                         "in the app's Models dialog or pass --allow-download") from None
+    raise ModelError(f"{repo_id!r} is not in the local Hugging Face cache; download it once with "
+                     "the app's Models dialog or pass --allow-download") from None
 
 
 def _load_file(path: Path, device, dtype, allow_pickle: bool) -> LoadedModel:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,13 +172,49 @@ def test_crafted_pickle_does_not_run_its_code_even_with_opt_in(tmp_path):
 
 
 def test_hub_id_downloaded_by_the_app_resolves_offline(tiny_model_path):
-    from engine.downloads import folder_for
+    from engine.downloads import SOURCE_FILE, folder_for
 
     target = folder_for("someone/tiny-downloaded")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(tiny_model_path, target)
     try:
+        with pytest.raises(ModelError, match="download of 'someone/tiny-downloaded' is not finished"):
+            load_model("someone/tiny-downloaded", device="cpu")
+        (target / SOURCE_FILE).write_text('{"repo_id": "someone/tiny-downloaded"}')
         model = load_model("someone/tiny-downloaded", device="cpu")
         assert model.name == "someone/tiny-downloaded"
     finally:
         shutil.rmtree(target)
+
+
+def test_hub_id_with_a_dot_resolves_from_the_hugging_face_cache(tiny_model_path):
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / "models--someone--tiny-v1.5"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_model_path, repo / "snapshots" / commit)
+    try:
+        model = load_model("someone/tiny-v1.5", device="cpu")
+        assert model.name == "someone/tiny-v1.5"
+    finally:
+        shutil.rmtree(repo)
+
+
+def test_allowed_download_goes_through_the_resumable_downloader(tiny_model_path, monkeypatch):
+    import engine.downloads
+
+    calls = []
+
+    def fake_download(repo_id, *, on_progress=None, **_):
+        calls.append(repo_id)
+        on_progress(1, 2, "unet/diffusion_pytorch_model.safetensors")
+        return tiny_model_path
+
+    monkeypatch.setattr(engine.downloads, "download_model", fake_download)
+    reports = []
+    model = load_model("someone/not-cached", device="cpu", allow_download=True,
+                       on_download=lambda *a: reports.append(a))
+    assert calls == ["someone/not-cached"] and model.name == "someone/not-cached"
+    assert reports == [(1, 2, "unet/diffusion_pytorch_model.safetensors")]
