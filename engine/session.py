@@ -111,7 +111,8 @@ class EditSession:
         self._heatmaps = _Lru(8)
         self._regions = _Lru(2)
         self._schedules = _Lru(4)
-        self.warnings: list[str] = []
+        self.warnings: list[str] = []  # of the run in progress (shared with region sessions)
+        self.mask_stats: dict = {}  # seconds and UNet work of the last estimate_mask
 
     @property
     def size(self) -> tuple[int, int]:
@@ -122,10 +123,13 @@ class EditSession:
     def estimate_mask(self, source: str, target: str, params: EditParams = EditParams(), *,
                       on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> np.ndarray:
         """The DiffEdit heatmap at the photo's resolution, in [0, 1] (threshold it to get a mask)."""
+        self.warnings.clear()
         params, source, target = self._check(params, source, target)
         ctx = RunContext(self.model, on_step, should_stop)
         geometry = self.geometry(params)
-        return geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
+        heatmap = geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
+        self.mask_stats = ctx.stats()
+        return heatmap
 
     def edit(self, source: str, target: str, mask: np.ndarray | None, params: EditParams = EditParams(), *,
              on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> EditResult:
@@ -137,6 +141,7 @@ class EditSession:
             params: EditParams = EditParams(), options: dict | None = None, *,
             on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> list[EditResult]:
         """Run any registered method; returns its results (several for multi-candidate methods)."""
+        self.warnings.clear()
         info = methods.info(method)
         parsed = method_options.from_dict(info.options, options)
         params, source, target = self._check(params, source, target)
@@ -290,19 +295,24 @@ class EditSession:
 
     @torch.no_grad()
     def embed(self, prompt: str) -> torch.Tensor:
-        """Text-encoder features (1, 77, D) for ``prompt``; long prompts are cut with a warning."""
+        """Text-encoder features (1, 77, D) for ``prompt``; long prompts are cut with a warning
+        (given again whenever the cached features are used, so every run that uses them says so)."""
         def build():
             tokenizer = self.model.tokenizer
             limit = tokenizer.model_max_length
             ids = tokenizer(prompt, truncation=False).input_ids
+            note = None
             if len(ids) > limit:
                 dropped = tokenizer.decode(ids[limit - 1:-1])
-                self.warnings.append(f"the prompt is longer than the text encoder's {limit} tokens; "
-                                     f"ignored: \"{dropped}\"")
+                note = (f"the prompt is longer than the text encoder's {limit} tokens; "
+                        f"ignored: \"{dropped}\"")
             tokens = tokenizer(prompt, padding="max_length", max_length=limit, truncation=True,
                                return_tensors="pt").input_ids.to(self.model.device)
-            return self.model.text_encoder(tokens)[0].float()
-        return self._embeddings.get_or(prompt, build)
+            return self.model.text_encoder(tokens)[0].float(), note
+        features, note = self._embeddings.get_or(prompt, build)
+        if note and note not in self.warnings:
+            self.warnings.append(note)
+        return features
 
     @torch.no_grad()
     def image_latent(self, geometry: WorkingGeometry) -> torch.Tensor:

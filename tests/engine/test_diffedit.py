@@ -141,8 +141,13 @@ def test_full_mask_edits_everything(tiny_model, cat):
 
 def test_long_prompt_is_truncated_with_a_warning_naming_the_dropped_words(tiny_model, cat):
     prompt = "a dog " * 40 + "wearing sunglasses"
-    result = EditSession(tiny_model, cat).edit("", prompt, np.ones(cat.rgb.shape[:2], np.float32), FAST)
+    session, full = EditSession(tiny_model, cat), np.ones(cat.rgb.shape[:2], np.float32)
+    result = session.edit("", prompt, full, FAST)
     assert any("sunglasses" in w for w in result.warnings)
+    # A later run with a short prompt has nothing to warn about; the long one, from the text
+    # cache, warns again.
+    assert not any("sunglasses" in w for w in session.edit("", "a cat", full, FAST).warnings)
+    assert any("sunglasses" in w for w in session.edit("", prompt, full, FAST).warnings)
 
 
 @pytest.mark.parametrize("field,value", [
