@@ -185,3 +185,53 @@ def test_big_photo_edits_the_masks_region_at_full_detail_and_caches_it(counted):
     # Turning the crop off edits the whole photo at the working size.
     whole = session.edit("", "a dog", mask, FAST.replace(crop_to_mask=False))
     assert "region" not in whole.stats
+
+
+class _RecordingContext:
+    """Stands in for RunContext: constant noise predictions; records the latent after each step."""
+
+    def __init__(self):
+        self.latents = []
+
+    def predict_noise(self, latents, t, texts, alpha_t, **_):
+        import torch
+
+        return torch.full_like(latents, 0.1)
+
+    def step_with_preview(self, step, total, latent, content):
+        self.latents.append(latent.clone())
+
+
+def test_masked_decode_follows_the_encoding_at_the_matching_level_outside_the_mask(tiny_model):
+    import torch
+
+    from engine.inversion import Schedule
+    from engine.methods.diffedit import masked_decode
+
+    schedule = Schedule.from_config(tiny_model.scheduler_config, 10)
+    generator = torch.Generator().manual_seed(0)
+    trajectory = [torch.randn(1, 4, 4, 6, generator=generator) for _ in range(9)]  # 8 steps
+    mask = torch.zeros(4, 6)
+    mask[:, :3] = 1.0  # left half edits, right half keeps
+    ctx, texts = _RecordingContext(), torch.zeros(1, 77, 32)
+    final = masked_decode(ctx, schedule, trajectory, mask, texts, texts, 7.5, 0.0, seed=0)
+    count = len(trajectory) - 1
+    assert len(ctx.latents) == count
+    for index, latent in enumerate(ctx.latents):  # after step i: the encoding's level count-i-1
+        assert torch.equal(latent[..., 3:], trajectory[count - index - 1][..., 3:])
+    assert torch.equal(final[..., 3:], trajectory[0][..., 3:])
+    assert not torch.allclose(final[..., :3], trajectory[0][..., :3])
+
+
+def test_the_mask_reaches_the_latent_by_area_not_nearest():
+    from engine.geometry import WorkingGeometry
+
+    geometry = WorkingGeometry.fit((64, 64), 64, 8, 8)
+    mask = np.zeros((64, 64), np.float32)
+    mask[:, :4] = 1.0  # half of the first latent column's 8-px cells
+    mask[:, 16:24] = 1.0  # all of the third
+    latent = geometry.mask_to_latent(mask)
+    assert latent.shape == (8, 8)
+    np.testing.assert_allclose(latent[:, 0], 0.5, atol=1e-3)
+    np.testing.assert_allclose(latent[:, 2], 1.0, atol=1e-3)
+    np.testing.assert_allclose(latent[:, [1, 3, 4, 5, 6, 7]], 0.0, atol=1e-3)
