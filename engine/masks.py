@@ -84,24 +84,63 @@ def paste_alpha(mask: np.ndarray, feather_px: int) -> np.ndarray:
     mask = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
     if feather_px <= 0:
         return mask
+    alpha = np.zeros_like(mask)
+    box = _bounding_box(mask > 0, feather_px + 1)
+    if box is None:
+        return alpha
+    region = mask[box]
     inner = feather_px // 2
     outer = feather_px - inner
     # Grey dilation by `inner` then a box blur of `outer`: the fade ends exactly feather_px out.
-    size = 2 * inner + 1
-    grown = _to_image(mask).filter(ImageFilter.MaxFilter(size)) if inner else _to_image(mask)
-    faded = grown.filter(ImageFilter.BoxBlur(outer))
-    alpha = np.asarray(faded, np.float32) / 255.0
-    return np.maximum(alpha, mask)
+    grown = _dilate(np.rint(region * 255.0).astype(np.uint8), inner)
+    faded = Image.fromarray(grown, mode="L").filter(ImageFilter.BoxBlur(outer))
+    alpha[box] = np.maximum(np.asarray(faded, np.float32) / 255.0, region)
+    return alpha
 
 
 def composite(original: np.ndarray, edited: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """original where alpha is 0, edited where it is 1, a rounded blend between (uint8 HxWxC)."""
     if original.shape != edited.shape:
         raise InputError(f"paste-back sizes differ: original {original.shape}, edit {edited.shape}")
-    a = np.asarray(alpha, np.float32)[..., None]
-    blended = original.astype(np.float32) * (1.0 - a) + edited.astype(np.float32) * a
-    blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    return np.where(a > 0, blended, original)
+    alpha = np.asarray(alpha, np.float32)
+    result = original.copy()
+    box = _bounding_box(alpha > 0, 0)
+    if box is None:
+        return result
+    a = alpha[box]
+    out, new = result[box], edited[box]
+    whole = a >= 1.0
+    out[whole] = new[whole]
+    partial = (a > 0) & ~whole  # only the feather band needs arithmetic
+    w = a[partial][:, None]
+    out[partial] = np.clip(np.rint(out[partial] * (1.0 - w) + new[partial] * w), 0, 255)
+    return result
+
+
+def _bounding_box(flags: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    """Slices around the True pixels, grown by ``margin`` (clipped); None when there are none."""
+    rows = np.flatnonzero(flags.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(flags.any(axis=0))
+    height, width = flags.shape
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, height)),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, width)))
+
+
+def _dilate(values: np.ndarray, radius: int) -> np.ndarray:
+    """Grey dilation with a (2r+1)-square window, as two separable running maxima."""
+    for axis in (0, 1):
+        source, out = values, values.copy()
+        length = values.shape[axis]
+        for shift in range(1, min(radius, length - 1) + 1):
+            ahead = [slice(None)] * 2
+            behind = [slice(None)] * 2
+            ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
+            np.maximum(out[tuple(behind)], source[tuple(ahead)], out=out[tuple(behind)])
+            np.maximum(out[tuple(ahead)], source[tuple(behind)], out=out[tuple(ahead)])
+        values = out
+    return values
 
 
 def resize(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
