@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="DDIM stochasticity while decoding, 0..1 (default %(default)s)")
     edit.add_argument("--overwrite", action="store_true",
                       help="allow the output to replace the input photo")
+    edit.add_argument("--strip-gps", action="store_true",
+                      help="leave the photo's GPS location out of the exported file")
     edit.add_argument("--method", default="diffedit", choices=list(methods.METHODS),
                       help="editing method (default %(default)s); several results are written "
                            "as OUT-1, OUT-2, ...")
@@ -134,11 +136,14 @@ def _method_options(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in SUBCOMMANDS and not argv[0].startswith("-")):
+    if not argv or _names_a_photo(argv[0]):
         from desktop_app.app import main as app_main
 
         return app_main(argv)
     try:
+        if argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+            raise InputError(f"unknown command {argv[0]!r}: use {', '.join(SUBCOMMANDS)}, or give "
+                             "an existing photo to open it in the app")
         args = build_parser().parse_args(argv)
         if args.command == "models":
             return _models()
@@ -158,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"internal error: {type(exc).__name__}: {exc} (set DIFFEDIT_DEBUG=1 for details)",
               file=sys.stderr)
         return 1
+
+
+def _names_a_photo(arg: str) -> bool:
+    """The app's `diffedit-studio PHOTO` form: anything that is not a subcommand or a flag and
+    is an existing file or has an image suffix (the app reports a missing photo itself)."""
+    from engine.imaging import SAVE_FORMATS
+
+    if arg in SUBCOMMANDS or arg.startswith("-"):
+        return False
+    path = Path(arg)
+    return path.is_file() or path.suffix.lower() in set(SAVE_FORMATS) | {".gif", ".bmp"}
 
 
 def _models() -> int:
@@ -184,8 +200,8 @@ def _run(args) -> int:
     params = _params(args)
     if not args.target.strip():
         raise InputError("--target is empty: say what the photo should become")
+    _check_outputs(args)
     photo = imaging.load_photo(args.image)
-    _check_output(args.output, args.image, getattr(args, "overwrite", False))
     user_mask = None
     if getattr(args, "mask", None) is not None:
         user_mask = _load_mask(args.mask, photo.size)
@@ -200,33 +216,45 @@ def _run(args) -> int:
     if args.command == "mask":
         heatmap = session.estimate_mask(args.source, args.target, params, on_step=progress)
         _finish(progress)
-        masks.to_image(masks.threshold(heatmap, params.mask_threshold)).save(args.output)
+        _save_mask(args.output, masks.threshold(heatmap, params.mask_threshold))
         if args.heatmap:
-            masks.to_image(heatmap).save(args.heatmap)
-        report = {"command": "mask", "output": str(args.output)}
+            _save_mask(args.heatmap, heatmap)
+        for warning in session.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        report = {"command": "mask", "output": str(args.output), **session.mask_stats}
     else:
         results = session.run(args.method, args.source, args.target, user_mask, params,
                               _method_options(args), on_step=progress)
         _finish(progress)
         outputs = _output_names(args.output, len(results))
         for path, each in zip(outputs, results):
-            _export(path, photo, each)
+            _export(path, photo, each, args.strip_gps)
         result = results[0]
         if args.save_mask:
-            masks.to_image(result.mask).save(args.save_mask)
+            _save_mask(args.save_mask, result.mask)
         if args.save_heatmap:
             if result.heatmap is None:
                 print("warning: --save-heatmap: no heatmap, the mask came from --mask", file=sys.stderr)
             else:
-                masks.to_image(result.heatmap).save(args.save_heatmap)
+                _save_mask(args.save_heatmap, result.heatmap)
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         report = {"command": "edit", "method": args.method, "outputs": [str(p) for p in outputs],
                   **result.stats}
     if args.report:
         report.update(model=model.name, params=params.to_dict())
-        args.report.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        text = json.dumps(report, indent=2).encode("utf-8")
+        imaging.atomic_write(args.report, lambda stream: stream.write(text))
     return 0
+
+
+def _save_mask(path: Path, mask) -> None:
+    """A greyscale mask or heatmap image, written atomically in the format its suffix names."""
+    from engine import imaging, masks
+
+    image = masks.to_image(mask)
+    imaging.atomic_write(path, lambda stream: image.save(stream, format=imaging.SAVE_FORMATS[
+        path.suffix.lower()]))
 
 
 def _output_names(output: Path, count: int) -> list[Path]:
@@ -235,13 +263,14 @@ def _output_names(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)]
 
 
-def _export(path: Path, photo, result) -> None:
+def _export(path: Path, photo, result, strip_gps: bool) -> None:
     """Save with the photo's alpha, EXIF and profile; a result of another size (an extended
-    canvas) is saved as it is."""
+    canvas) is saved without them."""
     from engine import imaging
 
     if result.image.shape == photo.rgb.shape:
-        imaging.export_photo(path, photo, result.image, metadata=result.metadata())
+        imaging.export_photo(path, photo, result.image, metadata=result.metadata(),
+                             strip_gps=strip_gps)
     else:
         imaging.save_image(path, result.image, metadata=result.metadata())
 
@@ -258,7 +287,8 @@ def _load(args):
                          "Settings, or try --model tiny (random weights, output is noise)")
     return load_model(source, device=args.device, dtype=args.dtype,
                       allow_download=args.allow_download or settings.allow_download,
-                      allow_pickle=args.allow_pickle, memory_tier=args.memory or settings.memory)
+                      allow_pickle=args.allow_pickle, memory_tier=args.memory or settings.memory,
+                      on_download=None if args.quiet else _DownloadBar())
 
 
 def _load_mask(path: Path, photo_size: tuple[int, int]):
@@ -268,19 +298,69 @@ def _load_mask(path: Path, photo_size: tuple[int, int]):
 
     try:
         with Image.open(path) as image:
+            if image.size != tuple(photo_size):  # before decoding: a huge mask is refused unread
+                raise InputError(f"--mask {path} is {image.size[0]}x{image.size[1]} but the photo "
+                                 f"is {photo_size[0]}x{photo_size[1]}; they must match")
             image.load()
             return masks.from_image(image, expected_size=photo_size)
     except FileNotFoundError:
         raise InputError(f"--mask {path}: the file does not exist") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"--mask {path}: far larger than the photo "
+                         f"({photo_size[0]}x{photo_size[1]}); the mask must have its size") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"--mask {path}: not a readable image ({exc})") from None
 
 
-def _check_output(output: Path, image: Path, overwrite: bool) -> None:
-    if output.exists() and image.exists() and output.resolve() == image.resolve() and not overwrite:
-        raise InputError(f"-o {output} is the input photo; pick another name or pass --overwrite")
-    if not output.parent.exists():
-        raise InputError(f"-o {output}: the folder {output.parent} does not exist")
+def _check_outputs(args) -> None:
+    """Every file the command will write, checked before any work: its folder exists, images have
+    a known suffix, none is the input photo or the mask (only -o may replace the photo, with
+    --overwrite), and no two are the same file."""
+    from engine.imaging import SAVE_FORMATS
+
+    inputs = {"the input photo": args.image, "the --mask file": getattr(args, "mask", None)}
+    outputs = [("-o", args.output, True)]
+    for flag in ("save_mask", "save_heatmap", "heatmap", "report"):
+        path = getattr(args, flag, None)
+        if path is not None:
+            outputs.append(("--" + flag.replace("_", "-"), path, flag != "report"))
+    seen: dict[Path, str] = {}
+    for flag, path, is_image in outputs:
+        if not path.parent.is_dir():
+            raise InputError(f"{flag} {path}: the folder {path.parent} does not exist")
+        if path.is_dir():
+            raise InputError(f"{flag} {path} is a folder; give a file name")
+        if is_image and path.suffix.lower() not in SAVE_FORMATS:
+            raise InputError(f"{flag} {path}: unknown image type {path.suffix or '(none)'!r}; "
+                             f"use one of {', '.join(SAVE_FORMATS)}")
+        resolved = path.resolve()
+        for what, source in inputs.items():
+            if source is None or not source.exists() or resolved != source.resolve():
+                continue
+            if not (flag == "-o" and what == "the input photo" and getattr(args, "overwrite", False)):
+                hint = " or pass --overwrite" if flag == "-o" and what == "the input photo" else ""
+                raise InputError(f"{flag} {path} is {what}; pick another name{hint}")
+        if resolved in seen:
+            raise InputError(f"{flag} and {seen[resolved]} both name {path}; give each its own file")
+        seen[resolved] = flag
+
+
+class _DownloadBar:
+    """Download progress on stderr (bytes), for a hub id fetched with --allow-download."""
+
+    def __init__(self):
+        self.interactive = sys.stderr.isatty()
+        self.reported = -1
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        percent = int(100 * done / max(total, 1))
+        if self.interactive:
+            print(f"\rdownload {done / 1e9:5.2f}/{total / 1e9:.2f} GB {percent:3d}% {name[-40:]:<40}",
+                  end="" if done < total else "\n", file=sys.stderr, flush=True)
+        elif percent // 10 != self.reported // 10 or done == total:  # logs: every 10%
+            print(f"download {done / 1e9:.2f}/{total / 1e9:.2f} GB ({percent}%)", file=sys.stderr,
+                  flush=True)
+        self.reported = percent
 
 
 class _ProgressBar:

@@ -511,7 +511,7 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray | 
             options["exif"] = exif_obj.tobytes()
         image.save(stream, format=fmt, **options)
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def _metadata_text(metadata: dict | None) -> dict[str, str]:
@@ -545,7 +545,10 @@ def _set_user_comment(exif: Image.Exif, text: dict[str, str]) -> None:
     exif[_EXIF_IFD] = exif.get_ifd(_EXIF_IFD)
 
 
-def _atomic_write(path: Path, write) -> Path:
+def atomic_write(path: Path, write) -> Path:
+    """Write a file through ``write(stream)`` into a temporary file beside it, fsync it and rename
+    it into place: a failure half-way leaves any earlier file at ``path`` intact."""
+    path = Path(path)
     mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:

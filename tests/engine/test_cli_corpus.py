@@ -104,10 +104,10 @@ def _truncated(path):
 
 BROKEN = {
     "empty.png": (lambda p: p.write_bytes(b""), "empty"),
-    "notes.png": (lambda p: p.write_text("these are not pixels"), "not"),
+    "notes.png": (lambda p: p.write_text("these are not pixels"), "not a picture"),
     "half.png": (_truncated, "truncated"),
     "bomb.png": (_bomb, "DIFFEDIT_MAX_PIXELS"),
-    "tiny.png": (lambda p: Image.fromarray(_noise(8, 8)).save(p), "16"),
+    "tiny.png": (lambda p: Image.fromarray(_noise(8, 8)).save(p), "at least 16 pixels"),
 }
 
 
@@ -129,3 +129,11 @@ def test_mask_that_is_not_an_image(tmp_path, capsys, samples_dir):
     code = cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(tmp_path / "o.png"),
                      "--mask", str(tmp_path / "mask.png"), *FAST])
     assert code == 2 and "not a readable image" in capsys.readouterr().err
+
+
+def test_mask_that_is_a_decompression_bomb(tmp_path, capsys, samples_dir):
+    _bomb(tmp_path / "mask.png")
+    code = cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(tmp_path / "o.png"),
+                     "--mask", str(tmp_path / "mask.png"), *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and "--mask" in err and "451x300" in err and "Traceback" not in err
