@@ -188,7 +188,8 @@ class EditSession:
             raise InputError(f"the mask is {shape} but the photo is "
                              f"{self.size[0]}x{self.size[1]}; they must match")
         if not (mask > 0).any():
-            raise InputError("the mask is empty: paint the area to edit, or use Find mask")
+            raise InputError("the mask is empty: mark the area to edit (paint it, or find it "
+                             "automatically)")
         return np.clip(mask, 0.0, 1.0)
 
     def auto_mask(self, ctx: RunContext, geometry: WorkingGeometry, source: str, target: str,
@@ -198,7 +199,8 @@ class EditSession:
         mask = masks.threshold(heatmap, params.mask_threshold)
         if not mask.any():
             raise InputError("the automatic mask is empty: the two texts predict the same noise "
-                             "at this threshold; lower mask_threshold or paint a mask")
+                             "at this threshold; lower the mask threshold (--mask-threshold in the "
+                             "CLI) or paint a mask")
         return heatmap, mask
 
     def encode(self, ctx: RunContext, geometry: WorkingGeometry, schedule: Schedule,
