@@ -151,6 +151,7 @@ class EditSession:
             raise InputError(f"{info.title} needs a mask: paint the area to change (or load one)")
         implementation = methods.implementation(method)
         started = time.perf_counter()
+        retried = False
         while True:
             ctx = RunContext(self.model, on_step, should_stop)
             try:
@@ -159,23 +160,30 @@ class EditSession:
             except Exception as exc:
                 if not memory.is_out_of_memory(exc):
                     raise
-                self._fall_back_after_oom(exc)
+                self._fall_back_after_oom(retried)
+                retried = True
         total = round(time.perf_counter() - started, 4)
         for result in results:
             result.stats["seconds"]["total"] = total
         return results
 
-    def _fall_back_after_oom(self, exc: BaseException) -> None:
-        """Free memory and move the model to the next memory tier, or explain what to do."""
+    def _fall_back_after_oom(self, retried: bool) -> None:
+        """Free memory and move the model to the next memory tier for one more try; a second
+        out-of-memory in the same run (or none left to try) is an error saying what to do. The
+        lower tier stays, so the next run starts there."""
         memory.free_cached_memory()
         tier = getattr(self.model, "memory_tier", "full")
         lower = memory.next_tier(tier)
-        if lower is None:
+        if lower is not None:
+            memory.apply_tier(self.model, lower)
+        if retried or lower is None:
+            device = self.model.device.type.upper()
+            where = f"at the '{tier}' memory tier" + (f"; the next run uses '{lower}'" if lower else
+                                                     ", the most frugal one")
             raise memory.OutOfMemory(
-                f"out of {self.model.device.type.upper()} memory even with weights offloaded; "
-                "use a smaller working resolution, close other programs using the GPU, or run on "
-                "the CPU (--device cpu)") from None
-        memory.apply_tier(self.model, lower)
+                f"out of {device} memory {where}. Try again, or use a smaller working resolution or "
+                "fewer mask samples, close other programs using the GPU, choose the 'offload' "
+                "memory setting (--memory offload), or run on the CPU (--device cpu)") from None
         self.warnings.append(f"ran out of memory at the '{tier}' memory tier; retried at '{lower}'")
 
     # ---- shared building blocks (also used by other methods) ---------------------------------

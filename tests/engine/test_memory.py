@@ -56,11 +56,37 @@ def test_out_of_memory_retries_once_at_the_next_tier(tiny_model, photo):
     assert any("retried at 'sliced'" in w for w in result.warnings)
 
 
-def test_out_of_memory_at_every_tier_is_a_clear_error(tiny_model, photo):
+def test_a_second_out_of_memory_is_a_clear_error_and_the_next_run_starts_lower(tiny_model, photo):
     unet = FlakyUNet(tiny_model.unet, failures=100, max_ok=0)
     model = _model(tiny_model, unet)
-    with pytest.raises(OutOfMemory, match="smaller working resolution"):
-        EditSession(model, photo).edit("a cat", "a dog", None, FAST)
+    session = EditSession(model, photo)
+    with pytest.raises(OutOfMemory, match="smaller working resolution") as raised:
+        session.edit("a cat", "a dog", None, FAST)
+    assert len(unet.batches) == 2  # the first try and exactly one retry
+    assert "'sliced' memory tier; the next run uses 'offload'" in str(raised.value)
+    assert model.memory_tier == "offload"
+    with pytest.raises(OutOfMemory, match="the most frugal one"):
+        session.edit("a cat", "a dog", None, FAST)
+    assert len(unet.batches) == 3  # already at the last tier: no retry left
+
+
+@pytest.mark.parametrize("free_gib,tier", [(10, "full"), (3, "sliced"), (1, "offload")])
+def test_auto_tier_follows_free_gpu_memory(monkeypatch, free_gib, tier):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gib * memory.GIB,
+                                                                         24 * memory.GIB))
+
+    class OnCuda:
+        device = torch.device("cuda")
+
+    assert memory.choose_tier(OnCuda()) == tier
+    assert memory.choose_tier(OnCuda(), "sliced") == "sliced"
+
+
+def test_auto_tier_on_the_cpu_is_full():
+    class OnCpu:
+        device = torch.device("cpu")
+
+    assert memory.choose_tier(OnCpu()) == "full"
 
 
 def test_other_errors_are_not_mistaken_for_memory(tiny_model, photo):
