@@ -122,9 +122,14 @@ def describe_exception(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, InputError):
         return str(exc), ""
     details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
-        return ("The device ran out of memory. Try a smaller working resolution, fewer mask "
-                "samples, float16 precision in Settings, or the CPU."), details
+    # torch.cuda.OutOfMemoryError, or engine.memory.OutOfMemory once its lower-memory retries
+    # are spent (matched by name: importing either would load torch here).
+    if type(exc).__name__ in ("OutOfMemoryError", "OutOfMemory") or isinstance(exc, MemoryError):
+        where = "the computer" if isinstance(exc, MemoryError) else "the graphics card"
+        return (f"The run stopped: {where} ran out of memory. The photo, mask and history are "
+                "unchanged. Try a smaller working resolution or fewer steps and mask samples; "
+                "choose float16 precision or the CPU in Settings; close other programs that use "
+                "the GPU."), details
     return f"Unexpected error in the engine: {type(exc).__name__}: {exc}", details
 
 
