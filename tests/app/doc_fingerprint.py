@@ -26,12 +26,13 @@ def _value(value):
 
 
 def fingerprint(doc) -> dict:
-    """Photo (pixels, alpha, EXIF, ICC, path), base, mask layers and composed mask, history
+    """Photo (pixels, alpha, EXIF, ICC, path), base, mask layers and composed mask, paint, history
     (every field of every entry), what is shown and applied, and the unexported-work flag."""
     return {
         "photo": _value(doc.photo), "display_name": doc.display_name, "base": _value(doc.base),
         "threshold": doc.threshold, "heatmap": _value(doc.mask.heatmap),
         "segments": _value(doc.mask.segments), "composed": _value(doc.composed),
+        "paint": _value(getattr(doc, "paint", None)),  # the scribble layer, where there is one
         "history": _value(doc.history), "preview_id": doc.preview_id,
         "applied": list(doc.applied), "unexported": doc.has_unexported_work(),
     }
