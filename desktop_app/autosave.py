@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import struct
-import threading
 import time
 import weakref
 import zlib
@@ -153,7 +152,7 @@ def _type_path(obj) -> str:
 def _load_type(path: str):
     module, _, name = path.partition(":")
     # Only our own dataclasses: an autosave file must never make us import arbitrary code.
-    if not module.split(".")[0] in ("engine", "desktop_app"):
+    if module.split(".")[0] not in ("engine", "desktop_app"):
         raise AutosaveError(f"it names an unexpected type {path}")
     try:
         cls = getattr(importlib.import_module(module), name)
@@ -198,7 +197,8 @@ class _Encoder:
             return {"$type": _type_path(value),
                     "fields": {f.name: self.encode(getattr(value, f.name))
                                for f in dataclasses.fields(value)}}
-        # Anything else would be lost on restore; say so loudly in development, keep its text.
+        # No such value exists in a Document today; should one appear, its text is kept rather
+        # than losing the whole autosave (the round-trip test would show the difference).
         return {"$text": repr(value)}
 
 
@@ -360,7 +360,6 @@ def panel_state(panel) -> dict:
     """What the parameter panel shows: prompts, method, parameters, seed lock, variations."""
     if panel is None:
         return {}
-    source, target = panel.prompts()
     state = {"source": panel.source.text(), "target": panel.target.text(),
              "method": panel.method_key(), "params": panel.params().to_dict(),
              "variations": panel.variations.value(), "lock_seed": panel.lock_seed.isChecked()}

@@ -150,6 +150,28 @@ def test_unchanged_arrays_are_written_once(qtbot, tmp_path):
     assert not any(tmp_path.iterdir()), "a clean close leaves nothing behind"
 
 
+def test_changes_made_in_place_after_a_save_are_saved(qtbot, tmp_path):
+    """Strokes, undo and Apply write into existing arrays; the next save must see that."""
+    doc = busy_document(qtbot)
+    saver = Autosaver(doc, root=tmp_path)
+    saver.flush()
+    stroke(doc, "add", [(90, 20), (110, 30)])
+    saver.flush()
+    stroke(doc, "erase", [(95, 25)])
+    doc.undo_stack.undo()  # back to the state just saved, through the undo patches
+    doc.undo_stack.undo()  # and one further, into the previous save's pixels
+    doc.apply_entry(doc.history[-1].id)  # the base changes in place
+    doc.set_threshold(0.4)
+    saver.flush()
+    expected = fingerprint(doc)
+    crash(saver)
+    restored = Document()
+    sessions, _ = find_orphans(tmp_path)
+    install(restored, sessions[0].load())
+    assert fingerprint(restored) == expected
+    sessions[0].discard()
+
+
 def test_debounce_saves_once_after_the_last_change(qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(autosave, "DEBOUNCE_MS", 300)
     doc = Document()

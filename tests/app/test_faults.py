@@ -6,7 +6,6 @@ happened and what to try, and the next run works.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from desktop_app.main_window import MainWindow
