@@ -3,10 +3,12 @@
 In one process, on the same loaded model, photo, seed and settings, it runs the reference
 (generate_mask, invert, __call__) and our EditSession.edit with the automatic mask, then the
 interactive loop (first edit, re-edit after a brush stroke, re-threshold) and the preview cost,
-and prints markdown tables with PASS/FAIL for the targets of issue 5.
+and prints markdown tables with PASS/FAIL for the targets of issue 5. With --repeat N both
+scenarios run N times (fresh session each, alternating which side goes first) and each side's
+median run is reported with every total and the spread: one run on a busy machine is noise.
 
-    .venv/bin/python tests/benchmarks/bench_diffedit.py                      # tiny model, < 1 min
-    .venv/bin/python tests/benchmarks/bench_diffedit.py --sd-shaped --resolution 256
+    .venv/bin/python tests/benchmarks/bench_diffedit.py --repeat 5 --threads 1   # tiny model, < 1 min
+    .venv/bin/python tests/benchmarks/bench_diffedit.py --sd-shaped --resolution 256 --steps 20
     .venv/bin/python tests/benchmarks/bench_diffedit.py --model runwayml/... --device cuda --json out.json
 """
 
@@ -151,14 +153,15 @@ class MemoryMeter:
 
 
 class UnetProbe:
-    """Counts UNet sample-evaluations (the sum of batch sizes) and times every call, by label."""
+    """Counts UNet sample-evaluations (the sum of batch sizes) and times every call, by label and repeat."""
 
     def __init__(self, unet, device):
         self.unet = unet
         self.device = device
         self.label = "idle"
+        self.repeat = None  # the repeat in progress; None for work outside the repeats (warm-up)
         self.total = 0
-        self.calls: list[tuple[str, int, float]] = []  # (label, batch, seconds)
+        self.calls: list[tuple[int | None, str, int, float]] = []  # (repeat, label, batch, seconds)
         self._forward = unet.forward
         unet.forward = self._counted  # the instance attribute shadows the class's forward
 
@@ -168,28 +171,62 @@ class UnetProbe:
         start = time.perf_counter()
         out = self._forward(*args, **kwargs)
         _sync(self.device)
-        self.calls.append((self.label, int(sample.shape[0]), time.perf_counter() - start))
+        self.calls.append((self.repeat, self.label, int(sample.shape[0]), time.perf_counter() - start))
         self.total += int(sample.shape[0])
         return out
 
     def call_seconds(self, label: str) -> list[float]:
-        return [seconds for name, _, seconds in self.calls if name == label]
+        return [seconds for _, name, _, seconds in self.calls if name == label]
+
+    def work(self, repeat: int | None) -> dict:
+        """UNet sample-evaluations per label in one repeat."""
+        out: dict = {}
+        for index, label, batch, _ in self.calls:
+            if index == repeat:
+                out[label] = out.get(label, 0) + batch
+        return out
 
     def summary(self) -> dict:
-        """Per label: UNet calls, sample-evaluations and mean seconds per call."""
+        """Per label: UNet calls, sample-evaluations and seconds PER REPEAT (the same work in every
+        repeat, see check_same_work; work outside the repeats, like the warm-up, counts once), and
+        the mean seconds per call over all repeats."""
         out: dict = {}
-        for label, batch, seconds in self.calls:
-            row = out.setdefault(label, {"calls": 0, "unet_evals": 0, "seconds": 0.0})
+        for repeat, label, batch, seconds in self.calls:
+            row = out.setdefault(label, {"calls": 0, "unet_evals": 0, "seconds": 0.0, "repeats": set()})
             row["calls"] += 1
             row["unet_evals"] += batch
             row["seconds"] += seconds
+            row["repeats"].add(repeat)
         for row in out.values():
             row["mean_seconds_per_call"] = row["seconds"] / row["calls"]
+            row["repeats"] = count = len(row["repeats"])
+            row["calls"] //= count
+            row["unet_evals"] //= count
+            row["seconds"] /= count
         return out
 
     def close(self) -> None:
         if self.unet.__dict__.get("forward") is self._counted:
             del self.unet.forward
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark's own figures do not add up (so its ratios would compare unlike runs)."""
+
+
+def check_same_work(probe: UnetProbe, repeats: int) -> dict:
+    """Every repeat must do the same UNet work per label; returns it. A difference means a cache
+    outlived the fresh session, or the work is not deterministic: the medians would be unfair."""
+    work = [probe.work(index) for index in range(repeats)]
+    for index, counts in enumerate(work[1:], start=1):
+        if counts != work[0]:
+            differ = sorted(label for label in set(work[0]) | set(counts)
+                            if work[0].get(label) != counts.get(label))
+            detail = ", ".join(f"{label}: {work[0].get(label, 0)} vs {counts.get(label, 0)}"
+                               for label in differ)
+            raise BenchmarkError(f"UNet work differs between repeat 0 and repeat {index} ({detail}); "
+                                 "every repeat must start from a fresh EditSession with the same settings")
+    return work[0] if work else {}
 
 
 class Recorder:
@@ -442,34 +479,72 @@ def brush_stroke(size: tuple[int, int]) -> np.ndarray:
     return np.clip(radius + 1.0 - distance, 0.0, 1.0).astype(np.float32)  # 1 px soft edge
 
 
-def run_interactive(session, first: dict, first_result, params, source: str, target: str,
-                    recorder: Recorder) -> dict:
-    """Refine the auto mask with a stroke and edit again; then move only the threshold."""
+def run_re_edit(session, first_result, params, source: str, target: str, recorder: Recorder) -> dict:
+    """Refine the auto mask with a brush stroke and edit again: no new mask estimate, no new inversion."""
     from engine import masks
 
-    stroke = brush_stroke(session.size)
-    refined = masks.compose(first_result.heatmap, params.mask_threshold, added=stroke)
+    refined = masks.compose(first_result.heatmap, params.mask_threshold, added=brush_stroke(session.size))
     re_edit, _ = run_ours(session, refined, params, source, target, recorder, "ours/re-edit")
+    return re_edit
 
-    # The threshold slider: compose the cached heatmap with the strokes at a new level.
+
+def measure_rethreshold(heatmap: np.ndarray, photo_size, params, probe: UnetProbe) -> dict:
+    """The threshold slider: compose the cached heatmap with the strokes at a new level."""
+    from engine import masks
+
     side = RETHRESHOLD_SIDE
-    heatmap = masks.resize(first_result.heatmap, (side, side))
-    added = masks.resize(stroke, (side, side))
-    erased = masks.resize(brush_stroke(session.size)[::-1, ::-1].copy(), (side, side))
+    heatmap = masks.resize(heatmap, (side, side))
+    added = masks.resize(brush_stroke(photo_size), (side, side))
+    erased = masks.resize(brush_stroke(photo_size)[::-1, ::-1].copy(), (side, side))
     masks.compose(heatmap, params.mask_threshold, added, erased)  # first call pays imports
     levels = np.linspace(0.3, 0.7, RETHRESHOLD_REPEATS)
     seconds = []
-    evals = recorder.probe.total
+    evals = probe.total
     for level in levels:
         start = time.perf_counter()
         masks.compose(heatmap, float(level), added, erased)
         seconds.append(time.perf_counter() - start)
-    rethreshold = {"size": [side, side], "repeats": len(seconds),
-                   "seconds_median": statistics.median(seconds), "seconds_max": max(seconds),
-                   "unet_evals": recorder.probe.total - evals}
-    return {"first_edit": first["total"], "first_edit_stages": first["stages"],
-            "re_edit": re_edit["total"], "re_edit_stages": re_edit["stages"],
-            "rethreshold": rethreshold}
+    return {"size": [side, side], "repeats": len(seconds),
+            "seconds_median": statistics.median(seconds), "seconds_max": max(seconds),
+            "unet_evals": probe.total - evals}
+
+
+def run_repeat(index: int, model, photo, working_rgb: np.ndarray, params, source: str, target: str,
+               recorder: Recorder, scenarios: set) -> dict:
+    """One repeat of the compare and interactive scenarios, on a fresh EditSession so that our first
+    edit pays for its mask and inversion again. The reference goes first on even repeats and ours
+    on odd ones, so drifting machine load and caches warmed by the other side favour neither."""
+    from engine.session import EditSession
+
+    session = EditSession(model, photo)
+    out: dict = {}
+
+    def reference():
+        out["reference"] = run_reference(model, working_rgb, params, source, target, recorder)
+
+    def ours():
+        out["ours"], first_result = run_ours(session, None, params, source, target, recorder, "ours")
+        out["heatmap"] = first_result.heatmap  # for the re-threshold timing, after the repeats
+        if "interactive" in scenarios:
+            out["re_edit"] = run_re_edit(session, first_result, params, source, target, recorder)
+
+    sides = [reference, ours] if "compare" in scenarios else [ours]
+    recorder.probe.repeat = index
+    try:
+        for side in sides if index % 2 == 0 else sides[::-1]:
+            side()
+    finally:
+        recorder.probe.repeat = None
+    return out
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run whose total seconds is the median (the lower middle one for an even count), kept
+    whole so its per-stage figures add up, with every run's total and the spread (min-max)."""
+    totals = [run["total"]["seconds"] for run in runs]
+    chosen = totals.index(statistics.median_low(totals))
+    return {**runs[chosen], "repeats": {"totals_seconds": totals, "median_repeat": chosen,
+                                        "min_seconds": min(totals), "max_seconds": max(totals)}}
 
 
 def measure_preview(model, geometry, probe: UnetProbe) -> dict:
@@ -487,6 +562,7 @@ def measure_preview(model, geometry, probe: UnetProbe) -> dict:
         start = time.perf_counter()
         latent_preview(latent, geometry.latent_content)
         seconds.append(time.perf_counter() - start)
+    # Every repeat's decoding steps: the mean step over all of them.
     steps = probe.call_seconds("ours/decode") or probe.call_seconds("ours/re-edit/decode")
     step = statistics.mean(steps) if steps else float("nan")
     preview = statistics.median(seconds)
@@ -633,13 +709,25 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _spread(label: str, values: list[float], unit: str = " s") -> str:
+    """'label 1.40, 1.32, 1.55 (1.32-1.55 s)': every repeat in run order, then min-max."""
+    listed = ", ".join(f"{value:.2f}" for value in values)
+    return f"{label} {listed} ({min(values):.2f}-{max(values):.2f}{unit})"
+
+
+def _repeats_line(runs: list[tuple[str, list[float], str]], n: int) -> str:
+    return (f"Over {n} repeats, in run order (median run shown above): "
+            + "; ".join(_spread(label, values, unit) for label, values, unit in runs))
+
+
 def report(figures: dict) -> str:
     cfg = figures["config"]
     out = [f"## DiffEdit benchmark: {cfg['model']} on {cfg['device_name']} ({cfg['dtype']}), "
            f"working size {cfg['working_size'][0]}x{cfg['working_size'][1]}, {cfg['steps']} steps, "
            f"strength {cfg['strength']}, {cfg['mask_samples']} mask samples, CFG {cfg['guidance']}",
            f"memory: {cfg['memory_method']}; torch {cfg['torch']}, diffusers {cfg['diffusers']}, "
-           f"{cfg['threads']} threads", ""]
+           f"{cfg['threads']} threads; {cfg['repeat']} repeat(s) per side, each side's median run "
+           f"shown ({cfg['order']})", ""]
     ours, ref = figures.get("ours"), figures.get("reference")
     if ours and ref:
         rows = []
@@ -664,7 +752,11 @@ def report(figures: dict) -> str:
                 f"Process CPU time of the edit: reference {ref['total']['cpu_seconds']:.2f} s, ours "
                 f"{ours['total']['cpu_seconds']:.2f} s, ratio "
                 f"{_fmt(_ratio(ours['total']['cpu_seconds'], ref['total']['cpu_seconds']))} "
-                "(steadier than wall time when other work shares the machine)", ""]
+                "(steadier than wall time when other work shares the machine)",
+                _repeats_line([("reference seconds", ref["repeats"]["totals_seconds"], " s"),
+                               ("ours", ours["repeats"]["totals_seconds"], " s"),
+                               ("ours / reference per repeat", figures["wall_ratio_per_repeat"], "x")],
+                              cfg["repeat"]), ""]
     inter = figures.get("interactive")
     if inter:
         rt = inter["rethreshold"]
@@ -678,7 +770,11 @@ def report(figures: dict) -> str:
                 [f"re-threshold {rt['size'][0]}x{rt['size'][1]} (median; max)", _fmt(rt["unet_evals"]),
                  f"{rt['seconds_median'] * 1000:.1f} ms; {rt['seconds_max'] * 1000:.1f} ms", "-", "-"]]
         out += ["### Interactive loop", _table(
-            ["step", "UNet evals", "seconds", "/ our first edit", "/ reference edit"], rows), ""]
+            ["step", "UNet evals", "seconds", "/ our first edit", "/ reference edit"], rows),
+                _repeats_line([("first edit seconds", inter["first_edit_repeats"]["totals_seconds"], " s"),
+                               ("re-edit", inter["re_edit_repeats"]["totals_seconds"], " s"),
+                               ("re-edit / first edit per repeat", inter["re_edit_vs_first_per_repeat"], "x")],
+                              cfg["repeat"]), ""]
     preview = figures.get("preview")
     if preview:
         out += [f"Preview: latent_preview on a {preview['latent_size'][0]}x{preview['latent_size'][1]} "
@@ -728,6 +824,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="compare: reference vs ours; interactive: re-edit and re-threshold; "
                              "gui: worst GUI-thread stall during an edit in the app's engine thread; "
                              "both: compare + interactive; all (default): everything")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the compare and interactive scenarios N times (fresh session each, "
+                             "alternating which side goes first) and report each side's median run")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default); 1 steadies figures on a busy machine")
     parser.add_argument("--json", dest="json_out", default=None, help="write the figures to this JSON file")
@@ -746,6 +845,8 @@ def run(argv=None) -> dict:
     from engine.params import EditParams
     from engine.session import EditSession
 
+    if args.repeat < 1:
+        raise InputError(f"--repeat must be 1 or more, got {args.repeat}")
     if args.threads < 0:
         raise InputError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
     if args.threads:
@@ -776,30 +877,43 @@ def run(argv=None) -> dict:
         "strength": params.strength, "guidance": params.guidance, "mask_samples": params.mask_samples,
         "seed": params.seed, "source": args.source, "target": args.target,
         "torch": torch.__version__, "diffusers": diffusers.__version__,
-        "threads": torch.get_num_threads(), "memory_method": meter.method,
+        "threads": torch.get_num_threads(), "memory_method": meter.method, "repeat": args.repeat,
+        "order": "reference first on even repeats (0, 2, ...), ours first on odd ones",
     }}
-    first_result = None
     scenarios = {"all": {"compare", "interactive", "gui"}, "both": {"compare", "interactive"}}.get(
         args.scenario, {args.scenario})
     try:
         warm_up(model, geometry, probe)
-        if "compare" in scenarios:
-            working = geometry.to_working(session.rgb)
-            figures["reference"] = run_reference(model, working, params, args.source, args.target, recorder)
         if scenarios & {"compare", "interactive"}:
-            first, first_result = run_ours(session, None, params, args.source, args.target, recorder, "ours")
+            working = geometry.to_working(session.rgb)
+            runs = [run_repeat(index, model, photo, working, params, args.source, args.target,
+                               recorder, scenarios) for index in range(args.repeat)]
+            check_same_work(probe, args.repeat)
+            ours = median_run([run["ours"] for run in runs])
             if "compare" in scenarios:
-                figures["ours"] = first
+                figures["reference"] = median_run([run["reference"] for run in runs])
+                figures["ours"] = ours
+                # Paired within a repeat, so they show the noise in the ratio itself.
+                figures["wall_ratio_per_repeat"] = [
+                    run["ours"]["total"]["seconds"] / run["reference"]["total"]["seconds"] for run in runs]
             if "interactive" in scenarios:
-                figures["interactive"] = run_interactive(session, first, first_result, params,
-                                                         args.source, args.target, recorder)
+                re_edit = median_run([run["re_edit"] for run in runs])
+                figures["interactive"] = {
+                    "first_edit": ours["total"], "first_edit_stages": ours["stages"],
+                    "first_edit_repeats": ours["repeats"],
+                    "re_edit": re_edit["total"], "re_edit_stages": re_edit["stages"],
+                    "re_edit_repeats": re_edit["repeats"],
+                    "re_edit_vs_first_per_repeat": [
+                        run["re_edit"]["total"]["seconds"] / run["ours"]["total"]["seconds"] for run in runs],
+                    "rethreshold": measure_rethreshold(runs[-1]["heatmap"], session.size, params, probe),
+                }
             figures["preview"] = measure_preview(model, geometry, probe)
     finally:
         probe.close()
     figures["unet_calls"] = probe.summary()
     if "gui" in scenarios:
         # The app's engine thread loads its own copy of the model: let this one go first.
-        model = session = probe = recorder = first_result = None
+        model = session = probe = recorder = runs = None
         gc.collect()
         figures["gui"] = run_gui_stall(model_source, photo, params, args.source, args.target,
                                        args.device, args.dtype, args.threads)
@@ -818,7 +932,7 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except EngineError as exc:
+    except (EngineError, BenchmarkError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
