@@ -275,6 +275,9 @@ class SavedSession:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise AutosaveError(f"its list of contents is damaged ({type(exc).__name__}: {exc})") from None
+        missing = [key for key in ("photo", "display_name", "base", "mask", "history") if key not in state]
+        if missing:
+            raise AutosaveError(f"it lacks {', '.join(missing)}")
         state["_names"] = {id(a): (weakref.ref(a), name) for a, name in decoder.used}
         return state
 
@@ -387,8 +390,7 @@ def install(doc, state: dict) -> None:
     Document has no public "replace everything" call yet, so this sets its attributes and uses
     ``_refold`` and the id counters, which a future ``Document.restore_session`` should own.
     """
-    from desktop_app.qt_compat import emit as _emit
-
+    _check_shapes(state)  # before anything changes: a mismatch must not leave half a session
     doc.set_photo(state["photo"], state["display_name"])  # resets undo, signals the new photo
     for key in DOC_FIELDS:
         if key in state and key not in ("photo", "display_name") and hasattr(doc, key):
@@ -400,22 +402,37 @@ def install(doc, state: dict) -> None:
         doc._touch_work()
     for signal in (doc.photo_changed, doc.heatmap_changed, doc.history_changed,
                    doc.preview_changed, doc.work_changed):
-        _emit(signal)
-    _emit(doc.mask_changed, None)
+        emit(signal)
+    emit(doc.mask_changed, None)
     if hasattr(doc, "paint_changed"):
-        _emit(doc.paint_changed, None)
+        emit(doc.paint_changed, None)
+
+
+def _check_shapes(state: dict) -> None:
+    base = state["base"]
+    if not (isinstance(base, np.ndarray) and base.ndim == 3 and base.shape[2] == 3):
+        raise AutosaveError("its base picture is not an RGB image")
+    layers = [state["mask"].heatmap] + [a for seg in state["mask"].segments for a in (seg.added, seg.erased)]
+    paint = state.get("paint")
+    if paint is not None:
+        layers += [paint.coverage, paint.rgb[..., 0]]
+    if any(a is not None and a.shape[:2] != base.shape[:2] for a in layers):
+        raise AutosaveError("its mask layers and its picture differ in size")
+
+
+def _entries(n: int) -> str:
+    return f"{n} history entr{'y' if n == 1 else 'ies'}"
 
 
 def restore_text(session: SavedSession) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.saved))
-    n = session.entries
-    return (f"Restore your unsaved session from {when} ({session.photo_name}, {n} history "
-            f"entr{'y' if n == 1 else 'ies'})?")
+    return f"Restore your unsaved session from {when} ({session.photo_name}, {_entries(session.entries)})?"
 
 
 def offer_restore(window, orphans: tuple[list[SavedSession], list[str]] | None = None) -> bool:
     """At start: ask about the newest orphaned autosave. True when a session was restored."""
-    from PySide6.QtWidgets import QMessageBox
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication, QMessageBox
 
     from desktop_app.dialogs import show_error
 
@@ -435,14 +452,8 @@ def offer_restore(window, orphans: tuple[list[SavedSession], list[str]] | None =
         else:
             session.release()
         return False
-    from PySide6.QtCore import Qt
-    from PySide6.QtWidgets import QApplication
 
-    QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)  # about 2 s for a 12 MP session
-    try:
-        state = session.load()
-    except AutosaveError as exc:
-        QApplication.restoreOverrideCursor()
+    def set_aside(reason: str) -> None:
         session.release()
         damaged = session.folder.with_name(session.folder.name + ".damaged")
         try:
@@ -450,12 +461,20 @@ def offer_restore(window, orphans: tuple[list[SavedSession], list[str]] | None =
         except OSError:
             damaged = session.folder
         show_error(window, "Cannot restore the session",
-                   f"The autosaved session cannot be restored: {exc}. The editor starts without "
+                   f"The autosaved session cannot be restored: {reason}. The editor starts without "
                    f"it; its files were kept in {damaged}.")
-        return False
+
+    QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)  # about 2 s for a 12 MP session
     try:
+        state = session.load()
         install(window.doc, state)
         restore_panel(getattr(window, "params", None), state.get("panel", {}))
+    except AutosaveError as exc:
+        set_aside(str(exc))
+        return False
+    except Exception as exc:  # noqa: BLE001 - a session from another version must not stop the app
+        set_aside(f"it does not fit this version of the editor ({type(exc).__name__}: {exc})")
+        return False
     finally:
         QApplication.restoreOverrideCursor()
     autosaver = getattr(window, "autosaver", None)
@@ -463,8 +482,8 @@ def offer_restore(window, orphans: tuple[list[SavedSession], list[str]] | None =
         autosaver.adopt(session, state["_names"])
     else:
         session.release()
-    window.statusBar().showMessage(f"Restored {session.photo_name} with {session.entries} "
-                                   "history entries.", 10000)
+    window.statusBar().showMessage(f"Restored {session.photo_name} with "
+                                   f"{_entries(session.entries)}.", 10000)
     return True
 
 

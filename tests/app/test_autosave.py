@@ -364,6 +364,28 @@ def test_window_discard_deletes_and_damage_gives_a_message(qtbot, make_window, p
     assert not third_folder.exists()
 
 
+@pytest.mark.parametrize("fault,words", [("lacks", "it lacks history"),
+                                         ("size", "differ in size"),
+                                         ("type", "unexpected type")])
+def test_inconsistent_manifest_gives_a_message_and_a_normal_start(qtbot, make_window, dialogs,
+                                                                  fault, words):
+    folder = _saved_session(qtbot, autosave.autosave_root())
+    manifest = json.loads((folder / autosave.MANIFEST).read_text())
+    state = manifest["state"]
+    if fault == "lacks":
+        del state["history"]
+    elif fault == "size":  # a layer of another size, as a half-updated writer might leave
+        state["mask"]["fields"]["heatmap"] = state["history"][0]["fields"]["thumbnail"]
+    else:  # a crafted file naming a module of the standard library
+        state["mask"]["$type"] = "os:PathLike"
+    (folder / autosave.MANIFEST).write_text(json.dumps(manifest))
+    window = make_window()
+    assert autosave.offer_restore(window) is False
+    assert dialogs.shown[-1][1] == "Cannot restore the session" and words in dialogs.shown[-1][2]
+    assert not window.doc.has_photo and window.doc.undo_stack.count() == 0
+    assert folder.with_name(folder.name + ".damaged").is_dir()
+
+
 def test_restore_dialog_screenshot(qtbot, tmp_path):
     folder = _saved_session(qtbot, tmp_path)
     sessions, _ = find_orphans(tmp_path)
@@ -477,3 +499,4 @@ def test_kill_9_of_a_real_app_then_restore(qtbot, tmp_path, tiny_model_path, mak
     assert window.doc.composed.any() and len(window.doc.history) == 1
     assert window.params.prompts() == ("a cup of coffee", "a cup of tea")
     print(f"kill -9 test: edit autosaved and killed after {killed_after:.1f} s")
+
