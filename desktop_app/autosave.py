@@ -710,7 +710,8 @@ class Autosaver(QObject):
             except (OSError, ValueError, struct.error):
                 pass
         for path in folder.iterdir():
-            if path.name.endswith(".arr") and path.name not in needed:
+            # .part files are what a killed writer left half-written (only this thread writes).
+            if (path.name.endswith(".arr") and path.name not in needed) or path.name.endswith(".part"):
                 path.unlink(missing_ok=True)
 
     @Slot(object)
