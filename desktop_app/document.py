@@ -120,9 +120,23 @@ class HistoryEntry:
     seconds: float
     created: float  # time.time()
     metadata: dict = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # clip_score and rank (1 = best) for ranked candidates
     warnings: list = field(default_factory=list)
     thumbnail: np.ndarray | None = None  # small RGB for the history list
+    options: dict = field(default_factory=dict)  # the method's own options (Use these settings)
+    heatmap: np.ndarray | None = None  # an auto mask the run made (P2P local blend), for "Use its mask"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[1], self.image.shape[0]
+
+
+@dataclass
+class PaintLayer:
+    """Blended scribble's colours, painted with the Paint tool over the photo (base-sized)."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8 colours
+    coverage: np.ndarray  # (H, W) float32 in [0, 1]; 0 = unpainted
 
 
 def make_thumbnail(rgb: np.ndarray, side: int = 96) -> np.ndarray:
@@ -145,6 +159,7 @@ class Document(QObject):
     heatmap_changed = Signal()
     history_changed = Signal()
     preview_changed = Signal()  # which history entry the canvas shows
+    paint_changed = Signal(object)  # Rect of the paint layer that changed, or None for all of it
     work_changed = Signal()  # unexported-work state may have changed
 
     def __init__(self, parent=None):
@@ -157,6 +172,7 @@ class Document(QObject):
         self.display_name = ""
         self.mask = MaskLayers()
         self.threshold = EditParams().mask_threshold
+        self.paint: PaintLayer | None = None  # scribble colours (None until the first paint stroke)
         self._composed: np.ndarray | None = None
         self._prefix: np.ndarray | None = None  # composed mask before the top segment's strokes
         self.history: list[HistoryEntry] = []
@@ -193,6 +209,7 @@ class Document(QObject):
         path = getattr(photo, "path", None)
         self.display_name = display_name or (Path(path).name if path else "Untitled")
         self.mask = MaskLayers()
+        self.paint = None
         self.history.clear()
         self.preview_id = None
         self.applied.clear()
@@ -200,6 +217,7 @@ class Document(QObject):
         self._refold()
         emit(self.photo_changed)
         emit(self.mask_changed, None)
+        emit(self.paint_changed, None)
         emit(self.heatmap_changed)
         emit(self.history_changed)
         emit(self.preview_changed)
@@ -274,12 +292,20 @@ class Document(QObject):
 
     # ------------------------------------------------------------------ mask: strokes
 
-    def begin_stroke(self, mode: str, radius: float, hardness: float) -> None:
-        """Start one brush ("add") or eraser ("erase") stroke; it becomes one undo step."""
+    def begin_stroke(self, mode: str, radius: float, hardness: float, colour=None) -> None:
+        """Start one brush ("add"), eraser ("erase") or paint ("paint", with an (r, g, b)
+        ``colour``, onto the scribble paint layer) stroke; it becomes one undo step."""
         if self.base is None:
             return
-        if mode not in ("add", "erase"):
+        if mode not in ("add", "erase", "paint"):
             raise ValueError(mode)
+        if mode == "paint":
+            if self.paint is None:
+                self.paint = PaintLayer(np.zeros((*self.shape, 3), np.uint8),
+                                        np.zeros(self.shape, np.float32))
+            self._stroke = _StrokeRecorder(-1, mode, radius, hardness)
+            self._stroke.colour = np.array(colour if colour is not None else (255, 0, 0), np.float32)
+            return
         seg = self.mask.segments[-1]
         if seg.added is None:
             seg.added = np.zeros(self.shape, np.float32)
@@ -298,10 +324,19 @@ class Document(QObject):
         if hit is None:
             return
         rect, coverage = hit
-        seg = self.mask.segments[stroke.segment]
-        stroke.save_tiles(rect, seg)
         rx, ry, rw, rh = rect
         sl = np.s_[ry:ry + rh, rx:rx + rw]
+        if stroke.mode == "paint":
+            layer = self.paint
+            stroke.save_tiles(rect, (layer.rgb, layer.coverage))
+            c = coverage[..., None]
+            mixed = layer.rgb[sl] * (1.0 - c) + stroke.colour * c  # soft edges blend colours
+            layer.rgb[sl] = np.rint(mixed).astype(np.uint8)
+            np.maximum(layer.coverage[sl], coverage, out=layer.coverage[sl])
+            emit(self.paint_changed, rect)
+            return
+        seg = self.mask.segments[stroke.segment]
+        stroke.save_tiles(rect, (seg.added, seg.erased))
         paint, clear = (seg.added, seg.erased) if stroke.mode == "add" else (seg.erased, seg.added)
         # Painting one layer also lifts the other there, so the last stroke always wins.
         np.maximum(paint[sl], coverage, out=paint[sl])
@@ -312,6 +347,15 @@ class Document(QObject):
     def end_stroke(self) -> None:
         stroke, self._stroke = self._stroke, None
         if stroke is None or not stroke.tiles:
+            return
+        if stroke.mode == "paint":
+            layer = self.paint
+            patches = {}
+            for key, (rect, old_rgb, old_cov) in stroke.tiles.items():
+                x, y, w, h = rect
+                sl = np.s_[y:y + h, x:x + w]
+                patches[key] = (rect, old_rgb, old_cov, layer.rgb[sl].copy(), layer.coverage[sl].copy())
+            self.undo_stack.push(_PaintStrokeCommand(self, patches))
             return
         seg = self.mask.segments[stroke.segment]
         patches = {}
@@ -390,18 +434,45 @@ class Document(QObject):
         if heatmap:
             emit(self.heatmap_changed)
 
+    # ------------------------------------------------------------------ paint layer (scribble)
+
+    def has_paint(self) -> bool:
+        return self.paint is not None and bool(self.paint.coverage.any())
+
+    def paint_for_engine(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(colours, coverage) copies for a scribble run, or None when nothing is painted."""
+        if not self.has_paint():
+            return None
+        return self.paint.rgb.copy(), self.paint.coverage.copy()
+
+    def clear_paint(self) -> None:
+        if self.base is not None and self.paint is not None:
+            self.undo_stack.push(_PaintReplaceCommand(self, None, "Clear paint"))
+
+    def _write_paint_patches(self, patches: dict, new: bool) -> None:
+        union = None
+        for rect, old_rgb, old_cov, new_rgb, new_cov in patches.values():
+            x, y, w, h = rect
+            sl = np.s_[y:y + h, x:x + w]
+            self.paint.rgb[sl] = new_rgb if new else old_rgb
+            self.paint.coverage[sl] = new_cov if new else old_cov
+            union = _union(union, rect)
+        emit(self.paint_changed, union)
+
     # ------------------------------------------------------------------ history
 
     def new_group(self) -> int:
         return next(self._groups)
 
     def add_result(self, group: int, variation: int, *, image, mask, source, target, method,
-                   params, seconds, metadata=None, stats=None, warnings=None) -> HistoryEntry:
+                   params, seconds, metadata=None, stats=None, warnings=None, options=None,
+                   heatmap=None) -> HistoryEntry:
         entry = HistoryEntry(
             id=next(self._ids), group=group, variation=variation, image=image, mask=mask,
             source=source, target=target, method=method, params=params, seconds=seconds,
             created=time.time(), metadata=dict(metadata or {}), stats=dict(stats or {}),
             warnings=list(warnings or []), thumbnail=make_thumbnail(image),
+            options=dict(options or {}), heatmap=heatmap,
         )
         self.history.append(entry)
         self._touch_work()
@@ -430,6 +501,26 @@ class Document(QObject):
         entry = self.entry(self.preview_id)
         return entry.image if entry is not None else self.base
 
+    def shown_photo(self):
+        """The photo Export writes the shown image as (its metadata, at the shown image's size)."""
+        entry = self.entry(self.preview_id)
+        if entry is None or entry.image.shape == self.photo.rgb.shape:
+            return self.photo
+        return resized_photo(self.photo, entry.image, _offset(entry))
+
+    def use_entry_mask(self, entry_id: int) -> float | None:
+        """Make a result's mask the document's (undoable). A result with an auto mask (P2P local
+        blend) gives its heatmap, to refine with the threshold (returned) and the brush; any
+        other gives its mask as painted layers. None when nothing was done (a different size)."""
+        entry = self.entry(entry_id)
+        if entry is None or self.base is None or entry.image.shape != self.base.shape:
+            return None
+        if entry.heatmap is not None:
+            self.set_heatmap(entry.heatmap)
+            return float(entry.options.get("blend_threshold", self.threshold))
+        self.load_mask(entry.mask)
+        return self.threshold
+
     def shown_metadata(self) -> dict:
         entry = self.entry(self.preview_id)
         if entry is None and self.applied:
@@ -441,6 +532,9 @@ class Document(QObject):
         entry = self.entry(entry_id)
         if entry is None or self.base is None:
             return False
+        if entry.image.shape != self.base.shape:
+            self._apply_resized(entry)
+            return True
         changed = np.any(entry.image != self.base, axis=2)
         rect = _bbox(changed)
         if rect is None:
@@ -452,6 +546,39 @@ class Document(QObject):
                                 f"Apply \u201c{entry.target}\u201d")
         self.undo_stack.push(command)
         return True
+
+    def _apply_resized(self, entry: HistoryEntry) -> None:
+        """Apply a result of another size (Blended extend): the base, the photo's export data,
+        the mask layers and the paint layer move onto the new canvas, the old ones kept in place
+        (offset by the extension's left and top), the new area unmasked; one undo step."""
+        offset, shape = _offset(entry), entry.image.shape[:2]
+        layers = MaskLayers(
+            heatmap=None if self.mask.heatmap is None else _place(self.mask.heatmap, offset, shape),
+            segments=[Segment(op=seg.op,
+                              added=None if seg.added is None else _place(seg.added, offset, shape),
+                              erased=None if seg.erased is None else _place(seg.erased, offset, shape))
+                      for seg in self.mask.segments])
+        paint = None
+        if self.paint is not None:
+            paint = PaintLayer(_place(self.paint.rgb, offset, shape),
+                               _place(self.paint.coverage, offset, shape))
+        new = _BaseState(entry.image.copy(), resized_photo(self.photo, entry.image, offset), layers,
+                         paint, f"photo-{next(self._keys)}")
+        old = _BaseState(self.base, self.photo, self.mask, self.paint, self.photo_key)
+        w, h = entry.size
+        self.undo_stack.push(_ResizeCommand(self, entry.id, old, new,
+                                            f"Apply \u201c{entry.target}\u201d ({w}\u00d7{h})"))
+
+    def _set_base_state(self, state: "_BaseState") -> None:
+        self.base, self.photo, self.mask, self.paint = state.base, state.photo, state.mask, state.paint
+        self.photo_key = state.key
+        self._refold()
+        self._touch_work()
+        # A new size: every view rebuilds as for a new photo (history and undo stay).
+        emit(self.photo_changed)
+        emit(self.mask_changed, None)
+        emit(self.heatmap_changed)
+        emit(self.paint_changed, None)
 
     def _write_base(self, rect: Rect, pixels: np.ndarray, key: str) -> None:
         x, y, w, h = rect
@@ -488,16 +615,16 @@ class _StrokeRecorder:
         self.last = None
         self.tiles: dict[tuple[int, int], tuple] = {}
 
-    def save_tiles(self, rect: Rect, seg: Segment) -> None:
+    def save_tiles(self, rect: Rect, layers: tuple) -> None:
         x, y, w, h = rect
-        height, width = seg.added.shape
+        height, width = layers[0].shape[:2]
         for ty in range(y // TILE, (y + h - 1) // TILE + 1):
             for tx in range(x // TILE, (x + w - 1) // TILE + 1):
                 if (ty, tx) in self.tiles:
                     continue
                 tile = (tx * TILE, ty * TILE, min(TILE, width - tx * TILE), min(TILE, height - ty * TILE))
                 sl = np.s_[tile[1]:tile[1] + tile[3], tile[0]:tile[0] + tile[2]]
-                self.tiles[(ty, tx)] = (tile, seg.added[sl].copy(), seg.erased[sl].copy())
+                self.tiles[(ty, tx)] = (tile, *(layer[sl].copy() for layer in layers))
 
 
 class _StrokeCommand(QUndoCommand):
@@ -575,6 +702,101 @@ class _ApplyCommand(QUndoCommand):
             self.doc.applied.pop()
         self.doc._write_base(self.rect, self.old, self.old_key)
         self.doc.set_preview(None)
+
+
+class _PaintStrokeCommand(QUndoCommand):
+    def __init__(self, doc: Document, patches: dict):
+        super().__init__("Paint stroke")
+        self.doc, self.patches = doc, patches
+        self._first = True
+
+    def redo(self):
+        if self._first:  # the stroke is already on the canvas
+            self._first = False
+            return
+        self.doc._write_paint_patches(self.patches, new=True)
+
+    def undo(self):
+        self.doc._write_paint_patches(self.patches, new=False)
+
+
+class _PaintReplaceCommand(QUndoCommand):
+    def __init__(self, doc: Document, layer: PaintLayer | None, label: str):
+        super().__init__(label)
+        self.doc, self.new, self.old = doc, layer, doc.paint
+
+    def redo(self):
+        self.doc.paint = self.new
+        emit(self.doc.paint_changed, None)
+
+    def undo(self):
+        self.doc.paint = self.old
+        emit(self.doc.paint_changed, None)
+
+
+@dataclass
+class _BaseState:
+    """Everything that changes with the canvas size (kept whole by an extend's undo step)."""
+
+    base: np.ndarray
+    photo: object
+    mask: MaskLayers
+    paint: PaintLayer | None
+    key: str
+
+
+class _ResizeCommand(QUndoCommand):
+    def __init__(self, doc: Document, entry_id: int, old: _BaseState, new: _BaseState, label: str):
+        super().__init__(label)
+        self.doc, self.entry_id, self.old, self.new = doc, entry_id, old, new
+
+    def redo(self):
+        self.doc.applied.append(self.entry_id)
+        self.doc.preview_id = None
+        self.doc._set_base_state(self.new)
+        emit(self.doc.preview_changed)
+
+    def undo(self):
+        if self.doc.applied and self.doc.applied[-1] == self.entry_id:
+            self.doc.applied.pop()
+        self.doc.preview_id = None
+        self.doc._set_base_state(self.old)
+        emit(self.doc.preview_changed)
+
+
+def _offset(entry: HistoryEntry) -> tuple[int, int]:
+    """Where the old canvas sits in a result of another size: (left, top) of a Blended extend."""
+    if entry.method == "blended" and entry.options.get("action") == "extend":
+        return int(entry.options.get("extend_left", 0)), int(entry.options.get("extend_top", 0))
+    return 0, 0
+
+
+def _place(array: np.ndarray, offset: tuple[int, int], shape) -> np.ndarray:
+    """``array`` on a zero canvas of ``shape`` (H, W) with its top-left at ``offset`` (x, y);
+    cropped where it does not fit."""
+    x, y = offset
+    out = np.zeros((*shape, *array.shape[2:]), array.dtype)
+    h, w = array.shape[:2]
+    top, left = max(0, y), max(0, x)
+    bottom, right = min(shape[0], y + h), min(shape[1], x + w)
+    if top < bottom and left < right:
+        out[top:bottom, left:right] = array[top - y:bottom - y, left - x:right - x]
+    return out
+
+
+def resized_photo(photo, rgb: np.ndarray, offset: tuple[int, int]):
+    """The opened photo's export data for pixels of another size: alpha moved along (the new
+    area opaque); the file's own high-depth pixels cannot follow, so the photo becomes sRGB."""
+    import dataclasses
+
+    alpha = None
+    if getattr(photo, "alpha", None) is not None:
+        alpha = _place(photo.alpha, offset, rgb.shape[:2])
+        new_area = _place(np.ones(photo.alpha.shape, bool), offset, rgb.shape[:2])
+        alpha[~new_area] = 255
+    icc = None if getattr(photo, "colour_converted", False) else getattr(photo, "icc_profile", None)
+    return dataclasses.replace(photo, rgb=np.ascontiguousarray(rgb).copy(), alpha=alpha,
+                               native=None, colour_converted=False, icc_profile=icc)
 
 
 def _bbox(flags: np.ndarray) -> Rect | None:

@@ -7,6 +7,8 @@ fresh numpy copies. torch is imported here, on the worker thread, the first time
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import threading
 import time
 import traceback
@@ -55,8 +57,12 @@ class EditRequest:
     target: str
     mask: np.ndarray | None  # None: find the mask first and threshold it at params.mask_threshold
     params: EditParams
-    seeds: tuple[int, ...] = (0,)  # one result per seed (variations)
-    method: str = "diffedit"
+    seeds: tuple[int, ...] = (0,)  # one run per seed (variations); a run may return several results
+    method: str = "diffedit"  # an engine.methods.METHODS name
+    options: dict = field(default_factory=dict)  # the method's own options (plain values)
+    # Blended scribble: the paint layer, ((H, W, 3) uint8 colours, (H, W) float32 coverage),
+    # laid over the photo inside the mask (engine.methods.blended.scribble_photo) before the run.
+    paint: tuple | None = None
 
 
 # ----------------------------------------------------------------------------- reports
@@ -86,6 +92,7 @@ class ResultData:
     method: str
     params: EditParams
     seconds: float
+    options: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
@@ -221,33 +228,66 @@ class EngineWorker(QObject):
         emit(self.mask_ready, request.job_id, np.array(heatmap, dtype=np.float32, copy=True))
 
     def _edit(self, request: EditRequest) -> None:
-        session = self._session(request.photo_key, request.photo)
+        photo, key = request.photo, request.photo_key
+        if request.method == "blended" and request.options.get("action") == "scribble":
+            photo, key = self._scribble_input(request)
+        session = self._session(key, photo)
         mask, heatmap = request.mask, None
         seeds = request.seeds or (request.params.seed,)
-        if mask is None:
+        if mask is None and request.method == "diffedit":
+            # Found once and shared by every variation (and shown to the user for refining).
             on_step, should_stop = self._callbacks(request.job_id, 0, len(seeds))
             params = request.params.replace(seed=seeds[0])
             heatmap = session.estimate_mask(request.source, request.target, params,
                                             on_step=on_step, should_stop=should_stop)
             heatmap = np.array(heatmap, dtype=np.float32, copy=True)
             mask = masks.threshold(heatmap, request.params.mask_threshold)
+        variation = 0
         for index, seed in enumerate(seeds):
             on_step, should_stop = self._callbacks(request.job_id, index, len(seeds))
             params = request.params.replace(seed=int(seed))
             started = time.perf_counter()
-            result = session.edit(request.source, request.target, mask, params,
-                                  on_step=on_step, should_stop=should_stop)
-            seconds = time.perf_counter() - started
-            metadata = result.metadata() if hasattr(result, "metadata") else {}
-            emit(self.result_ready, request.job_id, ResultData(
-                job_id=request.job_id, variation=index,
-                image=np.array(result.image, dtype=np.uint8, copy=True),
-                mask=np.array(result.mask, dtype=np.float32, copy=True),
-                heatmap=heatmap if heatmap is not None else _copy_or_none(result.heatmap),
-                source=request.source, target=request.target, method=request.method,
-                params=params, seconds=seconds, stats=dict(getattr(result, "stats", {}) or {}),
-                warnings=list(getattr(result, "warnings", []) or []), metadata=dict(metadata),
-            ))
+            results = session.run(request.method, request.source, request.target, mask, params,
+                                  dict(request.options), on_step=on_step, should_stop=should_stop)
+            seconds = (time.perf_counter() - started) / max(1, len(results))
+            for result in results:  # candidates of one run arrive in the engine's (ranked) order
+                metadata = result.metadata() if hasattr(result, "metadata") else {}
+                emit(self.result_ready, request.job_id, ResultData(
+                    job_id=request.job_id, variation=variation,
+                    image=np.array(result.image, dtype=np.uint8, copy=True),
+                    mask=np.array(result.mask, dtype=np.float32, copy=True),
+                    heatmap=heatmap if heatmap is not None else _copy_or_none(result.heatmap),
+                    source=request.source, target=request.target,
+                    method=getattr(result, "method", request.method),
+                    params=getattr(result, "params", params), seconds=seconds,
+                    options=dict(getattr(result, "options", None) or request.options),
+                    stats=dict(getattr(result, "stats", {}) or {}),
+                    warnings=list(getattr(result, "warnings", []) or []), metadata=dict(metadata),
+                ))
+                variation += 1
+
+    @staticmethod
+    def _scribble_input(request: EditRequest):
+        """(photo with the paint laid over it inside the mask, its session key).
+
+        A painted photo is a different photo: its key carries a digest of the pixels, so the
+        session (and its cached latents) of the unpainted photo is never reused for it.
+        """
+        from engine.methods.blended import scribble_photo
+
+        if request.mask is None:
+            raise InputError("Scribble needs a mask: paint the area to change with the Brush (B), "
+                             "then rough colours inside it with Paint (P)")
+        if request.paint is None or not np.any(request.paint[1] > 0):
+            raise InputError("Scribble starts from colours you paint: choose Paint (P), pick a "
+                             "colour and paint rough shapes inside the mask")
+        colours, coverage = request.paint
+        rgb = np.asarray(getattr(request.photo, "rgb", request.photo))
+        painted = scribble_photo(rgb, colours, coverage, request.mask)
+        digest = hashlib.blake2b(painted.tobytes(), digest_size=12).hexdigest()
+        photo = (dataclasses.replace(request.photo, rgb=painted)
+                 if dataclasses.is_dataclass(request.photo) else painted)
+        return photo, f"{request.photo_key}+scribble-{digest}"
 
 
 def _copy_or_none(array):

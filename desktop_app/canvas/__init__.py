@@ -1,5 +1,5 @@
 """The photo canvas: QGraphicsView with zoom, pan, mask overlay, brush and before/after."""
 
-from desktop_app.canvas.view import BRUSH, ERASER, Canvas
+from desktop_app.canvas.view import BRUSH, ERASER, PAINT, Canvas
 
-__all__ = ["BRUSH", "ERASER", "Canvas"]
+__all__ = ["BRUSH", "ERASER", "PAINT", "Canvas"]

@@ -187,3 +187,58 @@ class BrushCursorItem(QGraphicsItem):
         dashed = QPen(QColor(255, 255, 255, 230), 0, Qt.PenStyle.DashLine)
         painter.setPen(dashed)
         painter.drawEllipse(QRectF(-r, -r, 2 * r, 2 * r))
+
+
+class PaintOverlayItem(QGraphicsItem):
+    """Blended scribble's paint layer: its colours where painted, drawn over the photo."""
+
+    def __init__(self):
+        super().__init__()
+        self._buffer: np.ndarray | None = None  # (H, W, 4) premultiplied BGRA, backs _image
+        self._image: QImage | None = None
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
+
+    def boundingRect(self) -> QRectF:
+        if self._buffer is None:
+            return QRectF()
+        h, w = self._buffer.shape[:2]
+        return QRectF(0, 0, w, h)
+
+    def reset(self, shape) -> None:
+        self.prepareGeometryChange()
+        if shape is None or shape == (0, 0):
+            self._buffer = self._image = None
+        else:
+            h, w = shape
+            self._buffer = np.zeros((h, w, 4), np.uint8)
+            self._image = QImage(self._buffer.data, w, h, 4 * w,
+                                 QImage.Format.Format_ARGB32_Premultiplied)
+        self.update()
+
+    def refresh(self, layer, rect=None) -> None:
+        """Redraw ``rect`` (x, y, w, h) from a PaintLayer (None: nothing painted)."""
+        if self._buffer is None:
+            return
+        h, w = self._buffer.shape[:2]
+        x, y, rw, rh = rect if rect is not None else (0, 0, w, h)
+        region = self._buffer[y:y + rh, x:x + rw]
+        if layer is None or layer.coverage.shape != (h, w):
+            region[:] = 0
+        else:
+            alpha = layer.coverage[y:y + rh, x:x + rw, None]
+            rgb = layer.rgb[y:y + rh, x:x + rw].astype(np.float32) * alpha
+            region[..., 0] = np.rint(rgb[..., 2])  # little-endian ARGB32 is B, G, R, A
+            region[..., 1] = np.rint(rgb[..., 1])
+            region[..., 2] = np.rint(rgb[..., 0])
+            region[..., 3] = np.rint(alpha[..., 0] * 255)
+        self.update(QRectF(x, y, rw, rh))
+
+    def pixel(self, x: int, y: int) -> tuple[int, int, int, int]:
+        """(b, g, r, a) at a pixel: for tests."""
+        return tuple(int(v) for v in self._buffer[y, x])
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
+        if self._image is None:
+            return
+        exposed = option.exposedRect.intersected(self.boundingRect()).toAlignedRect()
+        painter.drawImage(exposed, self._image, exposed)

@@ -1,4 +1,5 @@
-"""The canvas: zoom under the cursor, fit, 100 %, pan, brush and eraser on the mask, before/after.
+"""The canvas: zoom under the cursor, fit, 100 %, pan, brush and eraser on the mask, the Paint tool
+on the scribble paint layer, before/after.
 
 Scene coordinates are photo pixels ((0, 0) is the top-left corner of the top-left pixel). The view
 only reads the document and calls its stroke methods; everything else arrives through signals.
@@ -13,12 +14,13 @@ from PySide6.QtWidgets import (QFrame, QGraphicsPixmapItem, QGraphicsScene, QGra
                                QVBoxLayout)
 
 from desktop_app.qt_compat import emit
-from desktop_app.canvas.items import (BrushCursorItem, MaskOverlayItem, PhotoItem, qimage_from_rgb,
-                                      qimage_from_rgba)
+from desktop_app.canvas.items import (BrushCursorItem, MaskOverlayItem, PaintOverlayItem, PhotoItem,
+                                      qimage_from_rgb, qimage_from_rgba)
 from desktop_app.document import Document
 
 MIN_ZOOM, MAX_ZOOM = 0.02, 32.0
-BRUSH, ERASER = "brush", "eraser"
+BRUSH, ERASER, PAINT = "brush", "eraser", "paint"
+STROKE_MODES = {BRUSH: "add", ERASER: "erase", PAINT: "paint"}
 COMPARE_KEY = Qt.Key.Key_Backslash  # hold to see "before"
 
 
@@ -48,18 +50,22 @@ class Canvas(QGraphicsView):
         self.photo_item = PhotoItem()
         self.mask_item = MaskOverlayItem()
         self.mask_item.setZValue(10)
+        self.paint_item = PaintOverlayItem()  # under the mask overlay: the mask stays readable
+        self.paint_item.setZValue(5)
         self.preview_item = QGraphicsPixmapItem()
         self.preview_item.setZValue(20)
         self.preview_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.preview_item.setVisible(False)
         self.cursor_item = BrushCursorItem()
         self.cursor_item.setVisible(False)
-        for item in (self.photo_item, self.mask_item, self.preview_item, self.cursor_item):
+        for item in (self.photo_item, self.paint_item, self.mask_item, self.preview_item,
+                     self.cursor_item):
             self.scene().addItem(item)
 
         self.tool = BRUSH
         self.brush_size = 60.0  # diameter in photo pixels
         self.hardness = 0.8
+        self.paint_colour = QColor(220, 60, 40)  # the Paint tool's colour
         self.mask_visible = True
         self._painting = False
         self._panning = False
@@ -82,6 +88,7 @@ class Canvas(QGraphicsView):
         document.mask_changed.connect(self._on_mask_changed)
         document.heatmap_changed.connect(self._on_heatmap_changed)
         document.preview_changed.connect(self._update_pixmaps)
+        document.paint_changed.connect(self._on_paint_changed)
         self._base_pixmap: QPixmap | None = None
         self._original_pixmap: QPixmap | None = None
         self._on_photo_changed()
@@ -96,6 +103,7 @@ class Canvas(QGraphicsView):
             self._base_pixmap = self._original_pixmap = None
             self.photo_item.set_pixmaps(None, None)
             self.mask_item.reset(None)
+            self.paint_item.reset(None)
             self.scene().setSceneRect(QRectF())
             return
         self._base_pixmap = QPixmap.fromImage(qimage_from_rgb(doc.base))
@@ -103,6 +111,8 @@ class Canvas(QGraphicsView):
         w, h = doc.size
         self.scene().setSceneRect(QRectF(0, 0, w, h))
         self.mask_item.reset((h, w))  # the document's mask_changed(None) that follows fills it
+        self.paint_item.reset((h, w))
+        self._on_paint_changed(None)
         self._update_pixmaps()
         self._fit_on_resize = True
         self.fit()
@@ -119,12 +129,27 @@ class Canvas(QGraphicsView):
         if self._base_pixmap is None:
             return
         entry = self.doc.entry(self.doc.preview_id)
+        resized = entry is not None and entry.image.shape != self.doc.base.shape
         if entry is not None:
             after = QPixmap.fromImage(qimage_from_rgb(entry.image))
-            self.photo_item.set_pixmaps(self._base_pixmap, after)
+            # A result of another size (Blended extend) has no pixel-aligned "before".
+            self.photo_item.set_pixmaps(None if resized else self._base_pixmap, after)
+            w, h = entry.size
         else:
             # Nothing previewed: compare the current base with the photo as it was opened.
             self.photo_item.set_pixmaps(self._original_pixmap, self._base_pixmap)
+            w, h = self.doc.size
+        # Paint is the input of the next run, shown over the base only, not over results.
+        self.paint_item.setVisible(entry is None)
+        self.mask_item.setVisible(self.mask_visible and not resized)
+        if self.scene().sceneRect().size().toSize().toTuple() != (w, h):
+            self.scene().setSceneRect(QRectF(0, 0, w, h))
+            if self._fit_on_resize:
+                self.fit()
+
+    def _on_paint_changed(self, rect) -> None:
+        if self.doc.has_photo:
+            self.paint_item.refresh(self.doc.paint, rect)
 
     def _on_mask_changed(self, rect) -> None:
         if not self.mask_item.show_heatmap:
@@ -144,7 +169,9 @@ class Canvas(QGraphicsView):
 
     def set_mask_visible(self, on: bool) -> None:
         self.mask_visible = bool(on)
-        self.mask_item.setVisible(self.mask_visible)
+        entry = self.doc.entry(self.doc.preview_id)
+        resized = entry is not None and entry.image.shape != self.doc.base.shape
+        self.mask_item.setVisible(self.mask_visible and not resized)
 
     def set_mask_opacity(self, opacity: float) -> None:
         self.mask_item.setOpacity(float(opacity))
@@ -236,6 +263,10 @@ class Canvas(QGraphicsView):
         self.cursor_item.set_radius(self.brush_size / 2)
         emit(self.brush_changed)
 
+    def set_paint_colour(self, colour: QColor) -> None:
+        self.paint_colour = QColor(colour)
+        emit(self.brush_changed)
+
     def set_hardness(self, hardness: float) -> None:
         self.hardness = float(min(max(hardness, 0.0), 1.0))
         emit(self.brush_changed)
@@ -259,8 +290,10 @@ class Canvas(QGraphicsView):
         if button == Qt.MouseButton.LeftButton and self.doc.has_photo and not self.doc.stroking:
             self.setFocus()
             self._painting = True
-            mode = "add" if self.tool == BRUSH else "erase"
-            self.doc.begin_stroke(mode, self.brush_size / 2, self.hardness)
+            mode = STROKE_MODES.get(self.tool, "add")
+            c = self.paint_colour
+            self.doc.begin_stroke(mode, self.brush_size / 2, self.hardness,
+                                  colour=(c.red(), c.green(), c.blue()))
             p = self.mapToScene(event.position().toPoint())
             self.doc.stroke_to(p.x(), p.y())
             event.accept()

@@ -1,14 +1,17 @@
-"""The prompt and parameter panel: what is there, what it should become, and how to run."""
+"""The prompt and parameter panel: what is there, what it should become, the method with only its
+own parameters and options (option widgets built from the engine's option field metadata)."""
 
 from __future__ import annotations
 
 import random
+import textwrap
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QPlainTextEdit, QPushButton, QSizePolicy, QSlider,
-                               QSpinBox, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
+                               QSizePolicy, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
+from desktop_app import methods
 from desktop_app.qt_compat import emit
 from desktop_app.methods import DEFAULT_METHOD, METHODS
 from engine.params import EditParams
@@ -21,7 +24,7 @@ TIPS = {
     "target": "Describe what the photo should become, e.g. \u201ca bowl of pears\u201d.",
     "negative": "What the edit should avoid. Empty: the reference text is used, which pushes the "
                 "edit away from what is there now.",
-    "method": "The editing method. Each shows only the parameters it uses.",
+    "method": "The editing method. Each shows only the parameters and options it uses.",
     "steps": "Denoising steps of the full schedule. More is slower and a little cleaner.",
     "strength": "Encoding ratio: how far the photo is noised before it is re-generated.\n"
                 "Higher changes more (shape and colour); lower keeps more of the photo.",
@@ -43,6 +46,10 @@ LABELS = {
     "mask_threshold": "Mask threshold", "mask_samples": "Mask samples", "feather": "Edge feather",
     "eta": "Variety", "seed": "Seed", "variations": "Variations",
 }
+PLACEHOLDERS = {
+    "clip_model": "none: candidates unranked", "reweight_words": "e.g. fluffy",
+    "blend_words": "e.g. cat dog",
+}
 VARIATION_ETA = 0.5  # used when variations > 1 and eta is 0, or they would all be identical
 
 
@@ -52,6 +59,7 @@ class ParamsPanel(QWidget):
     cancel_requested = Signal()
     threshold_changed = Signal(float)
     method_changed = Signal(str)
+    options_changed = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -70,17 +78,24 @@ class ParamsPanel(QWidget):
         self.negative.setTabChangesFocus(True)
         self.method = QComboBox()
         for info in METHODS.values():
-            self.method.addItem(info.label, info.key)
-            self.method.setItemData(self.method.count() - 1, info.summary, Qt.ItemDataRole.ToolTipRole)
+            self.method.addItem(info.title, info.name)
+            self.method.setItemData(self.method.count() - 1, _wrap(info.summary),
+                                    Qt.ItemDataRole.ToolTipRole)
+        self.method.setCurrentIndex(self.method.findData(DEFAULT_METHOD))
+        self.method_summary = QLabel()
+        self.method_summary.setWordWrap(True)
+        self.method_summary.setEnabled(False)  # the palette's quieter text colour
+        self._add(prompts, "Method", self.method, TIPS["method"])
+        prompts.addRow("", self.method_summary)
         self._add(prompts, "In the photo", self.source, TIPS["source"])
         self._add(prompts, "Should become", self.target, TIPS["target"])
         self._add(prompts, "Avoid", self.negative, TIPS["negative"])
-        self._add(prompts, "Method", self.method, TIPS["method"])
+        self.prompts_form = prompts
+        self.fields: dict[str, QWidget] = {"negative": self.negative}
         outer.addLayout(prompts)
 
         self.form = QFormLayout()
         self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
-        self.fields: dict[str, QWidget] = {}
         self.steps = self._spin(1, 1000, defaults.steps)
         self.strength = self._double(0.01, 1.0, defaults.strength, 0.05, 2)
         self.guidance = self._double(0.0, 50.0, defaults.guidance, 0.5, 1)
@@ -121,6 +136,21 @@ class ParamsPanel(QWidget):
             self.fields[name] = widget
             self._add(self.form, LABELS[name], widget, TIPS[name])
         outer.addLayout(self.form)
+
+        # Each method's options, built once from its option dataclass; kept while the app runs,
+        # so switching methods and back finds the options as they were left.
+        self.option_boxes: dict[str, QGroupBox] = {}
+        self.option_widgets: dict[str, dict[str, QWidget]] = {}
+        for info in METHODS.values():
+            box = self._build_options(info)
+            self.option_boxes[info.name] = box
+            outer.addWidget(box)
+        self.paint_row = QWidget()  # scribble's paint tools; the window supplies the actions
+        self.paint_row.setToolTip("Scribble: paint rough colours inside the mask with the Paint "
+                                  "tool; the run starts from them")
+        self.paint_buttons = QHBoxLayout(self.paint_row)
+        self.paint_buttons.setContentsMargins(0, 0, 0, 0)
+        self.option_boxes["blended"].layout().addRow("Paint layer", self.paint_row)
 
         buttons = QHBoxLayout()
         self.find_mask_button = QPushButton("Find mask")
@@ -169,6 +199,54 @@ class ParamsPanel(QWidget):
         box.setValue(value)
         return box
 
+    def _build_options(self, info) -> QGroupBox:
+        """A form of the method's option widgets, made from each field's metadata: choices give a
+        combo box, a range a spin box with those limits, bool a check box, str a line edit."""
+        box = QGroupBox(f"{info.title} options")
+        form = QFormLayout(box)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        widgets = {}
+        for f in methods.option_fields(info.name):
+            widget = self._option_widget(f)
+            widget.setObjectName(f"option_{info.name}_{f.name}")
+            widgets[f.name] = widget
+            self._add(form, methods.option_label(f.name), widget, _wrap(f.metadata["help"]))
+        self.option_widgets[info.name] = widgets
+        box.setVisible(False)
+        return box
+
+    def _option_widget(self, f) -> QWidget:
+        low_high, choices = f.metadata.get("range"), f.metadata.get("choices")
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if choices is not None:
+            widget = QComboBox()
+            for choice in choices:
+                widget.addItem(methods.CHOICE_LABELS.get(choice, choice), choice)
+            widget.setCurrentIndex(widget.findData(f.default))
+            widget.currentIndexChanged.connect(self._on_option)
+        elif kind == "bool":
+            widget = QCheckBox()
+            widget.setChecked(bool(f.default))
+            widget.toggled.connect(self._on_option)
+        elif kind == "int":
+            low, high = low_high or (0, 2**31 - 1)
+            widget = self._spin(low, high, f.default, suffix=" px" if f.name.startswith("extend_") else "")
+            widget.valueChanged.connect(self._on_option)
+        elif kind == "float":
+            low, high = low_high or (-1e6, 1e6)
+            widget = self._double(low, high, f.default, (high - low) / 40, 2)
+            widget.valueChanged.connect(self._on_option)
+        else:
+            widget = QLineEdit(str(f.default))
+            widget.setPlaceholderText(PLACEHOLDERS.get(f.name, ""))
+            widget.setClearButtonEnabled(True)
+            widget.textChanged.connect(self._on_option)
+        return widget
+
+    def _on_option(self, *_args) -> None:
+        self._update_visibility()
+        emit(self.options_changed)
+
     def _on_threshold(self, value: float) -> None:
         self.threshold_slider.blockSignals(True)
         self.threshold_slider.setValue(round(value * 100))
@@ -176,18 +254,88 @@ class ParamsPanel(QWidget):
         emit(self.threshold_changed, float(value))
 
     def _on_method(self) -> None:
-        info = METHODS[self.method_key()]
+        key = self.method_key()
+        info = METHODS[key]
+        self.method_summary.setText(info.summary)
+        for name, box in self.option_boxes.items():
+            box.setVisible(name == key and bool(self.option_widgets[name]))
+        self._update_visibility()
+        self.find_mask_button.setVisible(methods.finds_mask(key))
+        mask_note = {"auto": "Without a mask, one is found first.",
+                     "required": "Needs a mask: paint it with the brush.",
+                     "optional": "Uses the mask where the method's options ask for one.",
+                     "none": "Changes the whole photo; the mask is not used."}[info.mask]
+        self.edit_button.setToolTip(f"Run {info.title} (Ctrl+Return). {mask_note}")
+        emit(self.method_changed, key)
+
+    def _update_visibility(self) -> None:
+        key = self.method_key()
+        options = self.options()
         for name, widget in self.fields.items():
-            visible = name in info.fields
+            visible = methods.shows(key, name, options)
             widget.setVisible(visible)
-            self.form.labelForField(widget).setVisible(visible)
-        self.find_mask_button.setVisible(info.finds_mask)
-        emit(self.method_changed, info.key)
+            form = self.form if name != "negative" else self.prompts_form
+            form.labelForField(widget).setVisible(visible)
+        form = self.option_boxes[key].layout()
+        for name, widget in self.option_widgets[key].items():
+            visible = methods.shows(key, name, options)
+            widget.setVisible(visible)
+            form.labelForField(widget).setVisible(visible)
+        if key == "blended":
+            scribble = options.get("action") == "scribble"
+            self.paint_row.setVisible(scribble)
+            form.labelForField(self.paint_row).setVisible(scribble)
 
     # ------------------------------------------------------------------ reading
 
     def method_key(self) -> str:
         return self.method.currentData() or DEFAULT_METHOD
+
+    def options(self, method: str | None = None) -> dict:
+        """The options of ``method`` (default: the chosen one) as shown, as plain values."""
+        values = {}
+        for name, widget in self.option_widgets[method or self.method_key()].items():
+            if isinstance(widget, QComboBox):
+                values[name] = widget.currentData()
+            elif isinstance(widget, QCheckBox):
+                values[name] = widget.isChecked()
+            elif isinstance(widget, QSpinBox):
+                values[name] = widget.value()
+            elif isinstance(widget, QDoubleSpinBox):
+                values[name] = round(widget.value(), 4)
+            else:
+                values[name] = widget.text().strip()
+        return values
+
+    def set_options(self, values: dict, method: str | None = None) -> None:
+        """Show these option values for ``method`` (default: the chosen one); unknown keys and
+        values outside the widgets' choices are ignored (an older app's saved settings)."""
+        widgets = self.option_widgets.get(method or self.method_key(), {})
+        for name, value in (values or {}).items():
+            widget = widgets.get(name)
+            if isinstance(widget, QComboBox):
+                if widget.findData(value) >= 0:
+                    widget.setCurrentIndex(widget.findData(value))
+            elif isinstance(widget, QCheckBox):
+                widget.setChecked(bool(value))
+            elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+                widget.setValue(value)
+            elif isinstance(widget, QLineEdit):
+                widget.setText(str(value))
+        self._update_visibility()
+
+    def set_method(self, method: str) -> None:
+        if self.method.findData(method) >= 0:
+            self.method.setCurrentIndex(self.method.findData(method))
+
+    def set_paint_actions(self, actions) -> None:
+        """Tool buttons for scribble's paint layer (the Paint tool, its colour, clearing it)."""
+        for action in actions:
+            button = QToolButton()
+            button.setDefaultAction(action)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            self.paint_buttons.addWidget(button)
+        self.paint_buttons.addStretch(1)
 
     def prompts(self) -> tuple[str, str]:
         return self.source.text().strip(), self.target.text().strip()
@@ -223,7 +371,7 @@ class ParamsPanel(QWidget):
         self.seed.setValue(random.randint(0, SEED_MAX))
 
     def set_params(self, params: EditParams, source: str | None = None, target: str | None = None,
-                   method: str | None = None) -> None:
+                   method: str | None = None, options: dict | None = None) -> None:
         """Show these settings ("Use these settings" and the Settings dialog's defaults)."""
         self.steps.setValue(params.steps)
         self.strength.setValue(params.strength)
@@ -238,10 +386,18 @@ class ParamsPanel(QWidget):
             self.source.setText(source)
         if target is not None:
             self.target.setText(target)
-        if method is not None and self.method.findData(method) >= 0:
-            self.method.setCurrentIndex(self.method.findData(method))
+        if method is not None:
+            self.set_method(method)
+        if options is not None:
+            self.set_options(options)
 
     def set_running(self, running: bool) -> None:
         self.find_mask_button.setEnabled(not running)
         self.edit_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
+
+def _wrap(text: str) -> str:
+    """A tooltip line-wrapped (plain-text tooltips are not), first letter capitalised."""
+    text = text[:1].upper() + text[1:]
+    return textwrap.fill(text, 64)
