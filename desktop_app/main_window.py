@@ -15,7 +15,8 @@ from PySide6.QtWidgets import (QColorDialog, QDockWidget, QFileDialog, QFrame, Q
 
 from desktop_app import photo_io
 from desktop_app.autosave import Autosaver
-from desktop_app.canvas import BRUSH, ERASER, Canvas
+from desktop_app.canvas import BRUSH, ERASER, PAINT, Canvas
+from desktop_app.canvas.items import colour_swatch
 from desktop_app.dialogs import (TINY_NOTE, SettingsDialog, ShortcutsDialog, TextDialog, ask,
                                  no_model_text, show_error)
 from desktop_app.document import Document
@@ -23,6 +24,8 @@ from desktop_app.icons import icon
 from desktop_app.panels.history import HistoryPanel
 from desktop_app.panels.mask import MaskPanel
 from desktop_app.panels.params import ParamsPanel
+from desktop_app.method_runs import run_inputs
+from desktop_app.methods import finds_mask, shows
 from desktop_app.worker import TINY_MODEL, EditRequest, LoadModelRequest, MaskRequest
 from engine import masks
 from engine.errors import InputError
@@ -136,8 +139,16 @@ class MainWindow(QMainWindow):
           "Paint the mask: add to where the edit happens", checkable=True)
         A("eraser", "E&raser", lambda on: on and self.canvas.set_tool(ERASER), "E", "eraser",
           "Erase the mask: protect from the edit", checkable=True)
-        tools.addAction(self.actions["brush"])
-        tools.addAction(self.actions["eraser"])
+        A("paint", "&Paint", lambda on: on and self.canvas.set_tool(PAINT), "P", None,
+          "Paint rough colours for Blended scribble (they steer the edit inside the mask)",
+          checkable=True)
+        A("paint_colour", "Paint C&olour\u2026", self.choose_paint_colour,
+          tip="The Paint tool's colour")
+        A("clear_paint", "Clear Pa&int", lambda: self.doc.clear_paint(),
+          tip="Remove all painted colours (undoable)")
+        for key in ("brush", "eraser", "paint"):
+            tools.addAction(self.actions[key])
+        self.actions["paint"].setIcon(colour_swatch(self.canvas.paint_colour))
         self.actions["brush"].setChecked(True)
         A("bigger", "Larger Brush", self.canvas.grow_brush, "]")
         A("smaller", "Smaller Brush", self.canvas.shrink_brush, "[")
@@ -246,7 +257,8 @@ class MainWindow(QMainWindow):
         for key in ("undo", "redo", None, "find_mask", "edit", "cancel"):
             edit_menu.addSeparator() if key is None else edit_menu.addAction(a[key])
         mask_menu = bar.addMenu("&Mask")
-        for key in ("brush", "eraser", "smaller", "bigger", None, "show_mask", "show_heatmap",
+        for key in ("brush", "eraser", "paint", "paint_colour", "clear_paint", "smaller", "bigger",
+                    None, "show_mask", "show_heatmap",
                     "mask_colour", None, "invert", "clear_mask", "grow", "shrink", "feather", None,
                     "load_mask", "save_mask"):
             mask_menu.addSeparator() if key is None else mask_menu.addAction(a[key])
@@ -322,6 +334,8 @@ class MainWindow(QMainWindow):
         p.find_mask_requested.connect(self.find_mask)
         p.edit_requested.connect(self.run_edit)
         p.cancel_requested.connect(self.cancel)
+        p.method_changed.connect(lambda _m: self._update_enabled())
+        p.set_paint_actions([self.actions[k] for k in ("paint", "paint_colour", "clear_paint")])
         # Slider moves arrive faster than a 12 MP refold; apply only the latest when idle.
         self._threshold_timer = QTimer(self)
         self._threshold_timer.setSingleShot(True)
@@ -334,6 +348,7 @@ class MainWindow(QMainWindow):
         h.apply_requested.connect(self.apply_entry)
         h.use_settings_requested.connect(self.use_settings)
         h.delete_requested.connect(self.doc.delete_entry)
+        h.use_mask_requested.connect(self.use_entry_mask)
         self.doc.photo_changed.connect(self._update_title)
         self.doc.photo_changed.connect(self._update_enabled)
         self.doc.work_changed.connect(self._update_title)
@@ -546,7 +561,7 @@ class MainWindow(QMainWindow):
 
     def export_to(self, path) -> bool:
         try:
-            written = photo_io.export(path, self.doc.photo, self.doc.shown_image(),
+            written = photo_io.export(path, self.doc.shown_photo(), self.doc.shown_image(),
                                       self.doc.shown_metadata())
         except InputError as exc:
             show_error(self, "Export failed", str(exc))
@@ -631,7 +646,7 @@ class MainWindow(QMainWindow):
         return source, target
 
     def find_mask(self) -> None:
-        if self.job is not None:
+        if self.job is not None or not finds_mask(self.params.method_key()):
             return
         prompts = self._check_ready()
         if prompts is None:
@@ -649,23 +664,23 @@ class MainWindow(QMainWindow):
         prompts = self._check_ready()
         if prompts is None:
             return
-        mask = self.doc.mask_for_engine()
-        if mask is not None and not mask.any():
-            show_error(self, "The mask is empty", "Nothing would change: lower the mask threshold, "
-                       "paint with the brush (B), or clear the mask to have one found.")
-            return
         params = self.params.run_params()
+        try:  # the method's own needs (a mask, paint, valid options) are checked before the run
+            inputs = run_inputs(self.params.method_key(), self.params.options(), params, self.doc)
+        except InputError as exc:
+            title = "The mask is empty" if "mask is empty" in str(exc) else "Check the inputs"
+            show_error(self, title, str(exc))
+            return
         seeds = self.params.run_seeds()
+        if not shows(inputs.method, "variations", inputs.options):
+            seeds = seeds[:1]  # candidates (Blended) or a deterministic method (P2P): one run
         params = params.replace(seed=seeds[0])
         job_id = self.engine.next_job_id()
-        plan = {"encode": params.encode_steps, "decode": params.encode_steps}
-        if mask is None:
-            plan["mask"] = params.mask_samples
-        self.job = Job("edit", job_id, self.doc.generation, group=self.doc.new_group(), mask=mask,
-                       variations=len(seeds), plan=plan)
+        self.job = Job("edit", job_id, self.doc.generation, group=self.doc.new_group(),
+                       mask=inputs.mask, variations=len(seeds), plan=inputs.plan)
         self.engine.submit(EditRequest(job_id, self.doc.photo_key, self.doc.current_photo(),
-                                       prompts[0], prompts[1], mask, params, seeds,
-                                       self.params.method_key()))
+                                       prompts[0], prompts[1], inputs.mask, params, seeds,
+                                       inputs.method, inputs.options, inputs.paint))
         self._set_running(True)
 
     def cancel(self) -> None:
@@ -765,13 +780,18 @@ class MainWindow(QMainWindow):
             return
         first = None
         for result in job.results:
-            if result.heatmap is not None and self.doc.heatmap is None:
-                self.doc.set_heatmap(result.heatmap)  # the mask "Edit" had to find, kept for refining
+            if result.heatmap is not None and self.doc.heatmap is None and \
+                    result.image.shape == self.doc.base.shape:
+                # The mask the run found (DiffEdit, or a P2P local blend), kept for refining.
+                self.doc.set_heatmap(result.heatmap)
+                if "blend_threshold" in result.options:
+                    self.params.threshold_spin.setValue(result.options["blend_threshold"])
             entry = self.doc.add_result(
                 job.group, result.variation, image=result.image, mask=result.mask,
                 source=result.source, target=result.target, method=result.method,
                 params=result.params, seconds=result.seconds, metadata=result.metadata,
-                stats=result.stats, warnings=result.warnings)
+                stats=result.stats, warnings=result.warnings, options=result.options,
+                heatmap=result.heatmap if result.method == "p2p" else None)
             first = first or entry
             for warning in result.warnings:
                 self.statusBar().showMessage(warning, 10000)
@@ -794,9 +814,21 @@ class MainWindow(QMainWindow):
         entry = self.doc.entry(entry_id)
         if entry is None:
             return
-        self.params.set_params(entry.params, entry.source, entry.target, entry.method)
+        self.params.set_params(entry.params, entry.source, entry.target, entry.method, entry.options)
         self.params.lock_seed.setChecked(True)  # "these settings" includes the seed: repeat it
         self.params_dock.raise_()
+
+    def use_entry_mask(self, entry_id: int) -> None:
+        threshold = self.doc.use_entry_mask(entry_id)
+        if threshold is None:
+            self.statusBar().showMessage("That result has another size than the photo; apply it "
+                                         "first to use its mask.", 8000)
+            return
+        self.params.threshold_spin.setValue(threshold)
+        self.doc.set_preview(None)
+        self.actions["show_mask"].setChecked(True)
+        self.statusBar().showMessage("The result's mask is the current mask: refine it with the "
+                                     "threshold and the brush, then edit again.", 10000)
 
     def _reveal_mask(self) -> None:
         if self.doc.has_photo and not self.actions["show_mask"].isChecked() and (
@@ -848,6 +880,13 @@ class MainWindow(QMainWindow):
                           "is in the photo and what it should become; refine the mask; edit only "
                           "there.<br><br>Runs on your own GPU or CPU. Nothing leaves your computer.")
 
+    def choose_paint_colour(self) -> None:
+        colour = QColorDialog.getColor(self.canvas.paint_colour, self, "Paint colour")
+        if colour.isValid():
+            self.canvas.set_paint_colour(colour)
+            self.actions["paint"].setIcon(colour_swatch(colour))
+            self.actions["paint"].setChecked(True)
+
     def choose_mask_colour(self) -> None:
         colour = QColorDialog.getColor(self.settings.mask_colour(), self, "Mask colour")
         if colour.isValid():
@@ -865,10 +904,11 @@ class MainWindow(QMainWindow):
         for key in ("export", "find_mask", "edit", "invert", "clear_mask", "grow", "shrink",
                     "feather", "load_mask", "save_mask", "fit", "actual", "zoom_in", "zoom_out"):
             self.actions[key].setEnabled(has_photo)
-        self.actions["find_mask"].setEnabled(has_photo and not running)
+        auto_mask = finds_mask(self.params.method_key())  # only DiffEdit finds its own mask
+        self.actions["find_mask"].setEnabled(has_photo and not running and auto_mask)
         self.actions["edit"].setEnabled(has_photo and not running)
         self.actions["cancel"].setEnabled(running)
-        self.params.find_mask_button.setEnabled(has_photo and not running)
+        self.params.find_mask_button.setEnabled(has_photo and not running and auto_mask)
         self.params.edit_button.setEnabled(has_photo and not running)
         self.split_slider.setEnabled(has_photo)
 

@@ -242,3 +242,16 @@ class PaintOverlayItem(QGraphicsItem):
             return
         exposed = option.exposedRect.intersected(self.boundingRect()).toAlignedRect()
         painter.drawImage(exposed, self._image, exposed)
+
+
+def colour_swatch(colour: QColor, side: int = 16):
+    """A small icon filled with ``colour`` (the Paint tool shows its colour)."""
+    from PySide6.QtGui import QIcon
+
+    pixmap = QPixmap(side, side)
+    pixmap.fill(colour)
+    painter = QPainter(pixmap)
+    painter.setPen(QPen(QColor(0, 0, 0, 160), 1))
+    painter.drawRect(0, 0, side - 1, side - 1)
+    painter.end()
+    return QIcon(pixmap)

@@ -1,4 +1,5 @@
-"""The history panel: every run's results with thumbnail, prompts, parameters, seed and time."""
+"""The history panel: every run's results with thumbnail, method, prompts, parameters, seed and time;
+a run's candidates or variations together, ranked ones best first with their CLIP score."""
 
 from __future__ import annotations
 
@@ -12,14 +13,32 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QPushButton, QTre
 from desktop_app.qt_compat import emit
 from desktop_app.canvas.items import qimage_from_rgb
 from desktop_app.document import Document, HistoryEntry
+from desktop_app.methods import METHODS
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole
 THUMB = 64
 
 
+def method_title(entry: HistoryEntry) -> str:
+    info = METHODS.get(entry.method)
+    title = info.title if info is not None else entry.method
+    action = entry.options.get("action") if entry.method == "blended" else None
+    return f"{title} ({action})" if action and action != "inpaint" else title
+
+
+def ranking(entry: HistoryEntry) -> str:
+    """"rank 1 · CLIP 0.312" for a ranked candidate, else ""."""
+    if "rank" not in entry.stats:
+        return ""
+    score = entry.stats.get("clip_score")
+    return f"rank {entry.stats['rank']}" + (f" \u00b7 CLIP {score:.3f}" if score is not None else "")
+
+
 def describe(entry: HistoryEntry) -> str:
     p = entry.params
-    return (f"{entry.target}\n\u201c{entry.source}\u201d \u2192 \u201c{entry.target}\u201d\n"
+    size = f" \u00b7 {entry.size[0]}\u00d7{entry.size[1]}" if entry.method == "blended" and \
+        entry.options.get("action") == "extend" else ""
+    return (f"{entry.target}\n{method_title(entry)}{size}\n"
             f"seed {p.seed} \u00b7 {p.steps} steps \u00b7 {entry.seconds:.1f} s")
 
 
@@ -27,12 +46,18 @@ def details(entry: HistoryEntry) -> str:
     p = entry.params
     lines = [
         f"Reference: {entry.source}", f"Target: {entry.target}",
-        f"Negative: {p.negative_prompt or '(reference text)'}", f"Method: {entry.method}",
+        f"Negative: {p.negative_prompt or '(reference text)'}", f"Method: {method_title(entry)}",
         f"Steps {p.steps}, encoding ratio {p.strength:g}, guidance {p.guidance:g}",
         f"Mask threshold {p.mask_threshold:g}, mask samples {p.mask_samples}, "
         f"feather {p.feather} px, variety {p.eta:g}",
         f"Seed {p.seed}", f"Time {entry.seconds:.1f} s, made {time.strftime('%H:%M:%S', time.localtime(entry.created))}",
     ]
+    if entry.options:
+        lines.append("Options: " + ", ".join(f"{k} {v!r}" if isinstance(v, str) else f"{k} {v:g}"
+                                             if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in entry.options.items()))
+    if ranking(entry):
+        lines.append(f"Ranked: {ranking(entry)} (how well the masked area matches the target)")
     lines += [f"Warning: {w}" for w in entry.warnings]
     return "\n".join(lines)
 
@@ -41,6 +66,7 @@ class HistoryPanel(QWidget):
     preview_requested = Signal(object)  # entry id or None
     apply_requested = Signal(int)
     use_settings_requested = Signal(int)
+    use_mask_requested = Signal(int)
     delete_requested = Signal(int)
 
     def __init__(self, document: Document, parent=None):
@@ -60,17 +86,27 @@ class HistoryPanel(QWidget):
         self.apply_button.setToolTip("Make this result the photo you keep editing (undoable)")
         self.settings_button = QPushButton("Use these settings")
         self.settings_button.setToolTip("Put this run's prompts, parameters and seed back in the panel")
+        self.settings_button.setToolTip("Put this run's method, options, prompts, parameters and "
+                                        "seed back in the panel")
+        self.mask_button = QPushButton("Use its mask")
+        self.mask_button.setToolTip(
+            "Make the mask this result used the current mask, to refine with the brush and edit "
+            "again.\nA Prompt-to-Prompt local blend gives its attention heatmap as the auto mask "
+            "(the threshold is set to the blend level; move it to refine). It also lands there by "
+            "itself when the photo has no mask yet.")
         self.delete_button = QPushButton("Delete")
         self.delete_button.setToolTip("Remove this result from the history")
-        for button in (self.apply_button, self.settings_button, self.delete_button):
+        for button in (self.apply_button, self.settings_button, self.mask_button, self.delete_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
+        self.mask_button.clicked.connect(lambda: self._emit(self.use_mask_requested))
         self.apply_button.clicked.connect(lambda: self._emit(self.apply_requested))
         self.settings_button.clicked.connect(lambda: self._emit(self.use_settings_requested))
         self.delete_button.clicked.connect(lambda: self._emit(self.delete_requested))
         self.tree.currentItemChanged.connect(self._on_current)
         document.history_changed.connect(self.rebuild)
         document.preview_changed.connect(self._select_preview)
+        document.photo_changed.connect(self._update_buttons)  # an applied extend changes the size
         self.rebuild()
 
     def selected_id(self) -> int | None:
@@ -93,14 +129,20 @@ class HistoryPanel(QWidget):
                 self.tree.addTopLevelItem(self._item(entries[0]))
                 continue
             first = entries[0]
-            parent = QTreeWidgetItem([f"{first.target}\n{len(entries)} variations \u00b7 "
-                                      f"seeds {entries[0].params.seed}\u2013{entries[-1].params.seed}"])
+            seeds = sorted(e.params.seed for e in entries)
+            kind = "candidates" if first.method == "blended" else "variations"
+            order = ", ranked best first" if any(ranking(e) for e in entries) else ""
+            parent = QTreeWidgetItem([f"{first.target}\n{method_title(first)} \u00b7 "
+                                      f"{len(entries)} {kind}{order}\n"
+                                      f"seeds {seeds[0]}\u2013{seeds[-1]}"])
             parent.setData(0, ENTRY_ROLE, first.id)
             parent.setIcon(0, self._icon(first))
             parent.setToolTip(0, details(first))
             for entry in entries:
                 child = self._item(entry)
-                child.setText(0, f"Variation {entry.variation + 1}\nseed {entry.params.seed} "
+                kind = "Candidate" if entry.method == "blended" else "Variation"
+                extra = f"\n{ranking(entry)}" if ranking(entry) else ""
+                child.setText(0, f"{kind} {entry.variation + 1}{extra}\nseed {entry.params.seed} "
                                  f"\u00b7 {entry.seconds:.1f} s")
                 parent.addChild(child)
             self.tree.addTopLevelItem(parent)
@@ -148,3 +190,6 @@ class HistoryPanel(QWidget):
         has = self.selected_id() is not None
         for button in (self.apply_button, self.settings_button, self.delete_button):
             button.setEnabled(has)
+        entry = self.doc.entry(self.selected_id())
+        self.mask_button.setEnabled(entry is not None and self.doc.has_photo
+                                    and entry.image.shape == self.doc.base.shape)
