@@ -125,11 +125,13 @@ class EditSession:
         """The DiffEdit heatmap at the photo's resolution, in [0, 1] (threshold it to get a mask)."""
         self.warnings.clear()
         params, source, target = self._check(params, source, target)
-        ctx = RunContext(self.model, on_step, should_stop)
         geometry = self.geometry(params)
-        heatmap = geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
-        self.mask_stats = ctx.stats()
-        return heatmap
+
+        def estimate(ctx):
+            heatmap = geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
+            self.mask_stats = ctx.stats()
+            return heatmap
+        return self._with_memory_fallback(estimate, on_step, should_stop)
 
     def edit(self, source: str, target: str, mask: np.ndarray | None, params: EditParams = EditParams(), *,
              on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> EditResult:
@@ -151,21 +153,25 @@ class EditSession:
             raise InputError(f"{info.title} needs a mask: paint the area to change (or load one)")
         implementation = methods.implementation(method)
         started = time.perf_counter()
+        results = self._with_memory_fallback(
+            lambda ctx: implementation.run(self, ctx, source, target, mask, params, parsed),
+            on_step, should_stop)
+        total = round(time.perf_counter() - started, 4)
+        for result in results:
+            result.stats["seconds"]["total"] = total
+        return results
+
+    def _with_memory_fallback(self, work, on_step, should_stop):
+        """``work(ctx)``, tried once more at the next memory tier if it runs out of memory."""
         retried = False
         while True:
-            ctx = RunContext(self.model, on_step, should_stop)
             try:
-                results = implementation.run(self, ctx, source, target, mask, params, parsed)
-                break
+                return work(RunContext(self.model, on_step, should_stop))
             except Exception as exc:
                 if not memory.is_out_of_memory(exc):
                     raise
                 self._fall_back_after_oom(retried)
                 retried = True
-        total = round(time.perf_counter() - started, 4)
-        for result in results:
-            result.stats["seconds"]["total"] = total
-        return results
 
     def _fall_back_after_oom(self, retried: bool) -> None:
         """Free memory and move the model to the next memory tier for one more try; a second

@@ -89,6 +89,14 @@ def test_auto_tier_on_the_cpu_is_full():
     assert memory.choose_tier(OnCpu()) == "full"
 
 
+def test_find_mask_falls_back_too(tiny_model, photo):
+    unet = FlakyUNet(tiny_model.unet, failures=1, max_ok=2)
+    model = _model(tiny_model, unet)
+    heatmap = EditSession(model, photo).estimate_mask("a cat", "a dog", FAST)
+    assert heatmap.shape == photo.shape[:2] and model.memory_tier == "sliced"
+    assert unet.batches[0] > 2 and max(unet.batches[1:]) <= 2
+
+
 def test_other_errors_are_not_mistaken_for_memory(tiny_model, photo):
     class Broken(FlakyUNet):
         def forward(self, *a, **k):
