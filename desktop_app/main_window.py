@@ -280,7 +280,7 @@ class MainWindow(QMainWindow):
         bar.setObjectName("main_toolbar")
         bar.setIconSize(QSize(20, 20))
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for key in ("open", "export", None, "undo", "redo", None, "brush", "eraser", "show_mask",
+        for key in ("open", "export", None, "undo", "redo", None, "brush", "eraser", "paint", "show_mask",
                     None, "fit", "actual", None, "find_mask", "edit", "cancel"):
             bar.addSeparator() if key is None else bar.addAction(self.actions[key])
         bar.addSeparator()

@@ -50,8 +50,8 @@ class Canvas(QGraphicsView):
         self.photo_item = PhotoItem()
         self.mask_item = MaskOverlayItem()
         self.mask_item.setZValue(10)
-        self.paint_item = PaintOverlayItem()  # under the mask overlay: the mask stays readable
-        self.paint_item.setZValue(5)
+        self.paint_item = PaintOverlayItem()  # over the mask overlay: the colours read true
+        self.paint_item.setZValue(15)
         self.preview_item = QGraphicsPixmapItem()
         self.preview_item.setZValue(20)
         self.preview_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)

@@ -131,7 +131,7 @@ class HistoryPanel(QWidget):
             first = entries[0]
             seeds = sorted(e.params.seed for e in entries)
             kind = "candidates" if first.method == "blended" else "variations"
-            order = ", ranked best first" if any(ranking(e) for e in entries) else ""
+            order = ", ranked" if any(ranking(e) for e in entries) else ""
             parent = QTreeWidgetItem([f"{first.target}\n{method_title(first)} \u00b7 "
                                       f"{len(entries)} {kind}{order}\n"
                                       f"seeds {seeds[0]}\u2013{seeds[-1]}"])

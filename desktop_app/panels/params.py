@@ -150,7 +150,7 @@ class ParamsPanel(QWidget):
                                   "tool; the run starts from them")
         self.paint_buttons = QHBoxLayout(self.paint_row)
         self.paint_buttons.setContentsMargins(0, 0, 0, 0)
-        self.option_boxes["blended"].layout().addRow("Paint layer", self.paint_row)
+        self.option_boxes["blended"].layout().addRow(self.paint_row)  # full width: three buttons
 
         buttons = QHBoxLayout()
         self.find_mask_button = QPushButton("Find mask")
@@ -282,9 +282,7 @@ class ParamsPanel(QWidget):
             widget.setVisible(visible)
             form.labelForField(widget).setVisible(visible)
         if key == "blended":
-            scribble = options.get("action") == "scribble"
-            self.paint_row.setVisible(scribble)
-            form.labelForField(self.paint_row).setVisible(scribble)
+            self.paint_row.setVisible(options.get("action") == "scribble")
 
     # ------------------------------------------------------------------ reading
 
@@ -330,9 +328,15 @@ class ParamsPanel(QWidget):
 
     def set_paint_actions(self, actions) -> None:
         """Tool buttons for scribble's paint layer (the Paint tool, its colour, clearing it)."""
-        for action in actions:
+        short = ("Paint", "Colour\u2026", "Clear paint")  # the narrow dock's labels
+        for index, action in enumerate(actions):
             button = QToolButton()
-            button.setDefaultAction(action)
+            if action.isCheckable():  # the tool: its button shows whether it is chosen
+                button.setDefaultAction(action)
+            else:
+                button.setText(short[index] if index < len(short) else action.text())
+                button.setToolTip(action.toolTip())
+                button.clicked.connect(action.trigger)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
             self.paint_buttons.addWidget(button)
         self.paint_buttons.addStretch(1)

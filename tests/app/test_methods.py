@@ -299,7 +299,7 @@ def test_candidates_show_ranked_with_their_clip_score(qtbot, window):
     scores = [e.stats["clip_score"] for e in doc.history]
     assert scores == sorted(scores, reverse=True)
     group = window.history.tree.topLevelItem(0)
-    assert group.childCount() == 3 and "ranked best first" in group.text(0)
+    assert group.childCount() == 3 and "3 candidates, ranked" in group.text(0)
     assert "rank 1" in group.child(0).text(0) and f"CLIP {scores[0]:.3f}" in group.child(0).text(0)
     assert doc.preview_id == doc.history[0].id  # the best one is shown
 
