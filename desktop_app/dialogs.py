@@ -83,8 +83,19 @@ class SettingsDialog(QDialog):
                            ("float32", "float32 (most exact, slowest)")):
             self.dtype.addItem(label, key)
         self.dtype.setCurrentIndex(max(0, self.dtype.findData(engine.dtype)))
+        self.memory = QComboBox()
+        for key, label in (("auto", "Automatic (from free GPU memory)"),
+                           ("full", "Full (fastest, most memory)"),
+                           ("sliced", "Sliced attention, tiled VAE (4-8 GB GPUs)"),
+                           ("offload", "Offload weights to the CPU (smallest GPUs, slowest)")):
+            self.memory.addItem(label, key)
+        self.memory.setCurrentIndex(max(0, self.memory.findData(engine.memory)))
+        self.memory.setToolTip("How much GPU memory a run may use. After running out of memory, "
+                               "the app retries once a step lower; choose a lower step here if it "
+                               "keeps happening. No effect on the CPU.")
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
+        form.addRow("GPU memory", self.memory)
         layout.addWidget(model_box)
 
         defaults = settings.default_params()
@@ -166,7 +177,8 @@ class SettingsDialog(QDialog):
         model = self.model.text().strip()
         if model.startswith("~"):
             model = str(Path(model).expanduser())
-        self.settings.save_engine(model, self.device.currentData(), self.dtype.currentData())
+        self.settings.save_engine(model, self.device.currentData(), self.dtype.currentData(),
+                                  self.memory.currentData())
         self.settings.set_default_params(self.settings.default_params().replace(
             steps=self.steps.value(), strength=round(self.strength.value(), 4),
             guidance=round(self.guidance.value(), 4), mask_threshold=round(self.threshold.value(), 4),

@@ -365,15 +365,16 @@ class MainWindow(QMainWindow):
         if not config.default_model:
             self._on_model_state("none", "")
             return
-        self.load_model(config.default_model, config.device, config.dtype)
+        self.load_model(config.default_model, config.device, config.dtype, config.memory)
 
-    def load_model(self, source: str, device: str = "auto", dtype: str = "auto") -> None:
+    def load_model(self, source: str, device: str = "auto", dtype: str = "auto",
+                   memory: str = "auto") -> None:
         self.model_source = source
-        self.engine.load_model(LoadModelRequest(source, device, dtype))
+        self.engine.load_model(LoadModelRequest(source, device, dtype, memory))
 
     def use_tiny_model(self) -> None:
         config = self.settings.engine()
-        self.load_model(TINY_MODEL, config.device, config.dtype)
+        self.load_model(TINY_MODEL, config.device, config.dtype, config.memory)
 
     def _on_model_state(self, state: str, message: str) -> None:
         self.model_state, self.model_message = state, message
@@ -851,10 +852,10 @@ class MainWindow(QMainWindow):
             return
         after = self.settings.engine()
         self.params.set_params(self.settings.default_params().replace(seed=self.params.seed.value()))
-        changed = (before.default_model, before.device, before.dtype) != (
-            after.default_model, after.device, after.dtype)
+        changed = (before.default_model, before.device, before.dtype, before.memory) != (
+            after.default_model, after.device, after.dtype, after.memory)
         if changed and after.default_model:
-            self.load_model(after.default_model, after.device, after.dtype)
+            self.load_model(after.default_model, after.device, after.dtype, after.memory)
         elif changed:
             self._on_model_state("none", "")
 
@@ -869,7 +870,7 @@ class MainWindow(QMainWindow):
         dialog.exec()
         config = self.settings.engine()
         if config.default_model and config.default_model != self.model_source:
-            self.load_model(config.default_model, config.device, config.dtype)
+            self.load_model(config.default_model, config.device, config.dtype, config.memory)
 
     def shortcuts_dialog(self) -> None:
         ShortcutsDialog(self.actions.values(), self).exec()

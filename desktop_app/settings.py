@@ -28,11 +28,12 @@ class AppSettings:
     def engine(self) -> config.Settings:
         return config.Settings.load()
 
-    def save_engine(self, model: str, device: str, dtype: str) -> None:
+    def save_engine(self, model: str, device: str, dtype: str, memory: str = "auto") -> None:
         current = config.Settings.load()
         current.default_model = model
         current.device = device
         current.dtype = dtype
+        current.memory = memory
         current.save()
 
     # ------------------------------------------------------------------ parameter defaults

@@ -36,6 +36,7 @@ class LoadModelRequest:
     source: str  # diffusers folder, hub id in the local cache, .safetensors file, or TINY_MODEL
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    memory: str = "auto"  # GPU memory tier: auto | full | sliced | offload
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,10 @@ class ResultData:
 class EngineBackend:
     """Where the worker finds the engine. Imports happen on first use, on the worker thread."""
 
-    def load_model(self, source, *, device="auto", dtype="auto"):
+    def load_model(self, source, *, device="auto", dtype="auto", memory_tier="auto"):
         from engine.models import load_model
 
-        return load_model(source, device=device, dtype=dtype)
+        return load_model(source, device=device, dtype=dtype, memory_tier=memory_tier)
 
     def ensure_tiny_model(self):
         from engine.tiny_model import ensure_tiny_model
@@ -135,8 +136,9 @@ def describe_exception(exc: BaseException) -> tuple[str, str]:
         where = "the computer" if isinstance(exc, MemoryError) else "the graphics card"
         return (f"The run stopped: {where} ran out of memory. The photo, mask and history are "
                 "unchanged. Try a smaller working resolution or fewer steps and mask samples; "
-                "choose float16 precision or the CPU in Settings; close other programs that use "
-                "the GPU."), details
+                "in Settings choose a lower GPU memory setting (the next run already starts one "
+                "step lower), float16 precision or the CPU; close other programs that use the "
+                "GPU."), details
     return f"Unexpected error in the engine: {type(exc).__name__}: {exc}", details
 
 
@@ -192,7 +194,8 @@ class EngineWorker(QObject):
             source = request.source
             if source == TINY_MODEL:
                 source = str(self.backend.ensure_tiny_model())
-            self.model = self.backend.load_model(source, device=request.device, dtype=request.dtype)
+            self.model = self.backend.load_model(source, device=request.device, dtype=request.dtype,
+                                                 memory_tier=request.memory)
         except Exception as exc:
             message, _ = describe_exception(exc)
             emit(self.model_state, "failed", message)

@@ -64,14 +64,16 @@ class FakeEngine:
         self.encode_runs = 0
         self.calls: list[str] = []
         self.loaded_sources: list[str] = []
+        self.memory_tiers: list[str] = []
         self.sessions: list[FakeEditSession] = []
         self.runs: list[tuple] = []  # (method, options, mask given, session photo rgb) per run
 
     # --- the engine.models / engine.tiny_model surface
 
     def load_model(self, source, *, device="auto", dtype="auto", allow_download=False,
-                   allow_pickle=False):
+                   allow_pickle=False, memory_tier="auto"):
         self.calls.append("load")
+        self.memory_tiers.append(memory_tier)
         if self.fail_on == "load":
             raise self.error
         self.loaded_sources.append(str(source))

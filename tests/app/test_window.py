@@ -334,6 +334,20 @@ def test_settings_dialog_saves_shared_settings(qtbot, settings, dialogs, tmp_pat
     assert settings.default_params().steps == 25
 
 
+def test_gpu_memory_setting_reaches_the_model_load(qtbot, window, settings, fake_engine, tmp_path):
+    from desktop_app.dialogs import SettingsDialog
+
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.model.setText(str(tmp_path))
+    dialog.memory.setCurrentIndex(dialog.memory.findData("offload"))
+    assert dialog.memory.toolTip()
+    dialog.accept()
+    assert settings.engine().memory == "offload"
+    window.start_engine()
+    qtbot.waitUntil(lambda: fake_engine.memory_tiers[-1:] == ["offload"], timeout=5000)
+
+
 def test_shortcuts_dialog_lists_the_actions(qtbot, window):
     from desktop_app.dialogs import ShortcutsDialog
 
