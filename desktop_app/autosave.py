@@ -29,7 +29,6 @@ import base64
 import dataclasses
 import hashlib
 import importlib
-import itertools
 import json
 import os
 import shutil
@@ -385,27 +384,11 @@ def restore_panel(panel, state: dict) -> None:
 
 
 def install(doc, state: dict) -> None:
-    """Put a loaded session into ``doc`` (no undo steps) and tell every view.
-
-    Document has no public "replace everything" call yet, so this sets its attributes and uses
-    ``_refold`` and the id counters, which a future ``Document.restore_session`` should own.
-    """
+    """Put a loaded session into ``doc`` (no undo steps); the Document tells every view."""
     _check_shapes(state)  # before anything changes: a mismatch must not leave half a session
-    doc.set_photo(state["photo"], state["display_name"])  # resets undo, signals the new photo
-    for key in DOC_FIELDS:
-        if key in state and key not in ("photo", "display_name") and hasattr(doc, key):
-            setattr(doc, key, state[key])
-    doc._ids = itertools.count(max((e.id for e in doc.history), default=0) + 1)
-    doc._groups = itertools.count(max((e.group for e in doc.history), default=0) + 1)
-    doc._refold()
-    if state.get("unexported"):
-        doc._touch_work()
-    for signal in (doc.photo_changed, doc.heatmap_changed, doc.history_changed,
-                   doc.preview_changed, doc.work_changed):
-        emit(signal)
-    emit(doc.mask_changed, None)
-    if hasattr(doc, "paint_changed"):
-        emit(doc.paint_changed, None)
+    fields = {key: state[key] for key in DOC_FIELDS
+              if key in state and key not in ("photo", "display_name") and hasattr(doc, key)}
+    doc.restore_session(state["photo"], state["display_name"], fields, bool(state.get("unexported")))
 
 
 def _check_shapes(state: dict) -> None:

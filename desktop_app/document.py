@@ -223,6 +223,23 @@ class Document(QObject):
         emit(self.preview_changed)
         emit(self.work_changed)
 
+    def restore_session(self, photo, display_name: str, fields: dict, unexported: bool) -> None:
+        """Replace everything with a saved session (crash restore): ``fields`` are Document
+        attributes (base, mask, paint, history, ...) as autosave wrote them; no undo steps."""
+        self.set_photo(photo, display_name)
+        for key, value in fields.items():
+            setattr(self, key, value)
+        self._ids = itertools.count(max((e.id for e in self.history), default=0) + 1)
+        self._groups = itertools.count(max((e.group for e in self.history), default=0) + 1)
+        self._refold()
+        if unexported:
+            self._touch_work()
+        for signal in (self.photo_changed, self.heatmap_changed, self.history_changed,
+                       self.preview_changed, self.work_changed):
+            emit(signal)
+        emit(self.mask_changed, None)
+        emit(self.paint_changed, None)
+
     def current_photo(self):
         """The base as an engine photo (metadata of the opened file, current pixels)."""
         from desktop_app.photo_io import session_photo

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.methods import METHODS, MethodInfo, info  # noqa: F401 - re-exported for the panels
+from engine.methods import METHODS  # the panels import it from here with the app-side tables
 
 DEFAULT_METHOD = "diffedit"
 
