@@ -217,6 +217,10 @@ class MainWindow(QMainWindow):
             area_widget.setWidgetResizable(True)
             area_widget.setFrameShape(QFrame.Shape.NoFrame)
             area_widget.setWidget(widget)
+            # Scroll only vertically: the dock is never narrower than its content.
+            area_widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+            area_widget.setMinimumWidth(widget.minimumSizeHint().width()
+                                        + area_widget.verticalScrollBar().sizeHint().width())
             widget = area_widget
         dock.setWidget(widget)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable

@@ -1,4 +1,4 @@
-"""The mask panel: brush and eraser, size and hardness, overlay display, mask operations."""
+"""The mask panel: brush, eraser and paint tools, size and hardness, overlay display, mask operations."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class MaskPanel(QWidget):
         outer = QVBoxLayout(self)
 
         tools = QHBoxLayout()
-        for key in ("brush", "eraser"):
+        for key in ("brush", "eraser", "paint"):  # paint: colours for Blended scribble
             button = QToolButton()
             button.setDefaultAction(actions[key])
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
