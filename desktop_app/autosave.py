@@ -44,6 +44,7 @@ from PySide6.QtCore import QLockFile, QObject, QTimer, Signal, Slot
 
 from desktop_app.qt_compat import emit
 from engine import config
+from engine.imaging import atomic_write
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -99,13 +100,9 @@ def _write_array(folder: Path, name: str, array: np.ndarray, reference=None) -> 
         header["filter"] = "shuffle"
     body = zlib.compress(np.ascontiguousarray(data).tobytes(), 1)
     head = json.dumps(header).encode()
-    temporary = folder / f".{name}.part"
-    with open(temporary, "wb") as stream:
-        stream.write(MAGIC + struct.pack("<I", len(head)) + head)
-        stream.write(body)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, folder / name)
+    # Without the folder fsync: the manifest written after it syncs the folder once for all.
+    atomic_write(folder / name, lambda stream: stream.write(MAGIC + struct.pack("<I", len(head))
+                                                            + head + body), sync_folder=False)
     return len(body) + len(head) + 8
 
 
@@ -664,13 +661,7 @@ class Autosaver(QObject):
                 slot["$array"] = name
                 names.append(name)
             text = json.dumps(manifest, separators=(",", ":"))
-            temporary = folder / f".{MANIFEST}.part"
-            with open(temporary, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, folder / MANIFEST)
-            _fsync_folder(folder)
+            atomic_write(folder / MANIFEST, lambda stream: stream.write(text.encode("utf-8")))
             written += len(text)
             self._clean(folder, text)
             result = ("ok", names, originals, ref, time.perf_counter() - started, written)
@@ -783,16 +774,3 @@ def _names_in(text: str):
         end = text.find('"', index + len(key))
         yield text[index + len(key):end]
         start = end
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

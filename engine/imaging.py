@@ -545,9 +545,10 @@ def _set_user_comment(exif: Image.Exif, text: dict[str, str]) -> None:
     exif[_EXIF_IFD] = exif.get_ifd(_EXIF_IFD)
 
 
-def atomic_write(path: Path, write) -> Path:
+def atomic_write(path: Path, write, *, sync_folder: bool = True) -> Path:
     """Write a file through ``write(stream)`` into a temporary file beside it, fsync it and rename
-    it into place: a failure half-way leaves any earlier file at ``path`` intact."""
+    it into place: a failure half-way leaves any earlier file at ``path`` intact. ``sync_folder``
+    also makes the rename durable (callers writing many files can sync the folder once)."""
     path = Path(path)
     mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -569,7 +570,8 @@ def atomic_write(path: Path, write) -> Path:
                              "overwritten. Check the folder is writable and the disk has space"
                              ) from exc
         raise
-    _fsync_folder(path.parent)
+    if sync_folder:
+        fsync_folder(path.parent)
     return path
 
 
@@ -587,7 +589,7 @@ def _new_file_mode(path: Path) -> int:
     return 0o644
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (POSIX); harmless to skip where folders cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)

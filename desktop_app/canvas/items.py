@@ -84,18 +84,14 @@ class PhotoItem(QGraphicsItem):
             painter.drawLine(QPointF(split_x, exposed.top()), QPointF(split_x, exposed.bottom()))
 
 
-class MaskOverlayItem(QGraphicsItem):
-    """The mask (or the heatmap) as a semi-transparent colour over the photo."""
+class _BufferItem(QGraphicsItem):
+    """An item drawn from an (H, W, 4) premultiplied BGRA numpy buffer at photo size."""
 
     def __init__(self):
         super().__init__()
-        self.colour = QColor(255, 40, 90)
-        self.show_heatmap = False
-        self._buffer: np.ndarray | None = None  # (H, W, 4) premultiplied BGRA, backs _image
+        self._buffer: np.ndarray | None = None  # backs _image
         self._image: QImage | None = None
-        self._ramp = heat_colours()
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
-        self.setOpacity(0.5)
 
     def boundingRect(self) -> QRectF:
         if self._buffer is None:
@@ -114,6 +110,28 @@ class MaskOverlayItem(QGraphicsItem):
             self._image = QImage(self._buffer.data, w, h, 4 * w,
                                  QImage.Format.Format_ARGB32_Premultiplied)
         self.update()
+
+    def pixel(self, x: int, y: int) -> tuple[int, int, int, int]:
+        """(b, g, r, a) at a pixel: for tests."""
+        return tuple(int(v) for v in self._buffer[y, x])
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
+        if self._image is None:
+            return
+        exposed = option.exposedRect.intersected(self.boundingRect()).toAlignedRect()
+        painter.drawImage(exposed, self._image, exposed)
+
+
+class MaskOverlayItem(_BufferItem):
+    """The mask (or the heatmap) as a semi-transparent colour over the photo."""
+
+    def __init__(self):
+        super().__init__()
+        self.colour = QColor(255, 40, 90)
+        self.show_heatmap = False
+        self._ramp = heat_colours()
+        self.setOpacity(0.5)
+
 
     def refresh(self, values: np.ndarray | None, rect=None) -> None:
         """Recolour ``rect`` (x, y, w, h) from the mask or heatmap ``values``; None: everything."""
@@ -151,15 +169,6 @@ class MaskOverlayItem(QGraphicsItem):
             self._table_cache, self._table_key = table, key
         return self._table_cache
 
-    def pixel(self, x: int, y: int) -> tuple[int, int, int, int]:
-        """(b, g, r, a) at a pixel: for tests."""
-        return tuple(int(v) for v in self._buffer[y, x])
-
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
-        if self._image is None:
-            return
-        exposed = option.exposedRect.intersected(self.boundingRect()).toAlignedRect()
-        painter.drawImage(exposed, self._image, exposed)
 
 
 class BrushCursorItem(QGraphicsItem):
@@ -189,31 +198,9 @@ class BrushCursorItem(QGraphicsItem):
         painter.drawEllipse(QRectF(-r, -r, 2 * r, 2 * r))
 
 
-class PaintOverlayItem(QGraphicsItem):
+class PaintOverlayItem(_BufferItem):
     """Blended scribble's paint layer: its colours where painted, drawn over the photo."""
 
-    def __init__(self):
-        super().__init__()
-        self._buffer: np.ndarray | None = None  # (H, W, 4) premultiplied BGRA, backs _image
-        self._image: QImage | None = None
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
-
-    def boundingRect(self) -> QRectF:
-        if self._buffer is None:
-            return QRectF()
-        h, w = self._buffer.shape[:2]
-        return QRectF(0, 0, w, h)
-
-    def reset(self, shape) -> None:
-        self.prepareGeometryChange()
-        if shape is None or shape == (0, 0):
-            self._buffer = self._image = None
-        else:
-            h, w = shape
-            self._buffer = np.zeros((h, w, 4), np.uint8)
-            self._image = QImage(self._buffer.data, w, h, 4 * w,
-                                 QImage.Format.Format_ARGB32_Premultiplied)
-        self.update()
 
     def refresh(self, layer, rect=None) -> None:
         """Redraw ``rect`` (x, y, w, h) from a PaintLayer (None: nothing painted)."""
@@ -233,15 +220,6 @@ class PaintOverlayItem(QGraphicsItem):
             region[..., 3] = np.rint(alpha[..., 0] * 255)
         self.update(QRectF(x, y, rw, rh))
 
-    def pixel(self, x: int, y: int) -> tuple[int, int, int, int]:
-        """(b, g, r, a) at a pixel: for tests."""
-        return tuple(int(v) for v in self._buffer[y, x])
-
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
-        if self._image is None:
-            return
-        exposed = option.exposedRect.intersected(self.boundingRect()).toAlignedRect()
-        painter.drawImage(exposed, self._image, exposed)
 
 
 def colour_swatch(colour: QColor, side: int = 16):
