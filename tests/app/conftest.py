@@ -111,6 +111,33 @@ def photo():
 
 
 @pytest.fixture
+def window(qtbot, settings, fake_engine, photo):
+    """The main window on the fake engine, with a photo open and prompts filled in
+    (10 steps at strength 0.5: 5 encode and 5 decode steps; 3 mask samples)."""
+    from desktop_app.main_window import MainWindow
+    from desktop_app.worker import EngineController
+    from engine.params import EditParams
+
+    engine = EngineController(fake_engine)
+    win = MainWindow(settings, engine)
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    with qtbot.waitSignal(engine.model_state, timeout=5000,
+                          check_params_cb=lambda state, _m: state == "ready"):
+        win.load_model("/models/fake-sd")
+    win.open_photo(photo, "test.png")
+    win.params.source.setText("a cat")
+    win.params.target.setText("a dog")
+    win.params.set_params(EditParams(steps=10, strength=0.5, mask_samples=3))
+    yield win
+    win.doc.mark_exported()  # nothing to ask about at teardown
+    win.close()
+    engine.shutdown()
+
+
+@pytest.fixture
 def engine_controller(qtbot, fake_engine):
     from desktop_app.worker import EngineController
 

@@ -8,32 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from desktop_app.main_window import MainWindow
-from desktop_app.worker import EngineController, describe_exception
+from desktop_app.worker import describe_exception
 from doc_fingerprint import fingerprint
-from engine.params import EditParams
 from fake_engine import FakeEditSession
 
-MASK, STEPS = 3, 5  # mask samples; encode/decode steps of EditParams(steps=10, strength=0.5)
-
-
-@pytest.fixture
-def window(qtbot, settings, fake_engine, photo):
-    engine = EngineController(fake_engine)
-    win = MainWindow(settings, engine)
-    qtbot.addWidget(win)
-    win.show()
-    with qtbot.waitSignal(engine.model_state, timeout=5000,
-                          check_params_cb=lambda state, _m: state == "ready"):
-        win.load_model("/models/fake-sd")
-    win.open_photo(photo, "test.png")
-    win.params.source.setText("a cat")
-    win.params.target.setText("a dog")
-    win.params.set_params(EditParams(steps=10, strength=0.5, mask_samples=MASK))
-    yield win
-    win.doc.mark_exported()
-    win.close()
-    engine.shutdown()
+MASK, STEPS = 3, 5  # the window fixture's mask samples and encode/decode steps (steps 10, strength 0.5)
 
 
 def run(qtbot, win, action="edit"):

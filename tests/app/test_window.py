@@ -18,27 +18,6 @@ from engine.params import EditParams
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def window(qtbot, settings, fake_engine, photo):
-    engine = EngineController(fake_engine)
-    win = MainWindow(settings, engine)
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(engine.model_state, timeout=5000,
-                          check_params_cb=lambda state, _m: state == "ready"):
-        win.load_model("/models/fake-sd")
-    win.open_photo(photo, "test.png")
-    win.params.source.setText("a cat")
-    win.params.target.setText("a dog")
-    win.params.set_params(EditParams(steps=10, strength=0.5, mask_samples=3))
-    yield win
-    win.doc.mark_exported()  # nothing to ask about at teardown
-    win.close()
-    engine.shutdown()
-
-
 def drag(qtbot, canvas, points):
     """Press, move through and release at photo coordinates, like a user's mouse."""
     viewport = canvas.viewport()
