@@ -42,6 +42,7 @@ class Job:
     kind: str  # "mask" | "edit"
     job_id: int
     generation: int  # document.generation when started: results for another photo are dropped
+    photo_key: str = ""  # the base pixels it ran on: a result for pixels since replaced is dropped
     group: int = 0
     mask: np.ndarray | None = None
     variations: int = 1
@@ -658,7 +659,8 @@ class MainWindow(QMainWindow):
             return
         params = self.params.params()
         job_id = self.engine.next_job_id()
-        self.job = Job("mask", job_id, self.doc.generation, plan={"mask": params.mask_samples})
+        self.job = Job("mask", job_id, self.doc.generation, self.doc.photo_key,
+                       plan={"mask": params.mask_samples})
         self.engine.submit(MaskRequest(job_id, self.doc.photo_key, self.doc.current_photo(),
                                        prompts[0], prompts[1], params))
         self._set_running(True)
@@ -681,7 +683,8 @@ class MainWindow(QMainWindow):
             seeds = seeds[:1]  # candidates (Blended) or a deterministic method (P2P): one run
         params = params.replace(seed=seeds[0])
         job_id = self.engine.next_job_id()
-        self.job = Job("edit", job_id, self.doc.generation, group=self.doc.new_group(),
+        self.job = Job("edit", job_id, self.doc.generation, self.doc.photo_key,
+                       group=self.doc.new_group(),
                        mask=inputs.mask, variations=len(seeds), plan=inputs.plan)
         self.engine.submit(EditRequest(job_id, self.doc.photo_key, self.doc.current_photo(),
                                        prompts[0], prompts[1], inputs.mask, params, seeds,
@@ -772,6 +775,11 @@ class MainWindow(QMainWindow):
         if job.generation != self.doc.generation:
             self.statusBar().showMessage("A different photo is open now; the run's result was not kept.", 8000)
             return
+        if job.photo_key != self.doc.photo_key:
+            show_error(self, "The photo changed during the run",
+                       "A result was applied (or undone) while the run was working on the photo "
+                       "as it was before, so its result was not kept. Run it again.")
+            return
         self._commit(job)
 
     def _commit(self, job: Job) -> None:
@@ -812,7 +820,15 @@ class MainWindow(QMainWindow):
     # ================================================================== history
 
     def apply_entry(self, entry_id: int) -> None:
-        if not self.doc.apply_entry(entry_id):
+        if self.job is not None:  # the run works on the current pixels: they must not change
+            self.statusBar().showMessage("Wait for the run to finish (or cancel it) before "
+                                         "applying a result.", 8000)
+            return
+        entry = self.doc.entry(entry_id)
+        if self.doc.apply_entry(entry_id):
+            self.statusBar().showMessage(f"Applied \u201c{entry.target}\u201d: edits now start "
+                                         "from it (Ctrl+Z to undo).", 8000)
+        else:
             self.statusBar().showMessage("That result is the same as the current photo.", 5000)
 
     def use_settings(self, entry_id: int) -> None:

@@ -129,6 +129,24 @@ def test_variations_are_grouped_and_settings_restore(qtbot, window):
     assert len(doc.history) == 2 and doc.preview_id is None
 
 
+def test_a_result_cannot_be_applied_under_a_running_edit(qtbot, window, fake_engine, dialogs):
+    run_and_wait(qtbot, window)
+    doc = window.doc
+    first, original = doc.history[0], doc.base.copy()
+    fake_engine.pause_at = ("decode", 1)
+    window.actions["edit"].trigger()
+    assert fake_engine.paused.wait(5)
+    window.apply_entry(first.id)  # refused while the run works on the current pixels
+    np.testing.assert_array_equal(doc.base, original)
+    assert "Wait for the run" in window.statusBar().currentMessage()
+    doc.apply_entry(first.id)  # even if the pixels change under it (e.g. undo of an older apply)
+    with qtbot.waitSignal(window.engine.job_finished, timeout=5000):
+        fake_engine.resume.set()
+    assert len(doc.history) == 1, "a result computed on replaced pixels is not kept"
+    assert "photo changed during the run" in dialogs.texts()
+    np.testing.assert_array_equal(doc.base, first.image)
+
+
 def test_cancel_stops_and_leaves_the_document_as_it_was(qtbot, window, fake_engine):
     window.canvas.set_brush_size(10)
     drag(qtbot, window.canvas, [(30, 30), (50, 30)])
