@@ -11,7 +11,7 @@ from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QColorDialog, QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea,
-                               QSlider, QVBoxLayout, QWidget)
+                               QSizePolicy, QSlider, QVBoxLayout, QWidget)
 
 from desktop_app import photo_io
 from desktop_app.autosave import Autosaver
@@ -102,7 +102,9 @@ class MainWindow(QMainWindow):
             action.setShortcuts([QKeySequence(s) for s in shortcuts])
         if icon_name:
             action.setIcon(icon(icon_name))
-        action.setToolTip(tip or text.replace("&", "").rstrip("\u2026"))
+        keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts())
+        tooltip = tip or text.replace("&", "").rstrip("\u2026")
+        action.setToolTip(f"{tooltip} ({keys})" if keys else tooltip)
         action.setStatusTip(tip)
         action.setCheckable(checkable)
         if slot is not None:
@@ -210,7 +212,8 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.canvas, 1)
         self.setCentralWidget(central)
 
-    def _dock(self, title: str, name: str, widget: QWidget, area, scroll=False) -> QDockWidget:
+    def _dock(self, title: str, name: str, widget: QWidget, area, scroll=False,
+              footer: QWidget | None = None) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
         if scroll:
@@ -223,6 +226,14 @@ class MainWindow(QMainWindow):
             area_widget.setMinimumWidth(widget.minimumSizeHint().width()
                                         + area_widget.verticalScrollBar().sizeHint().width())
             widget = area_widget
+        if footer is not None:  # pinned below the scrolling part
+            holder = QWidget()
+            column = QVBoxLayout(holder)
+            column.setContentsMargins(0, 0, 0, 0)
+            column.setSpacing(0)
+            column.addWidget(widget, 1)
+            column.addWidget(footer)
+            widget = holder
         dock.setWidget(widget)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable
@@ -235,11 +246,12 @@ class MainWindow(QMainWindow):
         self.mask_panel = MaskPanel(self.canvas, self.actions)
         self.history = HistoryPanel(self.doc)
         right = Qt.DockWidgetArea.RightDockWidgetArea
-        self.params_dock = self._dock("Edit", "edit_dock", self.params, right, scroll=True)
+        self.params_dock = self._dock("Edit", "edit_dock", self.params, right, scroll=True,
+                                      footer=self.params.run_row)
         self.mask_dock = self._dock("Mask", "mask_dock", self.mask_panel, Qt.DockWidgetArea.LeftDockWidgetArea,
                                     scroll=True)
         self.history_dock = self._dock("History", "history_dock", self.history, right)
-        self.resizeDocks([self.params_dock, self.history_dock], [560, 260], Qt.Orientation.Vertical)
+        self.resizeDocks([self.params_dock, self.history_dock], [480, 340], Qt.Orientation.Vertical)
         self.resizeDocks([self.params_dock, self.mask_dock], [380, 240], Qt.Orientation.Horizontal)
 
     def _build_menus(self) -> None:
@@ -288,6 +300,11 @@ class MainWindow(QMainWindow):
         for key in ("open", "export", None, "undo", "redo", None, "brush", "eraser", "paint", "show_mask",
                     None, "fit", "actual", None, "find_mask", "edit", "cancel"):
             bar.addSeparator() if key is None else bar.addAction(self.actions[key])
+        # Secondary actions show only their icon (the tooltip has the name and keys), so that the
+        # compare slider fits without an overflow menu at common window widths.
+        for key in ("undo", "redo", "show_mask", "fit", "actual", "cancel"):
+            bar.widgetForAction(self.actions[key]).setToolButtonStyle(
+                Qt.ToolButtonStyle.ToolButtonIconOnly)
         bar.addSeparator()
         compare = QWidget()
         row = QHBoxLayout(compare)
@@ -303,6 +320,7 @@ class MainWindow(QMainWindow):
         row.addWidget(label)
         row.addWidget(self.split_slider)
         row.addWidget(QLabel("After"))
+        compare.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
         bar.addWidget(compare)
         self.toolbar = bar
 

@@ -152,8 +152,12 @@ class ParamsPanel(QWidget):
         self.paint_buttons.setContentsMargins(0, 0, 0, 0)
         self.option_boxes["blended"].layout().addRow(self.paint_row)  # full width: three buttons
 
-        buttons = QHBoxLayout()
-        self.find_mask_button = QPushButton("Find mask")
+        # The run buttons live in their own row, which the window pins below the scrolling
+        # fields so that Edit stays in sight whatever a method's options take.
+        self.run_row = QWidget()
+        buttons = QHBoxLayout(self.run_row)
+        buttons.setContentsMargins(8, 4, 8, 8)
+        self.find_mask_button = QPushButton("Find Mask")
         self.find_mask_button.setToolTip("Estimate where to edit from the two prompts (Ctrl+M). "
                                          "Refine it with the brush before editing.")
         self.edit_button = QPushButton("Edit")
@@ -166,7 +170,6 @@ class ParamsPanel(QWidget):
         for button in (self.find_mask_button, self.edit_button, self.cancel_button):
             button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
             buttons.addWidget(button)
-        outer.addLayout(buttons)
         outer.addStretch(1)
         self.find_mask_button.clicked.connect(self.find_mask_requested)
         self.edit_button.clicked.connect(self.edit_requested)
