@@ -58,6 +58,9 @@ class Canvas(QGraphicsView):
         self.preview_item.setVisible(False)
         self.cursor_item = BrushCursorItem()
         self.cursor_item.setVisible(False)
+        # The ring is shown only once it sits under the mouse: until then its position is stale
+        # (or the scene origin), and showing it would draw it at the photo's corner.
+        self._ring_placed = False
         for item in (self.photo_item, self.paint_item, self.mask_item, self.preview_item,
                      self.cursor_item):
             self.scene().addItem(item)
@@ -99,6 +102,7 @@ class Canvas(QGraphicsView):
         doc = self.doc
         self.placeholder.setVisible(not doc.has_photo)
         self.clear_run_preview()
+        self._hide_ring()  # the new photo is fitted anew: the old scene position means nothing
         if not doc.has_photo:
             self._base_pixmap = self._original_pixmap = None
             self.photo_item.set_pixmaps(None, None)
@@ -362,17 +366,24 @@ class Canvas(QGraphicsView):
         super().focusOutEvent(event)
 
     def enterEvent(self, event) -> None:
-        self.cursor_item.setVisible(self.doc.has_photo)
+        # The enter position is in this widget's coordinates; the scene maps from the viewport's.
+        point = self.viewport().mapFrom(self, event.position().toPoint())
+        self._move_cursor(self.mapToScene(point))
         super().enterEvent(event)
 
     def leaveEvent(self, event) -> None:
-        self.cursor_item.setVisible(False)
+        self._hide_ring()
         super().leaveEvent(event)
+
+    def _hide_ring(self) -> None:
+        self._ring_placed = False
+        self.cursor_item.setVisible(False)
 
     def _move_cursor(self, p: QPointF) -> None:
         self.cursor_item.setPos(p)
         self.cursor_item.set_radius(self.brush_size / 2)
         if self.doc.has_photo:
+            self._ring_placed = True
             self.cursor_item.setVisible(not self._panning and not self._space)
             emit(self.cursor_moved, int(p.x()), int(p.y()))
 
@@ -381,4 +392,5 @@ class Canvas(QGraphicsView):
             self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
         else:
             self.viewport().setCursor(QCursor(Qt.CursorShape.CrossCursor))
-        self.cursor_item.setVisible(self.doc.has_photo and not self._space and self.underMouse())
+        self.cursor_item.setVisible(self.doc.has_photo and self._ring_placed and not self._space
+                                    and self.underMouse())
