@@ -188,13 +188,38 @@ class SettingsDialog(QDialog):
 
 # ----------------------------------------------------------------------------- shortcuts
 
+# Keys the canvas handles itself (not actions). "[", "]" and Esc are actions (Smaller Brush,
+# Larger Brush, Cancel Run) and get their rows from them.
 CANVAS_KEYS = [
     ("Mouse wheel", "Zoom in or out under the cursor"),
     ("Space + drag, middle drag", "Pan"),
     ("Hold \\", "Show the photo before the edit"),
-    ("[  /  ]", "Smaller / larger brush"),
-    ("Esc", "Cancel the running edit"),
 ]
+# Action labels that are too short out of their menu: the Mask menu's "Invert" and "Clear".
+SHORTCUT_LABELS = {"Invert": "Invert mask", "Clear": "Clear mask"}
+
+
+def shortcut_label(action) -> str:
+    """The action's name for the shortcuts table: its short label (no "&", no "\u2026"), never
+    the undo stack's step text ("Undo Eraser stroke" is listed as "Undo")."""
+    label = action.iconText().strip()
+    for fixed in ("Undo", "Redo"):
+        if label.startswith(fixed + " "):
+            label = fixed
+    return SHORTCUT_LABELS.get(label, label)
+
+
+def shortcut_rows(actions) -> list[tuple[str, str]]:
+    """(keys, action name) for each action with a shortcut, every key of one action in one row,
+    then the canvas's own keys."""
+    rows = []
+    for action in actions:
+        keys = [k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts()]
+        # A standard key may have no binding on this platform (""), or repeat an explicit one.
+        keys = list(dict.fromkeys(k for k in keys if k))
+        if keys:
+            rows.append((" or ".join(keys), shortcut_label(action)))
+    return rows + CANVAS_KEYS
 
 
 class ShortcutsDialog(QDialog):
@@ -203,12 +228,7 @@ class ShortcutsDialog(QDialog):
     def __init__(self, actions, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
-        rows = []
-        for action in actions:
-            keys = [k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts()]
-            if keys:
-                rows.append((" or ".join(keys), action.text().replace("&", "").rstrip("\u2026")))
-        rows += CANVAS_KEYS
+        rows = shortcut_rows(actions)
         table = QTableWidget(len(rows), 2)
         table.setHorizontalHeaderLabels(["Keys", "Action"])
         table.verticalHeader().setVisible(False)

@@ -39,3 +39,49 @@ def test_the_brush_ring_hides_when_another_photo_opens(window):
     # The new photo is fitted anew: the old ring position would be somewhere else on it.
     window.open_photo(Photo(rgb=np.full((40, 300, 3), 128, np.uint8)), "wide.png")
     assert not canvas.cursor_item.isVisible()
+
+
+# ----------------------------------------------------------------------------- shortcuts
+
+
+def shortcut_table(qtbot, window) -> list[tuple[str, str]]:
+    dialog = ShortcutsDialog(window.actions.values(), window)
+    qtbot.addWidget(dialog)
+    return [(dialog.table.item(r, 0).text(), dialog.table.item(r, 1).text())
+            for r in range(dialog.table.rowCount())]
+
+
+def test_shortcuts_name_undo_and_redo_not_the_step(qtbot, window):
+    doc = window.doc
+    doc.begin_stroke("erase", 5, 1.0)
+    doc.stroke_to(20, 20)
+    doc.end_stroke()
+    assert window.actions["undo"].text().replace("&", "") != "Undo"  # the step is in the menu text
+    rows = dict((label, keys) for keys, label in shortcut_table(qtbot, window))
+    assert "Undo" in rows and "Redo" in rows
+    assert not any(label.startswith(("Undo ", "Redo ")) for label in rows)
+
+
+def test_shortcuts_have_one_row_per_action_and_no_empty_keys(qtbot, window):
+    rows = shortcut_table(qtbot, window)
+    labels = [label for _, label in rows]
+    keys = [key for key, _ in rows]
+    assert len(labels) == len(set(labels))
+    assert all(keys)
+    # Every key appears in exactly one row ("[", "]" and Esc were listed twice).
+    singles = [k for key in keys for k in key.split(" or ")]
+    assert len(singles) == len(set(singles))
+    by_label = dict((label, key) for key, label in rows)
+    assert by_label["Larger Brush"] == "]" and by_label["Smaller Brush"] == "["
+    assert by_label["Cancel Run"] == "Esc"
+    # An action whose only (standard) key has no binding on this platform gets no row.
+    for action in window.actions.values():
+        if not any(k.toString() for k in action.shortcuts()):
+            assert action.iconText() not in by_label
+
+
+def test_shortcuts_name_the_mask_operations(qtbot, window):
+    by_label = dict((label, key) for key, label in shortcut_table(qtbot, window))
+    assert by_label["Invert mask"] == window.actions["invert"].shortcut().toString()
+    assert by_label["Clear mask"]
+    assert "Invert" not in by_label and "Clear" not in by_label
