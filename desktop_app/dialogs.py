@@ -16,9 +16,37 @@ from engine.params import EditParams
 TINY_NOTE = "random weights: produces noise, for trying the workflow"
 
 
-def show_error(parent, title: str, message: str, details: str = "") -> None:
-    """A modal error box; technical details (a traceback) go behind "Show Details"."""
-    box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, parent)
+ERROR_ICONS = {"warning": QMessageBox.Icon.Warning, "error": QMessageBox.Icon.Critical}
+
+
+def sentence(message: str) -> str:
+    """The engine's InputError texts read like log lines ("the clipboard holds no picture; copy
+    an image first"); a dialog shows them as a sentence: capital first letter, closing full stop.
+    A first word that is not a plain lower-case word (a file name such as notes.jpg, a path, an
+    option name) is left as it is."""
+    text = message.strip()
+    if not text:
+        return text
+    first = text.split(None, 1)[0].rstrip(",;:")
+    if first.isalpha() and first.islower():
+        text = text[0].upper() + text[1:]
+    # A sentence that already ends, perhaps inside a closing quote or bracket, gets no second stop.
+    if text.rstrip("\"'\u201d\u2019)")[-1:] not in (".", "!", "?"):
+        text += "."
+    return text
+
+
+def show_error(parent, title: str, message: str, details: str = "", kind: str | None = None) -> None:
+    """A modal message box for something that went wrong; technical details (a traceback) go
+    behind "Show Details". ``kind`` "warning" (a user mistake or a problem the user can fix: the
+    Warning icon) or "error" (the app failed: the Critical icon); by default a message with
+    details is an error and one without a warning."""
+    if kind is None:
+        kind = "error" if details else "warning"
+    if kind not in ERROR_ICONS:
+        raise ValueError(f"show_error kind must be 'warning' or 'error', not {kind!r}")
+    box = QMessageBox(ERROR_ICONS[kind], title, sentence(message), QMessageBox.StandardButton.Ok,
+                      parent)
     if details:
         box.setDetailedText(details)
     box.exec()

@@ -2,11 +2,12 @@
 which methods need the source text, SDEdit's mask widgets, and seeds in the history."""
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QPointF
-from PySide6.QtGui import QEnterEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QEnterEvent, QGuiApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
-from desktop_app.dialogs import ShortcutsDialog
+from desktop_app.dialogs import ShortcutsDialog, sentence, show_error
 from engine.imaging import Photo
 from engine.params import EditParams
 
@@ -85,3 +86,56 @@ def test_shortcuts_name_the_mask_operations(qtbot, window):
     assert by_label["Invert mask"] == window.actions["invert"].shortcut().toString()
     assert by_label["Clear mask"]
     assert "Invert" not in by_label and "Clear" not in by_label
+
+
+# ----------------------------------------------------------------------------- error boxes
+
+
+@pytest.mark.parametrize("raw, shown", [
+    ("the clipboard holds no picture; copy an image first",
+     "The clipboard holds no picture; copy an image first."),
+    ("Already a sentence.", "Already a sentence."),
+    ("seed 9 leaves no room (pick a smaller seed)", "Seed 9 leaves no room (pick a smaller seed)."),
+    ("notes.jpg could not be read", "notes.jpg could not be read."),  # a file name keeps its case
+    ("Is it?", "Is it?"),
+])
+def test_messages_are_shown_as_sentences(raw, shown):
+    assert sentence(raw) == shown
+
+
+@pytest.fixture
+def icons(monkeypatch, dialogs):
+    """The icons of the message boxes shown (the dialogs fixture records their texts)."""
+    shown = []
+    record = QMessageBox.exec  # the dialogs fixture's recorder
+
+    def exec_box(box):
+        shown.append(box.icon())
+        return record(box)
+
+    monkeypatch.setattr(QMessageBox, "exec", exec_box)
+    return shown
+
+
+def test_a_user_mistake_gets_a_warning_icon_and_a_sentence(window, dialogs, icons):
+    show_error(window, "Paste", "the clipboard holds no picture; copy an image first")
+    assert dialogs.shown == [("box", "Paste", "The clipboard holds no picture; copy an image first.")]
+    assert icons == [QMessageBox.Icon.Warning]
+
+
+def test_a_failure_with_details_or_asked_for_gets_the_error_icon(window, dialogs, icons):
+    show_error(window, "The run failed", "out of memory", "Traceback (most recent call last): ...")
+    show_error(window, "Export failed", "could not write the file", kind="error")
+    show_error(window, "Settings", "the path is wrong", kind="warning")
+    assert icons == [QMessageBox.Icon.Critical, QMessageBox.Icon.Critical, QMessageBox.Icon.Warning]
+    assert dialogs.kinds() == ["box", "box", "box"]
+    with pytest.raises(ValueError, match="warning"):
+        show_error(window, "x", "y", kind="critical")
+
+
+def test_the_window_shows_an_input_error_as_a_sentence(window, dialogs, icons):
+    QGuiApplication.clipboard().clear()
+    window.paste()
+    [(_, title, text)] = dialogs.shown
+    assert title == "Paste" and text.startswith("The clipboard") and text.endswith(".")
+    assert icons == [QMessageBox.Icon.Warning]
