@@ -29,7 +29,15 @@ SHOWN_WHEN: dict[tuple[str, str], tuple[str, tuple]] = {
     ("blended", "strength"): ("action", ("scribble",)),  # the other actions start from noise
     **{("blended", f"extend_{side}"): ("action", ("extend",))
        for side in ("left", "right", "top", "bottom")},
+    # SDEdit without "Only inside the mask" ignores the mask, so its threshold and feather too.
+    ("sdedit", "mask_threshold"): ("masked", (True,)),
+    ("sdedit", "feather"): ("masked", (True,)),
 }
+# Methods whose engine code cannot work without the "In the photo" text: DiffEdit finds its mask
+# where the two texts disagree (an edit without a mask finds one first), Prompt-to-Prompt inverts
+# under the source caption and maps its words onto the target's. Blended, SDEdit and
+# Plug-and-Play use it only as the fallback negative prompt when Avoid is empty.
+SOURCE_METHODS = frozenset({"diffedit", "p2p"})
 OPTION_LABELS = {
     "clip_model": "CLIP ranking model", "reweight_words": "Re-weight words",
     "reweight_scale": "Re-weight scale", "cross_fraction": "Cross-attention steps",
@@ -62,6 +70,11 @@ def option_label(name: str) -> str:
 def finds_mask(method: str) -> bool:
     """Only a method whose mask is "auto" (DiffEdit) has a Find mask of its own."""
     return METHODS[method].mask == "auto"
+
+
+def needs_source(method: str) -> bool:
+    """Whether ``method`` needs the "In the photo" text (not just as a fallback negative)."""
+    return method in SOURCE_METHODS
 
 
 def shows(method: str, widget: str, options: dict) -> bool:

@@ -7,6 +7,7 @@ from PySide6.QtCore import QPointF
 from PySide6.QtGui import QEnterEvent, QGuiApplication
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from desktop_app import methods
 from desktop_app.dialogs import ShortcutsDialog, sentence, show_error
 from engine.imaging import Photo
 from engine.params import EditParams
@@ -139,3 +140,29 @@ def test_the_window_shows_an_input_error_as_a_sentence(window, dialogs, icons):
     [(_, title, text)] = dialogs.shown
     assert title == "Paste" and text.startswith("The clipboard") and text.endswith(".")
     assert icons == [QMessageBox.Icon.Warning]
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def test_only_diffedit_and_prompt_to_prompt_need_the_source_text():
+    assert {m for m in methods.METHODS if methods.needs_source(m)} == {"diffedit", "p2p"}
+
+
+def test_sdedit_shows_threshold_and_feather_only_when_masked():
+    for widget in ("mask_threshold", "feather"):
+        assert not methods.shows("sdedit", widget, {"masked": False})
+        assert methods.shows("sdedit", widget, {"masked": True})
+    assert methods.shows("sdedit", "strength", {"masked": False})  # the others stay
+    assert methods.shows("diffedit", "feather", {})  # and other methods are unaffected
+
+
+def test_the_panel_follows_sdedits_masked_box(window):
+    panel = window.params
+    panel.set_method("sdedit")
+    threshold, feather = panel.fields["mask_threshold"], panel.fields["feather"]
+    masked = panel.option_widgets["sdedit"]["masked"]
+    masked.setChecked(False)
+    assert threshold.isHidden() and feather.isHidden()
+    masked.setChecked(True)
+    assert not threshold.isHidden() and not feather.isHidden()
