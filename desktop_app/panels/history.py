@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QPushButton, QTre
 from desktop_app.qt_compat import emit
 from desktop_app.canvas.items import qimage_from_rgb
 from desktop_app.document import Document, HistoryEntry
-from desktop_app.methods import METHODS
+from desktop_app.methods import METHODS, PARAM_FIELDS
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole
 THUMB = 64
@@ -34,12 +34,22 @@ def ranking(entry: HistoryEntry) -> str:
     return f"rank {entry.stats['rank']}" + (f" \u00b7 CLIP {score:.3f}" if score is not None else "")
 
 
+def uses_seed(entry: HistoryEntry) -> bool:
+    """A deterministic method (Prompt-to-Prompt) has no seed to show: its result never varies."""
+    return "seed" in PARAM_FIELDS.get(entry.method, ("seed",))
+
+
+def seed_text(entry: HistoryEntry) -> str:
+    """"seed 7 · " before the rest of a result's line, or "" for a method without a seed."""
+    return f"seed {entry.params.seed} \u00b7 " if uses_seed(entry) else ""
+
+
 def describe(entry: HistoryEntry) -> str:
     p = entry.params
     size = f" \u00b7 {entry.size[0]}\u00d7{entry.size[1]}" if entry.method == "blended" and \
         entry.options.get("action") == "extend" else ""
     return (f"{entry.target}\n{method_title(entry)}{size}\n"
-            f"seed {p.seed} \u00b7 {p.steps} steps \u00b7 {entry.seconds:.1f} s")
+            f"{seed_text(entry)}{p.steps} steps \u00b7 {entry.seconds:.1f} s")
 
 
 def details(entry: HistoryEntry) -> str:
@@ -50,8 +60,10 @@ def details(entry: HistoryEntry) -> str:
         f"Steps {p.steps}, encoding ratio {p.strength:g}, guidance {p.guidance:g}",
         f"Mask threshold {p.mask_threshold:g}, mask samples {p.mask_samples}, "
         f"feather {p.feather} px, variety {p.eta:g}",
-        f"Seed {p.seed}", f"Time {entry.seconds:.1f} s, made {time.strftime('%H:%M:%S', time.localtime(entry.created))}",
+        f"Time {entry.seconds:.1f} s, made {time.strftime('%H:%M:%S', time.localtime(entry.created))}",
     ]
+    if uses_seed(entry):
+        lines.insert(-1, f"Seed {p.seed}")
     if entry.options:
         lines.append("Options: " + ", ".join(f"{k} {v!r}" if isinstance(v, str) else f"{k} {v:g}"
                                              if isinstance(v, float) else f"{k} {v}"
@@ -132,9 +144,9 @@ class HistoryPanel(QWidget):
             seeds = sorted(e.params.seed for e in entries)
             kind = "candidates" if first.method == "blended" else "variations"
             order = ", ranked" if any(ranking(e) for e in entries) else ""
+            seed_range = f"\nseeds {seeds[0]}\u2013{seeds[-1]}" if uses_seed(first) else ""
             parent = QTreeWidgetItem([f"{first.target}\n{method_title(first)} \u00b7 "
-                                      f"{len(entries)} {kind}{order}\n"
-                                      f"seeds {seeds[0]}\u2013{seeds[-1]}"])
+                                      f"{len(entries)} {kind}{order}{seed_range}"])
             parent.setData(0, ENTRY_ROLE, first.id)
             parent.setIcon(0, self._icon(first))
             parent.setToolTip(0, details(first))
@@ -142,8 +154,8 @@ class HistoryPanel(QWidget):
                 child = self._item(entry)
                 kind = "Candidate" if entry.method == "blended" else "Variation"
                 extra = f"\n{ranking(entry)}" if ranking(entry) else ""
-                child.setText(0, f"{kind} {entry.variation + 1}{extra}\nseed {entry.params.seed} "
-                                 f"\u00b7 {entry.seconds:.1f} s")
+                child.setText(0, f"{kind} {entry.variation + 1}{extra}\n{seed_text(entry)}"
+                                 f"{entry.seconds:.1f} s")
                 parent.addChild(child)
             self.tree.addTopLevelItem(parent)
             parent.setExpanded(True)

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop_app import methods
 from desktop_app.dialogs import ShortcutsDialog, sentence, show_error
+from desktop_app.panels.history import describe, details
 from engine.imaging import Photo
 from engine.params import EditParams
 
@@ -166,3 +167,25 @@ def test_the_panel_follows_sdedits_masked_box(window):
     assert threshold.isHidden() and feather.isHidden()
     masked.setChecked(True)
     assert not threshold.isHidden() and not feather.isHidden()
+
+
+# ----------------------------------------------------------------------------- history
+
+
+def add(doc, method, seed):
+    image = doc.base.copy()
+    image[:10, :10] = 255 - image[:10, :10]
+    return doc.add_result(doc.new_group(), 0, image=image, mask=np.zeros(doc.shape, np.float32),
+                          source="a cat", target="a dog", method=method,
+                          params=EditParams(steps=10, seed=seed), seconds=2.0)
+
+
+def test_history_hides_the_seed_of_a_deterministic_method(window):
+    p2p = add(window.doc, "p2p", 4242)
+    diffedit = add(window.doc, "diffedit", 777)
+    assert "4242" not in describe(p2p) and "seed" not in describe(p2p).lower()
+    assert "4242" not in details(p2p)
+    assert "seed 777" in describe(diffedit) and "Seed 777" in details(diffedit)
+    texts = [window.history.tree.topLevelItem(i).text(0)
+             for i in range(window.history.tree.topLevelItemCount())]
+    assert any("seed 777" in t for t in texts) and not any("4242" in t for t in texts)
