@@ -78,10 +78,10 @@ class SettingsDialog(QDialog):
         form = QFormLayout(model_box)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         self.model = QLineEdit(engine.default_model)
-        self.model.setPlaceholderText("folder, .safetensors file, or hub id such as "
-                                      "stabilityai/stable-diffusion-2-1-base")
+        self.model.setPlaceholderText("Folder, .safetensors file or hub id")
         self.model.setToolTip("A Stable Diffusion 1.x or 2.x model: a diffusers folder, a single "
-                              ".safetensors checkpoint, or a hub id already in your local cache.")
+                              ".safetensors checkpoint, or a hub id already in your local cache, "
+                              "such as stabilityai/stable-diffusion-2-1-base.")
         self.model.setMinimumWidth(380)
         folder = QPushButton("Folder\u2026")
         folder.clicked.connect(self._choose_folder)

@@ -8,7 +8,7 @@ from PySide6.QtGui import QEnterEvent, QGuiApplication
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop_app import methods
-from desktop_app.dialogs import ShortcutsDialog, sentence, show_error
+from desktop_app.dialogs import SettingsDialog, ShortcutsDialog, sentence, show_error
 from desktop_app.panels.history import describe, details
 from engine.imaging import Photo
 from engine.params import EditParams
@@ -189,3 +189,15 @@ def test_history_hides_the_seed_of_a_deterministic_method(window):
     texts = [window.history.tree.topLevelItem(i).text(0)
              for i in range(window.history.tree.topLevelItemCount())]
     assert any("seed 777" in t for t in texts) and not any("4242" in t for t in texts)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_the_model_placeholder_is_short_and_the_example_is_in_the_tooltip(qtbot, settings):
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    placeholder = dialog.model.placeholderText()
+    assert len(placeholder) <= 40 and "hub id" in placeholder
+    assert dialog.model.fontMetrics().horizontalAdvance(placeholder) < dialog.model.minimumWidth()
+    assert "stabilityai/stable-diffusion-2-1-base" in dialog.model.toolTip()
