@@ -25,7 +25,7 @@ from desktop_app.panels.history import HistoryPanel
 from desktop_app.panels.mask import MaskPanel
 from desktop_app.panels.params import ParamsPanel
 from desktop_app.method_runs import run_inputs
-from desktop_app.methods import finds_mask, shows
+from desktop_app.methods import finds_mask, needs_source, shows
 from desktop_app.worker import TINY_MODEL, EditRequest, LoadModelRequest, MaskRequest
 from engine import masks
 from engine.errors import InputError
@@ -592,7 +592,8 @@ class MainWindow(QMainWindow):
             return False
         except OSError as exc:
             show_error(self, "Export failed", f"Could not write {path}: {exc.strerror or exc}. "
-                       "Check that the folder exists and is writable, and that the disk has space.")
+                       "Check that the folder exists and is writable, and that the disk has space.",
+                       kind="error")
             return False
         self.doc.mark_exported()
         self.statusBar().showMessage(f"Exported {written}", 8000)
@@ -652,7 +653,7 @@ class MainWindow(QMainWindow):
                        f"tiny test model from the Models menu ({TINY_NOTE}).")
             return None
         source, target = self.params.prompts()
-        if not source:
+        if not source and needs_source(self.params.method_key()):
             show_error(self, APP_TITLE, "Describe what is in the photo (the \u201cIn the photo\u201d "
                        "field), e.g. \u201ca bowl of fruits\u201d.")
             self.params.source.setFocus()

@@ -360,3 +360,14 @@ def test_outside_mask_pixels_of_fake_background_run(qtbot, window):
     assert subject.any() and background.any()
     np.testing.assert_array_equal(entry.image[subject], original[subject])
     assert np.all(entry.image[background] != original[background])
+
+
+def test_methods_that_do_not_use_the_source_text_run_without_it(qtbot, window):
+    from desktop_app.methods import needs_source
+
+    window.params.source.setText("")
+    assert not needs_source("sdedit") and needs_source("diffedit")
+    window.params.set_method("sdedit")
+    with qtbot.waitSignal(window.engine.job_finished, timeout=10000):
+        window.actions["edit"].trigger()
+    assert window.doc.history and window.doc.history[-1].method == "sdedit"
