@@ -52,10 +52,13 @@ def show_error(parent, title: str, message: str, details: str = "", kind: str | 
     box.exec()
 
 
-def ask(parent, title: str, question: str, buttons=None, default=None):
-    """A modal question; returns the StandardButton clicked."""
+def ask(parent, title: str, question: str, buttons=None, default=None, labels=None):
+    """A modal question; returns the StandardButton clicked. ``labels`` renames buttons
+    ({StandardButton: text}) where the standard word would mislead."""
     buttons = buttons or (QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
     box = QMessageBox(QMessageBox.Icon.Question, title, question, buttons, parent)
+    for button, text in (labels or {}).items():
+        box.button(button).setText(text)
     if default is not None:
         box.setDefaultButton(default)
     return QMessageBox.StandardButton(box.exec())

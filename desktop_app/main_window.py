@@ -430,7 +430,8 @@ class MainWindow(QMainWindow):
         answer = ask(self, APP_TITLE, f"{self.doc.display_name} has edits that were not exported. "
                      f"Export them before {doing}?",
                      QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                     | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save)
+                     | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save,
+                     labels={QMessageBox.StandardButton.Save: "Export\u2026"})
         if answer == QMessageBox.StandardButton.Save:
             return self.export_dialog()
         return answer == QMessageBox.StandardButton.Discard

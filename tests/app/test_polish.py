@@ -201,3 +201,21 @@ def test_the_model_placeholder_is_short_and_the_example_is_in_the_tooltip(qtbot,
     assert len(placeholder) <= 40 and "hub id" in placeholder
     assert dialog.model.fontMetrics().horizontalAdvance(placeholder) < dialog.model.minimumWidth()
     assert "stabilityai/stable-diffusion-2-1-base" in dialog.model.toolTip()
+
+
+def test_the_close_question_names_export_not_save(window, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    labels = []
+
+    def answer(box):
+        labels.extend(b.text() for b in box.buttons())
+        return QMessageBox.StandardButton.Cancel
+
+    monkeypatch.setattr(QMessageBox, "exec", answer)
+    window.doc.add_result(window.doc.new_group(), 0, image=window.doc.base.copy(),
+                          mask=window.doc.composed.copy(), source="a", target="b",
+                          method="diffedit", params=window.params.params(), seconds=0.1)
+    assert window.doc.has_unexported_work()
+    assert not window.confirm_discard("closing")
+    assert "Export\u2026" in labels and "Save" not in labels
