@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -388,16 +388,18 @@ class MainWindow(QMainWindow):
         if not config.default_model:
             self._on_model_state("none", "")
             return
-        self.load_model(config.default_model, config.device, config.dtype, config.memory)
+        self.load_model(config.default_model)
 
-    def load_model(self, source: str, device: str = "auto", dtype: str = "auto",
-                   memory: str = "auto") -> None:
+    def load_model(self, source: str, **overrides) -> None:
+        """Load ``source`` on the engine thread with the configured device, precision and memory
+        tier (``overrides`` replaces any of them, e.g. device="cpu")."""
+        config = self.settings.engine()
+        request = LoadModelRequest(source, config.device, config.dtype, config.memory)
         self.model_source = source
-        self.engine.load_model(LoadModelRequest(source, device, dtype, memory))
+        self.engine.load_model(replace(request, **overrides))
 
     def use_tiny_model(self) -> None:
-        config = self.settings.engine()
-        self.load_model(TINY_MODEL, config.device, config.dtype, config.memory)
+        self.load_model(TINY_MODEL)
 
     def _on_model_state(self, state: str, message: str) -> None:
         self.model_state, self.model_message = state, message
@@ -895,7 +897,7 @@ class MainWindow(QMainWindow):
         changed = (before.default_model, before.device, before.dtype, before.memory) != (
             after.default_model, after.device, after.dtype, after.memory)
         if changed and after.default_model:
-            self.load_model(after.default_model, after.device, after.dtype, after.memory)
+            self.load_model(after.default_model)
         elif changed:
             self._on_model_state("none", "")
 
@@ -910,7 +912,7 @@ class MainWindow(QMainWindow):
         dialog.exec()
         config = self.settings.engine()
         if config.default_model and config.default_model != self.model_source:
-            self.load_model(config.default_model, config.device, config.dtype, config.memory)
+            self.load_model(config.default_model)
 
     def shortcuts_dialog(self) -> None:
         ShortcutsDialog(self.actions.values(), self).exec()
