@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected arguments {' '.join(argv)}\n{USAGE}", file=sys.stderr)
         return 2
     from desktop_app.autosave import offer_restore
+    from desktop_app.qt_binding import binding_problem
 
+    problem = binding_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     app = create_application()
     window, engine = build_window()
     window.show()

@@ -41,8 +41,6 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QLockFile, QObject, QTimer, Signal, Slot
-
-from desktop_app.qt_compat import emit
 from engine import config
 from engine.imaging import atomic_write
 
@@ -667,7 +665,7 @@ class Autosaver(QObject):
             result = ("ok", names, originals, ref, time.perf_counter() - started, written)
         except Exception as exc:  # noqa: BLE001 - reported on the GUI thread, never fatal
             result = ("error", f"{type(exc).__name__}: {exc}")
-        emit(self._written, result)
+        self._written.emit(result)
         return result
 
     @staticmethod
@@ -702,7 +700,7 @@ class Autosaver(QObject):
             self.last_seconds, self.last_bytes = seconds, written
             self._warned = ""
             if self.folder is not None:
-                emit(self.saved, str(self.folder / MANIFEST))
+                self.saved.emit(str(self.folder / MANIFEST))
         else:
             self._report(f"Autosave failed: {result[1]}. Your work is not protected against a "
                          "crash; export it to keep it.")
@@ -713,7 +711,7 @@ class Autosaver(QObject):
     def _report(self, message: str) -> None:
         if message != self._warned:  # once per kind of problem, not at every change
             self._warned = message
-            emit(self.problem, message)
+            self.problem.emit(message)
             if self.status_bar is not None:
                 self.status_bar.showMessage(message, 15000)
 

@@ -22,8 +22,6 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from desktop_app.qt_compat import emit
-
 from engine import masks
 from engine.params import EditParams
 
@@ -215,13 +213,13 @@ class Document(QObject):
         self.applied.clear()
         self._work_serial = self._exported_serial = 0
         self._refold()
-        emit(self.photo_changed)
-        emit(self.mask_changed, None)
-        emit(self.paint_changed, None)
-        emit(self.heatmap_changed)
-        emit(self.history_changed)
-        emit(self.preview_changed)
-        emit(self.work_changed)
+        self.photo_changed.emit()
+        self.mask_changed.emit(None)
+        self.paint_changed.emit(None)
+        self.heatmap_changed.emit()
+        self.history_changed.emit()
+        self.preview_changed.emit()
+        self.work_changed.emit()
 
     def restore_session(self, photo, display_name: str, fields: dict, unexported: bool) -> None:
         """Replace everything with a saved session (crash restore): ``fields`` are Document
@@ -236,9 +234,9 @@ class Document(QObject):
             self._touch_work()
         for signal in (self.photo_changed, self.heatmap_changed, self.history_changed,
                        self.preview_changed, self.work_changed):
-            emit(signal)
-        emit(self.mask_changed, None)
-        emit(self.paint_changed, None)
+            signal.emit()
+        self.mask_changed.emit(None)
+        self.paint_changed.emit(None)
 
     def current_photo(self):
         """The base as an engine photo (metadata of the opened file, current pixels)."""
@@ -305,7 +303,7 @@ class Document(QObject):
             return
         self._refold()
         if self.mask.heatmap is not None:
-            emit(self.mask_changed, None)
+            self.mask_changed.emit(None)
 
     # ------------------------------------------------------------------ mask: strokes
 
@@ -350,7 +348,7 @@ class Document(QObject):
             mixed = layer.rgb[sl] * (1.0 - c) + stroke.colour * c  # soft edges blend colours
             layer.rgb[sl] = np.rint(mixed).astype(np.uint8)
             np.maximum(layer.coverage[sl], coverage, out=layer.coverage[sl])
-            emit(self.paint_changed, rect)
+            self.paint_changed.emit(rect)
             return
         seg = self.mask.segments[stroke.segment]
         stroke.save_tiles(rect, (seg.added, seg.erased))
@@ -359,7 +357,7 @@ class Document(QObject):
         np.maximum(paint[sl], coverage, out=paint[sl])
         clear[sl] *= 1.0 - coverage
         self._recompose_region(rect)
-        emit(self.mask_changed, rect)
+        self.mask_changed.emit(rect)
 
     def end_stroke(self) -> None:
         stroke, self._stroke = self._stroke, None
@@ -401,10 +399,10 @@ class Document(QObject):
             union = _union(union, rect)
         if segment == len(self.mask.segments) - 1 and union is not None:
             self._recompose_region(union)
-            emit(self.mask_changed, union)
+            self.mask_changed.emit(union)
         else:  # not reachable through LIFO undo, but stay correct if it ever is
             self._refold()
-            emit(self.mask_changed, None)
+            self.mask_changed.emit(None)
 
     # ------------------------------------------------------------------ mask: operations
 
@@ -447,9 +445,9 @@ class Document(QObject):
 
     def _mask_structure_changed(self, heatmap: bool = False) -> None:
         self._refold()
-        emit(self.mask_changed, None)
+        self.mask_changed.emit(None)
         if heatmap:
-            emit(self.heatmap_changed)
+            self.heatmap_changed.emit()
 
     # ------------------------------------------------------------------ paint layer (scribble)
 
@@ -474,7 +472,7 @@ class Document(QObject):
             self.paint.rgb[sl] = new_rgb if new else old_rgb
             self.paint.coverage[sl] = new_cov if new else old_cov
             union = _union(union, rect)
-        emit(self.paint_changed, union)
+        self.paint_changed.emit(union)
 
     # ------------------------------------------------------------------ history
 
@@ -493,7 +491,7 @@ class Document(QObject):
         )
         self.history.append(entry)
         self._touch_work()
-        emit(self.history_changed)
+        self.history_changed.emit()
         return entry
 
     def entry(self, entry_id: int | None) -> HistoryEntry | None:
@@ -503,7 +501,7 @@ class Document(QObject):
         self.history = [e for e in self.history if e.id != entry_id]
         if self.preview_id == entry_id:
             self.set_preview(None)
-        emit(self.history_changed)
+        self.history_changed.emit()
 
     def set_preview(self, entry_id: int | None) -> None:
         """Show a history entry on the canvas (None: the base photo)."""
@@ -511,7 +509,7 @@ class Document(QObject):
             entry_id = None
         if entry_id != self.preview_id:
             self.preview_id = entry_id
-            emit(self.preview_changed)
+            self.preview_changed.emit()
 
     def shown_image(self) -> np.ndarray | None:
         """What the canvas shows (and Export writes): the previewed result, else the base."""
@@ -592,30 +590,30 @@ class Document(QObject):
         self._refold()
         self._touch_work()
         # A new size: every view rebuilds as for a new photo (history and undo stay).
-        emit(self.photo_changed)
-        emit(self.mask_changed, None)
-        emit(self.heatmap_changed)
-        emit(self.paint_changed, None)
+        self.photo_changed.emit()
+        self.mask_changed.emit(None)
+        self.heatmap_changed.emit()
+        self.paint_changed.emit(None)
 
     def _write_base(self, rect: Rect, pixels: np.ndarray, key: str) -> None:
         x, y, w, h = rect
         self.base[y:y + h, x:x + w] = pixels
         self.photo_key = key
         self._touch_work()
-        emit(self.base_changed, rect)
+        self.base_changed.emit(rect)
 
     # ------------------------------------------------------------------ unexported work
 
     def _touch_work(self) -> None:
         self._work_serial += 1
-        emit(self.work_changed)
+        self.work_changed.emit()
 
     def has_unexported_work(self) -> bool:
         return self.base is not None and self._work_serial != self._exported_serial
 
     def mark_exported(self) -> None:
         self._exported_serial = self._work_serial
-        emit(self.work_changed)
+        self.work_changed.emit()
 
 
 # ----------------------------------------------------------------------------- undo commands
@@ -744,11 +742,11 @@ class _PaintReplaceCommand(QUndoCommand):
 
     def redo(self):
         self.doc.paint = self.new
-        emit(self.doc.paint_changed, None)
+        self.doc.paint_changed.emit(None)
 
     def undo(self):
         self.doc.paint = self.old
-        emit(self.doc.paint_changed, None)
+        self.doc.paint_changed.emit(None)
 
 
 @dataclass
@@ -771,14 +769,14 @@ class _ResizeCommand(QUndoCommand):
         self.doc.applied.append(self.entry_id)
         self.doc.preview_id = None
         self.doc._set_base_state(self.new)
-        emit(self.doc.preview_changed)
+        self.doc.preview_changed.emit()
 
     def undo(self):
         if self.doc.applied and self.doc.applied[-1] == self.entry_id:
             self.doc.applied.pop()
         self.doc.preview_id = None
         self.doc._set_base_state(self.old)
-        emit(self.doc.preview_changed)
+        self.doc.preview_changed.emit()
 
 
 def _offset(entry: HistoryEntry) -> tuple[int, int]:

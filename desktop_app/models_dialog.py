@@ -26,8 +26,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from desktop_app.qt_compat import emit
 from engine.catalog import ModelEntry, discover_models, format_size
 from engine.config import Settings
 from engine.downloads import offline_mode
@@ -64,17 +62,17 @@ class _DownloadJob(QRunnable):
         try:
             folder = self._download(
                 self._repo_id,
-                on_progress=lambda done, total, name: emit(self.signals.progress, done, total, name),
+                on_progress=lambda done, total, name: self.signals.progress.emit(done, total, name),
                 should_stop=self._stop.is_set,
             )
         except Cancelled:
-            emit(self.signals.cancelled)
+            self.signals.cancelled.emit()
         except EngineError as exc:
-            emit(self.signals.failed, str(exc))
+            self.signals.failed.emit(str(exc))
         except Exception as exc:  # noqa: BLE001 - a pool thread must report, never die silently
-            emit(self.signals.failed, f"the download failed unexpectedly: {type(exc).__name__}: {exc}")
+            self.signals.failed.emit(f"the download failed unexpectedly: {type(exc).__name__}: {exc}")
         else:
-            emit(self.signals.finished, str(folder))
+            self.signals.finished.emit(str(folder))
 
 
 class ModelsDialog(QDialog):
@@ -286,7 +284,7 @@ class ModelsDialog(QDialog):
         settings.save()
         self.refresh()
         self.select_source(entry.source)
-        emit(self.default_changed, entry.source)
+        self.default_changed.emit(entry.source)
 
     def add_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add a model folder", str(Path.home()))
@@ -323,7 +321,7 @@ class ModelsDialog(QDialog):
         self.refresh()
         first = next(e for e in found if e.usable)
         self.select_source(first.source)
-        emit(self.models_changed)
+        self.models_changed.emit()
         return True
 
     # ------------------------------------------------------------------ download
@@ -369,7 +367,7 @@ class ModelsDialog(QDialog):
         self.download_status.setText(f"Downloaded to {folder}. Select it and press “Set as default” to use it.")
         self.refresh()
         self.select_source(folder)
-        emit(self.models_changed)
+        self.models_changed.emit()
 
     def _on_failed(self, message: str) -> None:
         self._job = None

@@ -54,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.connect(hit)
         QTimer.singleShot(timeout_ms, loop.quit)
         loop.exec()
-        from desktop_app.qt_compat import disconnect
 
-        disconnect(signal, hit)
+        signal.disconnect(hit)
         if not got:
             raise SystemExit(f"timed out waiting for {signal}")
         return got[0]

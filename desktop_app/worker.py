@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from desktop_app.qt_compat import emit
-
 from engine import masks
 from engine.errors import Cancelled, InputError
 from engine.params import EditParams
@@ -179,17 +177,17 @@ class EngineWorker(QObject):
             else:
                 self._edit(request)
         except Cancelled:
-            emit(self.job_cancelled, job_id)
+            self.job_cancelled.emit(job_id)
         except Exception as exc:  # the thread must survive anything a run throws
             message, details = describe_exception(exc)
-            emit(self.job_failed, job_id, message, details)
+            self.job_failed.emit(job_id, message, details)
         finally:
-            emit(self.job_finished, job_id)
+            self.job_finished.emit(job_id)
 
     def _load(self, request: LoadModelRequest) -> None:
         self.sessions.clear()
         self.model = None
-        emit(self.model_state, "loading", f"Loading {request.source}\u2026")
+        self.model_state.emit("loading", f"Loading {request.source}\u2026")
         try:
             source = request.source
             if source == TINY_MODEL:
@@ -198,12 +196,12 @@ class EngineWorker(QObject):
                                                  memory_tier=request.memory)
         except Exception as exc:
             message, _ = describe_exception(exc)
-            emit(self.model_state, "failed", message)
+            self.model_state.emit("failed", message)
             return
         label = model_label(self.model, request.source)
         if request.source == TINY_MODEL:
             label = "tiny test model (random weights: produces noise)"
-        emit(self.model_state, "ready", label)
+        self.model_state.emit("ready", label)
 
     def _session(self, photo_key: str, photo):
         session = self.sessions.get(photo_key)
@@ -217,9 +215,9 @@ class EngineWorker(QObject):
 
     def _callbacks(self, job_id: int, variation: int, variations: int):
         def on_step(stage, step, total, preview):
-            emit(self.progress, Progress(job_id, stage, int(step), int(total), variation, variations))
+            self.progress.emit(Progress(job_id, stage, int(step), int(total), variation, variations))
             if preview is not None:
-                emit(self.preview, job_id, np.array(preview, dtype=np.uint8, copy=True))
+                self.preview.emit(job_id, np.array(preview, dtype=np.uint8, copy=True))
 
         return on_step, self.cancel.is_set
 
@@ -228,7 +226,7 @@ class EngineWorker(QObject):
         on_step, should_stop = self._callbacks(request.job_id, 0, 1)
         heatmap = session.estimate_mask(request.source, request.target, request.params,
                                         on_step=on_step, should_stop=should_stop)
-        emit(self.mask_ready, request.job_id, np.array(heatmap, dtype=np.float32, copy=True))
+        self.mask_ready.emit(request.job_id, np.array(heatmap, dtype=np.float32, copy=True))
 
     def _edit(self, request: EditRequest) -> None:
         photo, key = request.photo, request.photo_key
@@ -255,7 +253,7 @@ class EngineWorker(QObject):
             seconds = (time.perf_counter() - started) / max(1, len(results))
             for result in results:  # candidates of one run arrive in the engine's (ranked) order
                 metadata = result.metadata() if hasattr(result, "metadata") else {}
-                emit(self.result_ready, request.job_id, ResultData(
+                self.result_ready.emit(request.job_id, ResultData(
                     job_id=request.job_id, variation=variation,
                     image=np.array(result.image, dtype=np.uint8, copy=True),
                     mask=np.array(result.mask, dtype=np.float32, copy=True),
@@ -342,7 +340,7 @@ class EngineController(QObject):
         return self._jobs
 
     def load_model(self, request: LoadModelRequest) -> None:
-        emit(self._submit, request)
+        self._submit.emit(request)
 
     def submit(self, request) -> int:
         """Queue a MaskRequest or EditRequest; one job at a time, so the cancel flag is fresh."""
@@ -350,7 +348,7 @@ class EngineController(QObject):
             raise RuntimeError("a job is already running")
         self._cancel.clear()
         self.running_job = request.job_id
-        emit(self._submit, request)
+        self._submit.emit(request)
         return request.job_id
 
     def cancel(self) -> None:

@@ -12,8 +12,6 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QCursor, QPainter, QPixmap, QTransform
 from PySide6.QtWidgets import (QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QLabel,
                                QVBoxLayout)
-
-from desktop_app.qt_compat import emit
 from desktop_app.canvas.items import (BrushCursorItem, MaskOverlayItem, PaintOverlayItem, PhotoItem,
                                       qimage_from_rgb, qimage_from_rgba)
 from desktop_app.document import Document
@@ -227,7 +225,7 @@ class Canvas(QGraphicsView):
         factor = zoom / self.zoom
         self.scale(factor, factor)
         self._fit_on_resize = False
-        emit(self.zoom_changed, self.zoom)
+        self.zoom_changed.emit(self.zoom)
 
     def zoom_by(self, factor: float) -> None:
         self.set_zoom(self.zoom * factor)
@@ -236,7 +234,7 @@ class Canvas(QGraphicsView):
         if self.doc.has_photo:
             self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
             self._fit_on_resize = True
-            emit(self.zoom_changed, self.zoom)
+            self.zoom_changed.emit(self.zoom)
 
     def actual_pixels(self) -> None:
         """100 %: one photo pixel per physical screen pixel (crisp on high-DPI screens)."""
@@ -260,20 +258,20 @@ class Canvas(QGraphicsView):
 
     def set_tool(self, tool: str) -> None:
         self.tool = tool
-        emit(self.brush_changed)
+        self.brush_changed.emit()
 
     def set_brush_size(self, size: float) -> None:
         self.brush_size = float(min(max(size, 1.0), 2000.0))
         self.cursor_item.set_radius(self.brush_size / 2)
-        emit(self.brush_changed)
+        self.brush_changed.emit()
 
     def set_paint_colour(self, colour: QColor) -> None:
         self.paint_colour = QColor(colour)
-        emit(self.brush_changed)
+        self.brush_changed.emit()
 
     def set_hardness(self, hardness: float) -> None:
         self.hardness = float(min(max(hardness, 0.0), 1.0))
-        emit(self.brush_changed)
+        self.brush_changed.emit()
 
     def grow_brush(self) -> None:
         self.set_brush_size(max(self.brush_size + 1, self.brush_size * 1.2))
@@ -385,7 +383,7 @@ class Canvas(QGraphicsView):
         if self.doc.has_photo:
             self._ring_placed = True
             self.cursor_item.setVisible(not self._panning and not self._space)
-            emit(self.cursor_moved, int(p.x()), int(p.y()))
+            self.cursor_moved.emit(int(p.x()), int(p.y()))
 
     def _update_cursor_shape(self) -> None:
         if self._space or self._panning:

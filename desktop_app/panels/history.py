@@ -9,8 +9,6 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QPushButton, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
-
-from desktop_app.qt_compat import emit
 from desktop_app.canvas.items import qimage_from_rgb
 from desktop_app.document import Document, HistoryEntry
 from desktop_app.methods import METHODS, PARAM_FIELDS
@@ -128,7 +126,7 @@ class HistoryPanel(QWidget):
     def _emit(self, signal) -> None:
         entry_id = self.selected_id()
         if entry_id is not None:
-            emit(signal, entry_id)
+            signal.emit(entry_id)
 
     def rebuild(self) -> None:
         self.tree.blockSignals(True)
@@ -196,7 +194,7 @@ class HistoryPanel(QWidget):
 
     def _on_current(self, current, _previous) -> None:
         self._update_buttons()
-        emit(self.preview_requested, current.data(0, ENTRY_ROLE) if current is not None else None)
+        self.preview_requested.emit(current.data(0, ENTRY_ROLE) if current is not None else None)
 
     def _update_buttons(self) -> None:
         has = self.selected_id() is not None

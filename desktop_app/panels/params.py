@@ -12,7 +12,6 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QSizePolicy, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from desktop_app import methods
-from desktop_app.qt_compat import emit
 from desktop_app.methods import DEFAULT_METHOD, METHODS
 from engine.params import EditParams
 
@@ -248,13 +247,13 @@ class ParamsPanel(QWidget):
 
     def _on_option(self, *_args) -> None:
         self._update_visibility()
-        emit(self.options_changed)
+        self.options_changed.emit()
 
     def _on_threshold(self, value: float) -> None:
         self.threshold_slider.blockSignals(True)
         self.threshold_slider.setValue(round(value * 100))
         self.threshold_slider.blockSignals(False)
-        emit(self.threshold_changed, float(value))
+        self.threshold_changed.emit(float(value))
 
     def _on_method(self) -> None:
         key = self.method_key()
@@ -269,7 +268,7 @@ class ParamsPanel(QWidget):
                      "optional": "Uses the mask where the method's options ask for one.",
                      "none": "Changes the whole photo; the mask is not used."}[info.mask]
         self.edit_button.setToolTip(f"Run {info.title} (Ctrl+Return). {mask_note}")
-        emit(self.method_changed, key)
+        self.method_changed.emit(key)
 
     def _update_visibility(self) -> None:
         key = self.method_key()

@@ -16,26 +16,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fake_engine import FakeEngine  # noqa: E402
 
 
-def _patch_pytestqt_disconnect() -> None:
-    """pytest-qt disconnects after every wait; on PySide6 6.12 that must go through qt_compat
-    (see desktop_app/qt_compat.py) or a long test session aborts in bool_dealloc."""
-    from pytestqt import wait_signal
-
-    from desktop_app.qt_compat import disconnect
-
-    def silent_disconnect(signal, slot):
-        try:
-            disconnect(signal, slot)
-        except (TypeError, RuntimeError):
-            pass
-
-    wait_signal._silent_disconnect = silent_disconnect
-    wait_signal.SignalEmittedSpy.__exit__ = lambda self, *exc: disconnect(self.signal, self.slot)
-
-
-_patch_pytestqt_disconnect()
-
-
 class DialogLog:
     """Every message box the app tried to show; answers questions with ``answer``."""
 
