@@ -315,11 +315,14 @@ def _load_mask(path: Path, photo_size: tuple[int, int]):
 def _check_outputs(args) -> None:
     """Every file the command will write, checked before any work: its folder exists, images have
     a known suffix, none is the input photo or the mask (only -o may replace the photo, with
-    --overwrite), and no two are the same file."""
+    --overwrite, and only when it is written under its own name), and no two are the same file.
+    A run with several results writes OUT-1..OUT-N instead of OUT: those are the names checked."""
     from engine.imaging import SAVE_FORMATS
 
     inputs = {"the input photo": args.image, "the --mask file": getattr(args, "mask", None)}
-    outputs = [("-o", args.output, True)]
+    count = methods.result_count(args.method, _method_options(args)) if args.command == "edit" else 1
+    outputs = [("-o", path, True) if count == 1 else (f"-o (result {i + 1} of {count})", path, True)
+               for i, path in enumerate(_output_names(args.output, count))]
     for flag in ("save_mask", "save_heatmap", "heatmap", "report"):
         path = getattr(args, flag, None)
         if path is not None:

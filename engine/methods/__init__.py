@@ -52,6 +52,11 @@ def info(name: str) -> MethodInfo:
         raise InputError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}") from None
 
 
+def result_count(name: str, options: dict) -> int:
+    """How many results one run of method ``name`` returns with ``options``: its candidates, else one."""
+    return int(options.get("candidates", getattr(info(name).options(), "candidates", 1)))
+
+
 def implementation(name: str):
     """The module that runs method ``name`` (imports torch)."""
     info(name)
