@@ -695,7 +695,8 @@ class MainWindow(QMainWindow):
             return
         params = self.params.run_params()
         try:  # the method's own needs (a mask, paint, valid options) are checked before the run
-            inputs = run_inputs(self.params.method_key(), self.params.options(), params, self.doc)
+            inputs = run_inputs(self.params.method_key(), self.params.options(), params, self.doc,
+                                *prompts)
         except InputError as exc:
             title = "The mask is empty" if "mask is empty" in str(exc) else "Check the inputs"
             show_error(self, title, str(exc))

@@ -205,6 +205,9 @@ def _run(args) -> int:
     user_mask = None
     if getattr(args, "mask", None) is not None:
         user_mask = _load_mask(args.mask, photo.size)
+    if args.command == "edit":  # before the model loads: the sentence the app and worker give
+        methods.check_inputs(args.method, args.source, args.target, user_mask, params,
+                             _method_options(args), methods.PAINT_IN_PHOTO)
     for warning in photo.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 

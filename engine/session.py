@@ -22,7 +22,6 @@ from engine.geometry import WorkingGeometry
 from engine.inversion import Schedule, ddim_invert
 from engine import methods
 from engine.methods import diffedit
-from engine.methods import options as method_options
 from engine.params import EditParams
 from engine.runtime import OnStep, RunContext, ShouldStop
 
@@ -124,7 +123,8 @@ class EditSession:
                       on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> np.ndarray:
         """The DiffEdit heatmap at the photo's resolution, in [0, 1] (threshold it to get a mask)."""
         self.warnings.clear()
-        params, source, target = self._check(params, source, target)
+        methods.check_inputs("diffedit", source, target, None, params)
+        source, target = (source or "").strip(), target.strip()
         geometry = self.geometry(params)
 
         def estimate(ctx):
@@ -144,13 +144,11 @@ class EditSession:
             on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> list[EditResult]:
         """Run any registered method; returns its results (several for multi-candidate methods)."""
         self.warnings.clear()
-        info = methods.info(method)
-        parsed = method_options.from_dict(info.options, options)
-        params, source, target = self._check(params, source, target)
+        parsed = methods.check_inputs(method, source, target, mask, params, options,
+                                      methods.PAINT_IN_PHOTO)
+        source, target = (source or "").strip(), target.strip()
         if mask is not None:
             mask = self.check_mask(mask)
-        elif info.mask == "required":
-            raise InputError(f"{info.title} needs a mask: paint the area to change (or load one)")
         implementation = methods.implementation(method)
         started = time.perf_counter()
         results = self._with_memory_fallback(
@@ -195,15 +193,13 @@ class EditSession:
     # ---- shared building blocks (also used by other methods) ---------------------------------
 
     def check_mask(self, mask: np.ndarray) -> np.ndarray:
-        """A user mask as float32 at the photo's size, refusing a wrong size or an empty mask."""
+        """A user mask as float32 at the photo's size, refusing a wrong size (check_inputs refused an
+        empty one)."""
         mask = np.asarray(mask, np.float32)
         if mask.shape != self.rgb.shape[:2]:
             shape = "x".join(str(n) for n in mask.shape[::-1])
             raise InputError(f"the mask is {shape} but the photo is "
                              f"{self.size[0]}x{self.size[1]}; they must match")
-        if not (mask > 0).any():
-            raise InputError("the mask is empty: mark the area to edit (paint it, or find it "
-                             "automatically)")
         return np.clip(mask, 0.0, 1.0)
 
     def auto_mask(self, ctx: RunContext, geometry: WorkingGeometry, source: str, target: str,
@@ -372,17 +368,3 @@ class EditSession:
                     self.model.max_batch)
                 return heat.cpu().numpy()
         return self._heatmaps.get_or(key, build)
-
-
-    @staticmethod
-    def _check(params: EditParams, source, target):
-        if not isinstance(params, EditParams):
-            raise InputError("params must be an EditParams")
-        params.validate()
-        if not isinstance(target, str) or not target.strip():
-            raise InputError("the target text is empty: say what the photo should become (--target)")
-        if source is None:
-            source = ""
-        if not isinstance(source, str):
-            raise InputError("the source text must be text")
-        return params, source.strip(), target.strip()

@@ -264,7 +264,7 @@ class ParamsPanel(QWidget):
         self._update_visibility()
         self.find_mask_button.setVisible(methods.finds_mask(key))
         mask_note = {"auto": "Without a mask, one is found first.",
-                     "required": "Needs a mask: paint it with the brush.",
+                     "user": "Needs a mask: paint it with the brush.",
                      "optional": "Uses the mask where the method's options ask for one.",
                      "none": "Changes the whole photo; the mask is not used."}[info.mask]
         self.edit_button.setToolTip(f"Run {info.title} (Ctrl+Return). {mask_note}")

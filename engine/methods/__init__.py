@@ -1,17 +1,58 @@
-"""The editing methods: a light registry (names, titles, options) and lazy access to their code.
+"""The editing methods as plain values: what each needs and shows, its input checks, and lazy
+access to its code.
 
-Importing this package does not import torch, so the app can list methods and build their
-option panels before the model loads. Each method module under engine/methods/ defines
-``run(session, ctx, source, target, mask, params, options) -> list[EditResult]``.
+Importing this package does not import torch, so the app can list methods, build their panels
+and check a run's inputs before the model loads. Each method has here one ``MethodInfo`` (what
+the CLI, the worker and the app need to know about it: the app compares no method names) and
+one module engine/methods/<name>.py with ``run(session, ctx, source, target, mask, params,
+options) -> list[EditResult]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
 
 from engine.errors import InputError
+from engine.fields import from_dict
 from engine.methods import options as _options
+from engine.params import SEED_RANGE, EditParams
+
+SEED_MAX = SEED_RANGE[1]
+MASK_KINDS = ("auto", "user", "optional", "none")
+EXTEND_SIDES = ("left", "right", "top", "bottom")  # the order of a margins tuple
+# check_inputs(paint=PAINT_IN_PHOTO): the photo itself already carries a scribble's colours (the
+# CLI's photo, or EditSession.run on a painted photo), so there is no separate layer to check.
+PAINT_IN_PHOTO = "in photo"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a method's own check reads: the run's inputs as plain values (options parsed)."""
+
+    source: str
+    target: str
+    mask: np.ndarray | None  # the user's mask at the photo's size (1 = edit), or None
+    params: EditParams
+    options: object  # the method's options dataclass
+    paint: object  # (colours, coverage) of a scribble layer, None, or PAINT_IN_PHOTO
+
+
+def _no_checks(inputs: Inputs) -> None:
+    """Methods without needs beyond the shared ones."""
+
+
+def _no_margins(options) -> tuple[int, int, int, int]:
+    return 0, 0, 0, 0
+
+
+def _encode_decode(params: EditParams, options, has_mask: bool) -> dict[str, int]:
+    """Methods that encode the photo through params.encode_steps and decode back."""
+    return {"encode": params.encode_steps, "decode": params.encode_steps}
 
 
 @dataclass(frozen=True)
@@ -20,27 +61,186 @@ class MethodInfo:
     title: str  # shown in the app's method menu
     summary: str  # what it is good for (tooltip, README)
     options: type  # frozen dataclass of the method's own options (engine.methods.options)
-    mask: str  # "auto" (finds its own), "required" (user mask), "optional", or "none"
+    # "auto": finds its own mask when none is given; "user": works in a mask the user paints
+    # (check_inputs says when it may be missing); "optional": uses a mask when given; "none":
+    # changes the whole photo.
+    mask: str
+    # Reads the source text itself, so the app asks for it (the others use it only as the fallback
+    # negative prompt); check_inputs says when it may be empty.
+    uses_source: bool
+    params: tuple[str, ...]  # the EditParams fields its panel shows (resolution etc. are Settings)
+    variations: bool  # repeating the run with the next seeds gives different results
+    # A field (of EditParams or the options) shown only for some option values:
+    # field -> (option, values it is shown for).
+    shown_when: dict[str, tuple[str, tuple]] = field(default_factory=dict)
+    checks: Callable[[Inputs], None] = _no_checks  # the method's own needs (InputError)
+    # (left, right, top, bottom) px of canvas a run adds around the photo, from the options:
+    # results are that much larger and the photo sits at (left, top) in them.
+    margins: Callable[[object], tuple[int, int, int, int]] = _no_margins
+    # The paint layer is part of the run's input for these option values: (option, values).
+    paint_when: tuple[str, tuple] | None = None
+    # stage -> steps one run reports (on_step totals), from (params, options, has_mask): the
+    # app's time-left estimate.
+    plan: Callable[[EditParams, object, bool], dict[str, int]] = _encode_decode
 
+    def shows(self, name: str, options: dict | None = None) -> bool:
+        """Whether the panel shows ``name`` (an EditParams field, an option, or "variations")."""
+        condition = self.shown_when.get(name)
+        if condition is not None and (options or {}).get(condition[0]) not in condition[1]:
+            return False
+        if name == "variations":
+            return self.variations
+        return name in self.params or name in self.option_names()
+
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.options))
+
+    def default_options(self) -> dict:
+        return dataclasses.asdict(self.options())
+
+    def parse_options(self, options: dict | None):
+        """The options dataclass from plain values; InputError naming an unknown or bad one."""
+        return from_dict(self.options, options)
+
+    def canvas_margins(self, options: dict | None) -> tuple[int, int, int, int]:
+        """``margins`` for plain option values (defaults filled in)."""
+        return tuple(int(v) for v in self.margins(self.parse_options(options)))
+
+    def takes_paint(self, options: dict | None) -> bool:
+        """Whether a run with these options reads the paint layer (Blended's scribble)."""
+        if self.paint_when is None:
+            return False
+        option, values = self.paint_when
+        return getattr(self.parse_options(options), option) in values
+
+    def step_plan(self, params: EditParams, options: dict | None, has_mask: bool) -> dict[str, int]:
+        """``plan`` for plain option values: stage -> steps one run (variation) reports."""
+        return dict(self.plan(params, self.parse_options(options), has_mask))
+
+
+def check_inputs(method: str, source: str | None, target: str | None, mask, params: EditParams,
+                 options: dict | None = None, paint=None):
+    """Check a run's inputs before any work; return the parsed options.
+
+    The one check every surface uses (CLI, worker, app), so each shows the same sentence:
+    InputError names the field and the fix. ``mask`` is the user's mask (None: none given);
+    ``paint`` a scribble's (colours, coverage) layer, None, or PAINT_IN_PHOTO.
+    """
+    info_ = info(method)
+    parsed = info_.parse_options(options)
+    if not isinstance(params, EditParams):
+        raise InputError("params must be an EditParams")
+    params.validate()
+    if not isinstance(target, str) or not target.strip():
+        raise InputError("the target text is empty: say what the photo should become (--target)")
+    if source is not None and not isinstance(source, str):
+        raise InputError("the source text must be text")
+    if mask is not None and info_.mask != "none" and not (np.asarray(mask) > 0).any():
+        hint = " or clear it to have one found from the two texts" if info_.mask == "auto" else ""
+        raise InputError("the mask is empty, so nothing would change: paint the area to edit, "
+                         f"load a mask{hint}, or lower the mask threshold")
+    info_.checks(Inputs((source or "").strip(), target.strip(), mask, params, parsed, paint))
+    return parsed
+
+
+def check_own(method: str, source: str, target: str, mask, params: EditParams, options) -> None:
+    """Step 1 of a method's ``run``: its own needs, on parsed options (the photo carries any paint)."""
+    info(method).checks(Inputs(source, target, mask, params, options, PAINT_IN_PHOTO))
+
+
+# ---- each method's own needs ------------------------------------------------------------------
+
+def _blended_checks(inputs: Inputs) -> None:
+    action = inputs.options.action
+    if action != "extend" and inputs.mask is None:
+        what = "the subject to keep" if action == "background" else "the area to change"
+        raise InputError(f"Blended Latent Diffusion ({action}) needs a mask: paint {what} "
+                         "(or load one)")
+    if action == "extend" and not any(_extend_margins(inputs.options)):
+        raise InputError("extend adds no canvas: set extend_left, extend_right, extend_top or "
+                         "extend_bottom (px of new canvas)")
+    if action == "scribble" and inputs.paint is not PAINT_IN_PHOTO and (
+            inputs.paint is None or not np.any(np.asarray(inputs.paint[1]) > 0)):
+        raise InputError("Scribble starts from colours you paint: paint rough shapes in colour "
+                         "inside the mask (the app's Paint tool, P)")
+    last_seed = inputs.params.seed + inputs.options.candidates - 1
+    if last_seed > SEED_MAX:
+        raise InputError(f"seed {inputs.params.seed} leaves no room for "
+                         f"{inputs.options.candidates} candidates (each takes the next seed, up "
+                         f"to {SEED_MAX}); pick a smaller seed")
+
+
+def _extend_margins(options) -> tuple[int, int, int, int]:
+    if options.action != "extend":
+        return 0, 0, 0, 0
+    return tuple(getattr(options, f"extend_{side}") for side in EXTEND_SIDES)
+
+
+def _diffedit_plan(params: EditParams, options, has_mask: bool) -> dict[str, int]:
+    plan = _encode_decode(params, options, has_mask)
+    return plan if has_mask else {"mask": params.mask_samples, **plan}
+
+
+def _blended_plan(params: EditParams, options, has_mask: bool) -> dict[str, int]:
+    steps = params.encode_steps if options.action == "scribble" else params.steps
+    return {"decode": steps * options.candidates}
+
+
+def _sdedit_plan(params: EditParams, options, has_mask: bool) -> dict[str, int]:
+    return {"decode": params.encode_steps}
+
+
+def _sdedit_checks(inputs: Inputs) -> None:
+    if inputs.options.masked and inputs.mask is None:
+        raise InputError("masked SDEdit needs a mask: paint the area to change, or turn 'masked' "
+                         "off to change the whole photo")
+
+
+def _p2p_checks(inputs: Inputs) -> None:
+    if not inputs.source:
+        raise InputError("Prompt-to-Prompt edits a caption of the photo: give the source text "
+                         "(what is in the photo now)")
+
+
+_SAMPLED = ("negative_prompt", "steps", "strength", "guidance", "mask_threshold", "feather", "eta",
+            "seed")
 
 METHODS: dict[str, MethodInfo] = {
     info.name: info
     for info in (
         MethodInfo("diffedit", "DiffEdit", "Change an object by describing it: the mask is found "
                    "from the two texts, refined by you, and only that area is regenerated.",
-                   _options.DiffEditOptions, "auto"),
+                   _options.DiffEditOptions, "auto", uses_source=True,
+                   params=(*_SAMPLED[:5], "mask_samples", *_SAMPLED[5:]), variations=True,
+                   plan=_diffedit_plan),
         MethodInfo("blended", "Blended Latent Diffusion", "Generate new content from the target "
                    "text inside a mask you paint; also background replacement, extending the photo "
-                   "and scribble guidance.", _options.BlendedOptions, "optional"),
+                   "and scribble guidance.", _options.BlendedOptions, "user", uses_source=False,
+                   params=_SAMPLED, variations=False,  # its candidates take the next seeds
+                   # The other actions start from pure noise, so only scribble has a strength.
+                   shown_when={"strength": ("action", ("scribble",)),
+                               **{f"extend_{side}": ("action", ("extend",)) for side in EXTEND_SIDES}},
+                   checks=_blended_checks, margins=_extend_margins,
+                   paint_when=("action", ("scribble",)), plan=_blended_plan),
         MethodInfo("sdedit", "SDEdit", "Re-imagine the whole photo (or a masked part) under the "
                    "target text at a chosen strength; the classic baseline.",
-                   _options.SDEditOptions, "optional"),
+                   _options.SDEditOptions, "optional", uses_source=False, params=_SAMPLED,
+                   variations=True,
+                   # Without 'masked' the mask is ignored, and with it its threshold and feather.
+                   shown_when={"mask_threshold": ("masked", (True,)), "feather": ("masked", (True,))},
+                   checks=_sdedit_checks, plan=_sdedit_plan),
         MethodInfo("p2p", "Prompt-to-Prompt", "Edit by changing words of a caption: swap, add or "
                    "re-weight words while the layout stays; a local blend keeps the change on the "
-                   "edited words' area.", _options.PromptToPromptOptions, "optional"),
+                   "edited words' area.", _options.PromptToPromptOptions, "optional",
+                   uses_source=True,  # it inverts under the caption and maps its words
+                   # Deterministic (no seed, eta or variations); the source is its negative text.
+                   params=("steps", "strength", "guidance", "mask_threshold", "feather"),
+                   variations=False, checks=_p2p_checks),
         MethodInfo("pnp", "Plug-and-Play", "Translate the whole photo to the target text while "
                    "keeping its structure (features and self-attention injected from the photo).",
-                   _options.PlugAndPlayOptions, "none"),
+                   _options.PlugAndPlayOptions, "none", uses_source=False,
+                   params=("negative_prompt", "steps", "strength", "guidance", "eta", "seed"),
+                   variations=True),
     )
 }
 

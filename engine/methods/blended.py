@@ -32,30 +32,24 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine import masks
+from engine import masks, methods
 from engine.errors import InputError
 from engine.inversion import Schedule, ddim_step
-
-MAX_SEED = 2**63 - 1
-EXTEND_SIDES = ("left", "right", "top", "bottom")  # the order extended_session takes them in
 
 Scorer = Callable[[np.ndarray, str], float]  # (RGB crop, text) -> higher is a better match
 
 
 def run(session, ctx, source, target, mask, params, options) -> list:
     """Generate ``options.candidates`` results inside the action's mask; paste each back."""
+    methods.check_own("blended", source, target, mask, params, options)
     warnings = []
-    extension = tuple(getattr(options, f"extend_{side}") for side in EXTEND_SIDES)
     if options.action == "extend":
-        session, mask = extended_session(session, mask, extension)
+        session, mask = extended_session(session, mask, methods.info("blended").margins(options))
     else:
-        if any(extension):
+        if any(getattr(options, f"extend_{side}") for side in methods.EXTEND_SIDES):
             warnings.append("extend_left/right/top/bottom only apply with action 'extend'; "
                             "they were ignored")
         mask = action_mask(options.action, mask)
-    if params.seed + options.candidates - 1 > MAX_SEED:
-        raise InputError(f"seed {params.seed} leaves no room for {options.candidates} candidates "
-                         f"(each takes the next seed); pick a smaller seed")
 
     scorer = None
     if options.clip_model:  # loaded first: a wrong path is reported without waiting for the run
@@ -96,12 +90,8 @@ def run(session, ctx, source, target, mask, params, options) -> list:
 # ---- masks and canvases ---------------------------------------------------------------------
 
 
-def action_mask(action: str, mask: np.ndarray | None) -> np.ndarray:
+def action_mask(action: str, mask: np.ndarray) -> np.ndarray:
     """The area to generate for inpaint, background and scribble, from the user's mask."""
-    if mask is None:
-        what = "the subject to keep" if action == "background" else "the area to change"
-        raise InputError(f"Blended Latent Diffusion ({action}) needs a mask: paint {what} "
-                         "(or load one)")
     if action != "background":
         return mask
     background = masks.invert(mask)
@@ -121,9 +111,6 @@ def extended_session(session, mask: np.ndarray | None, extension: tuple[int, int
     from engine.session import EditSession
 
     left, right, top, bottom = extension
-    if not any(extension):
-        raise InputError("extend adds no canvas: set extend_left, extend_right, extend_top or "
-                         "extend_bottom (px of new canvas)")
     height, width = session.rgb.shape[:2]
     new_width, new_height = width + left + right, height + top + bottom
     limit = resolve_max_pixels()

@@ -1,20 +1,16 @@
 """Each method's own options: frozen dataclasses whose field metadata drive CLI flags and app widgets.
 
-No torch here. A field's metadata: ``help`` (tooltip / --help text), and either ``range``
-(low, high) for numbers or ``choices`` for text. ``validate(options)`` checks them all.
+No torch here. Fields are made with ``option`` (engine.fields.described): ``help`` (tooltip /
+--help text), and either ``range`` (low, high) for numbers or ``choices`` for text;
+``validate`` and ``from_dict`` (engine.fields) check them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from engine.errors import InputError
-
-
-def option(default, help: str, *, range=None, choices=None):
-    """A dataclass field carrying the user-facing description and the allowed values."""
-    return field(default=default, metadata={"help": help, "range": range, "choices": choices})
+from engine.fields import described as option
+from engine.fields import from_dict, validate  # noqa: F401 - the options' checks, used by name here
 
 
 @dataclass(frozen=True)
@@ -63,32 +59,3 @@ class PlugAndPlayOptions:
                                      "injected from the photo", range=(0.0, 1.0))
     attention_fraction: float = option(0.5, "fraction of steps with self-attention queries/keys "
                                        "(decoder blocks 4-11) injected", range=(0.0, 1.0))
-
-
-def validate(options) -> None:
-    """Raise InputError naming the first option outside its range or choices."""
-    for f in dataclasses.fields(options):
-        value = getattr(options, f.name)
-        low_high, choices = f.metadata.get("range"), f.metadata.get("choices")
-        if choices is not None and value not in choices:
-            raise InputError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
-        if low_high is not None:
-            low, high = low_high
-            number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if f.type in (int, "int") and (isinstance(value, bool) or not isinstance(value, int)):
-                number_ok = False
-            if not number_ok or not low <= value <= high:
-                raise InputError(f"{f.name} must be from {low} to {high}, got {value!r}")
-
-
-def from_dict(cls, data: dict | None):
-    """Build ``cls`` from a (possibly partial) dict, refusing unknown keys by name."""
-    data = dict(data or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise InputError(f"unknown option(s) {', '.join(unknown)}; this method takes "
-                         f"{', '.join(sorted(known)) or 'none'}")
-    built = cls(**data)
-    validate(built)
-    return built

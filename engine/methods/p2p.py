@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import attention, masks
+from engine import attention, masks, methods
 from engine.errors import InputError
 from engine.inversion import Schedule, ddim_invert, ddim_step
 
@@ -253,9 +253,7 @@ def processors(unet, control: Control, cross: bool, self_attention: bool) -> dic
 
 def run(session, ctx, source, target, mask, params, options) -> list:
     """Invert under the source text, decode both branches with attention control, paste back."""
-    if not source:
-        raise InputError("Prompt-to-Prompt edits a caption of the photo: give the source text "
-                         "(what is in the photo now)")
+    methods.check_own("p2p", source, target, mask, params, options)
     plan = plan_tokens(session.model.tokenizer, source, target, options)
     geometry = session.geometry(params)
     schedule = session.schedule(params.steps)

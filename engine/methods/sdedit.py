@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from engine.errors import InputError
+from engine import methods
 from engine.methods.blended import add_noise, blended_denoise
 
 
 def run(session, ctx, source, target, mask, params, options) -> list:
     """One result: the whole photo re-imagined, or the masked part of it pasted back."""
-    if options.masked and mask is None:
-        raise InputError("masked SDEdit needs a mask: paint the area to change, or turn 'masked' "
-                         "off to change the whole photo")
+    methods.check_own("sdedit", source, target, mask, params, options)
     warnings = []
     if not options.masked and mask is not None:
         warnings.append("SDEdit changed the whole photo and ignored the mask; turn 'masked' on "
