@@ -161,8 +161,8 @@ def _blended_checks(inputs: Inputs) -> None:
                          "extend_bottom (px of new canvas)")
     if action == "scribble" and inputs.paint is not PAINT_IN_PHOTO and (
             inputs.paint is None or not np.any(np.asarray(inputs.paint[1]) > 0)):
-        raise InputError("Scribble starts from colours you paint: paint rough shapes in colour "
-                         "inside the mask (the app's Paint tool, P)")
+        raise InputError("Scribble starts from colours you paint: choose Paint (P), pick a colour "
+                         "and paint rough shapes inside the mask")
     last_seed = inputs.params.seed + inputs.options.candidates - 1
     if last_seed > SEED_MAX:
         raise InputError(f"seed {inputs.params.seed} leaves no room for "
