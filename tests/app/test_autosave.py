@@ -15,6 +15,7 @@ import pytest
 
 from desktop_app import autosave
 from desktop_app.autosave import Autosaver, AutosaveError, find_orphans, install, restore_panel
+from desktop_app.autosave import restore_dialog, saver as saver_module, storage
 from desktop_app.document import Document
 from desktop_app.panels.params import ParamsPanel
 from doc_fingerprint import fingerprint
@@ -86,7 +87,6 @@ def panel_with_values(qtbot):
 
 def crash(saver: Autosaver) -> None:
     """What a crash leaves: the files, and a lock no live process holds."""
-    saver._poll.stop()
     saver._timer.stop()
     saver.wait()
     saver._lock.unlock()  # QLockFile removes the file; a killed process leaves it (tested below)
@@ -106,7 +106,7 @@ def test_round_trip_restores_everything_exactly(qtbot, tmp_path):
     assert problems == [] and len(sessions) == 1
     session = sessions[0]
     assert session.photo_name == "holiday shot.png" and session.entries == 3
-    assert "holiday shot.png, 3 history entries" in autosave.restore_text(session)
+    assert "holiday shot.png, 3 history entries" in restore_dialog.restore_text(session)
     state = session.load()
     restored, panel2 = Document(), ParamsPanel()
     qtbot.addWidget(panel2)
@@ -173,7 +173,7 @@ def test_changes_made_in_place_after_a_save_are_saved(qtbot, tmp_path):
 
 
 def test_debounce_saves_once_after_the_last_change(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setattr(autosave, "DEBOUNCE_MS", 300)
+    monkeypatch.setattr(saver_module, "DEBOUNCE_MS", 300)
     doc = Document()
     doc.set_photo(make_photo(), "p.png")
     saver = Autosaver(doc, root=tmp_path)
@@ -193,6 +193,29 @@ def test_debounce_saves_once_after_the_last_change(qtbot, tmp_path, monkeypatch)
     saver.remove()
 
 
+def test_a_changed_prompt_or_parameter_is_saved_at_once_without_polling(qtbot, tmp_path, monkeypatch):
+    """The panel's editors tell the autosaver when they change (it used to compare the panel
+    every 2 s, so a prompt typed just before a crash could be lost)."""
+    monkeypatch.setattr(saver_module, "DEBOUNCE_MS", 200)
+    doc = busy_document(qtbot)
+    panel = panel_with_values(qtbot)
+    saver = Autosaver(doc, panel, root=tmp_path)
+    saver.flush()
+    saves = []
+    saver.saved.connect(saves.append)
+    changes = (lambda: panel.target.setText("a wolf on a sofa"), lambda: panel.steps.setValue(20),
+               lambda: panel.lock_seed.setChecked(False), lambda: panel.negative.setPlainText("dark"))
+    for count, change in enumerate(changes, 1):
+        change()
+        qtbot.waitUntil(lambda: len(saves) == count, timeout=1500)
+    saved = json.loads(Path(saves[-1]).read_text())["panel"]
+    assert (saved["target"], saved["params"]["steps"], saved["lock_seed"],
+            saved["params"]["negative_prompt"]) == ("a wolf on a sofa", 20, False, "dark")
+    qtbot.wait(500)
+    assert len(saves) == len(changes), "nothing changed, nothing saved"
+    saver.remove()
+
+
 def test_nothing_is_saved_for_an_untouched_photo_and_a_new_photo_replaces_it(qtbot, tmp_path):
     doc = Document()
     doc.set_photo(make_photo(), "p.png")
@@ -201,10 +224,10 @@ def test_nothing_is_saved_for_an_untouched_photo_and_a_new_photo_replaces_it(qtb
     assert saver.folder is None, "opening a photo alone is not work to protect"
     stroke(doc, "add", [(20, 20)])
     saver.flush()
-    assert (saver.folder / autosave.MANIFEST).exists()
+    assert (saver.folder / storage.MANIFEST).exists()
     doc.set_photo(make_photo(40, 50), "other.png")  # the user chose to discard
     saver.flush()
-    assert not (saver.folder / autosave.MANIFEST).exists() and not list(saver.folder.glob("*.arr"))
+    assert not (saver.folder / storage.MANIFEST).exists() and not list(saver.folder.glob("*.arr"))
     saver.remove()
 
 
@@ -221,7 +244,7 @@ def test_a_crash_mid_save_leaves_the_previous_autosave_loadable(qtbot, tmp_path,
     saver = Autosaver(doc, root=tmp_path)
     saver.flush()
     before = fingerprint(doc)
-    real_write = autosave._write_array
+    real_write = storage.write_array
     calls = []
 
     def dies_half_way(folder, name, array, reference=None):
@@ -229,14 +252,14 @@ def test_a_crash_mid_save_leaves_the_previous_autosave_loadable(qtbot, tmp_path,
         (folder / f".{name}.part").write_bytes(b"DEA1 half written")  # what a kill leaves
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(autosave, "_write_array", dies_half_way)
+    monkeypatch.setattr(storage, "write_array", dies_half_way)
     problems = []
     saver.problem.connect(problems.append)
     add_result(doc, doc.new_group(), 0, 11)
     stroke(doc, "erase", [(64, 48)])
     saver.flush()
     assert calls and problems and "Autosave failed" in problems[0]
-    monkeypatch.setattr(autosave, "_write_array", real_write)
+    monkeypatch.setattr(storage, "write_array", real_write)
     crash(saver)
     sessions, problems = find_orphans(tmp_path)
     restored = Document()
@@ -262,8 +285,8 @@ def _saved_session(qtbot, tmp_path):
 
 def test_damaged_manifest_is_reported_and_set_aside(qtbot, tmp_path):
     folder = _saved_session(qtbot, tmp_path)
-    text = (folder / autosave.MANIFEST).read_text()
-    (folder / autosave.MANIFEST).write_text(text[: len(text) // 2])  # cut short
+    text = (folder / storage.MANIFEST).read_text()
+    (folder / storage.MANIFEST).write_text(text[: len(text) // 2])  # cut short
     sessions, problems = find_orphans(tmp_path)
     assert sessions == [] and len(problems) == 1
     assert "cannot be restored" in problems[0] and "damaged" in problems[0]
@@ -337,7 +360,7 @@ def test_window_offers_restore_and_restores(qtbot, make_window, photo, dialogs):
     assert "cat.png*" in second.windowTitle()
     # It keeps autosaving into the restored folder; a clean close removes it.
     folder = second.autosaver.folder
-    assert folder is not None and (folder / autosave.MANIFEST).exists()
+    assert folder is not None and (folder / storage.MANIFEST).exists()
     dialogs.answer = dialogs.answer.Discard
     assert second.close()
     assert not folder.exists()
@@ -370,32 +393,10 @@ def test_window_discard_deletes_and_damage_gives_a_message(qtbot, make_window, p
     assert not third_folder.exists()
 
 
-@pytest.mark.parametrize("fault,words", [("lacks", "it lacks history"),
-                                         ("size", "differ in size"),
-                                         ("type", "unexpected type")])
-def test_inconsistent_manifest_gives_a_message_and_a_normal_start(qtbot, make_window, dialogs,
-                                                                  fault, words):
-    folder = _saved_session(qtbot, autosave.autosave_root())
-    manifest = json.loads((folder / autosave.MANIFEST).read_text())
-    state = manifest["state"]
-    if fault == "lacks":
-        del state["history"]
-    elif fault == "size":  # a layer of another size, as a half-updated writer might leave
-        state["mask"]["fields"]["heatmap"] = state["history"][0]["fields"]["thumbnail"]
-    else:  # a crafted file naming a module of the standard library
-        state["mask"]["$type"] = "os:PathLike"
-    (folder / autosave.MANIFEST).write_text(json.dumps(manifest))
-    window = make_window()
-    assert autosave.offer_restore(window) is False
-    assert dialogs.shown[-1][1] == "Cannot restore the session" and words in dialogs.shown[-1][2]
-    assert not window.doc.has_photo and window.doc.undo_stack.count() == 0
-    assert folder.with_name(folder.name + ".damaged").is_dir()
-
-
 def test_restore_dialog_screenshot(qtbot, tmp_path):
     folder = _saved_session(qtbot, tmp_path)
     sessions, _ = find_orphans(tmp_path)
-    box = autosave.restore_box(sessions[0])
+    box = restore_dialog.restore_box(sessions[0])
     qtbot.addWidget(box)
     box.show()
     qtbot.waitExposed(box)
@@ -493,7 +494,7 @@ def test_kill_9_of_a_real_app_then_restore(qtbot, tmp_path, tiny_model_path, mak
             process.wait()
     killed_after = time.perf_counter() - started
     folder = found[0].parent
-    assert (folder / autosave.LOCK).exists(), "a killed app leaves its lock behind"
+    assert (folder / storage.LOCK).exists(), "a killed app leaves its lock behind"
 
     monkeypatch.setenv("DIFFEDIT_DATA_DIR", str(data))
     window = make_window()
