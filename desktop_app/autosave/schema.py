@@ -282,7 +282,9 @@ def read_session(data: dict, load) -> dict:
     """Every document field (as Document.restore_session takes them), "unexported" and "panel"."""
     if data["format"] == 1:
         data = from_format_1(data)
-    state = DOCUMENT.read(data.get("document"), "", load)
+    if not isinstance(data.get("document"), dict):
+        raise AutosaveError("it holds no document")
+    state = DOCUMENT.read(data["document"], "", load)
     state["unexported"] = FLAG.read(data.get("unexported", False), "unexported", load)
     panel = data.get("panel")
     state["panel"] = {} if panel is None else PANEL.read(panel, "panel", load)
