@@ -178,7 +178,8 @@ class Autosaver(QObject):
         self._last_panel = panel
         manifest = schema.manifest(self.doc, panel, ref, time.time())
         photo = self.doc.photo.rgb  # never changed in place: the writer may read it
-        return manifest, list(refs.values()), photo, ref(photo), pending
+        photo_ref = ref(photo)  # the manifest names it too (photo.rgb)
+        return manifest, list(refs.values()), photo, photo_ref, pending
 
     @Slot()
     def save_now(self) -> None:

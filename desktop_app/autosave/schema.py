@@ -230,6 +230,11 @@ class Record:
         return fields if self.build is None else self.build(**fields)
 
 
+# ============================================================================ the records
+# A new field of the document, a result or the panel is saved by adding it to its record here;
+# files written before it get the dataclass default (or None where the field is Optional).
+
+
 def _params_record() -> Record:
     kinds = {bool: FLAG, int: INT, float: NUMBER, str: TEXT}
     return Record({f.name: kinds[type(f.default)] for f in dataclasses.fields(EditParams)},
