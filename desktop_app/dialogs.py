@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpin
 from desktop_app.worker import TINY_MODEL
 from engine.params import EditParams
 
+APP_TITLE = "DiffEdit Studio"
 TINY_NOTE = "random weights: produces noise, for trying the workflow"
 
 

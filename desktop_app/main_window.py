@@ -1,60 +1,33 @@
-"""The main window: menus, toolbar, canvas, docks, status bar, and the run/cancel/result flow."""
+"""The main window: canvas, docks and status bar, the files, and what the run controller reports."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-from PySide6.QtCore import QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import (QColorDialog, QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel,
-                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea,
-                               QSizePolicy, QSlider, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAction, QGuiApplication
+from PySide6.QtWidgets import (QColorDialog, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow,
+                               QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from desktop_app import photo_io
+from desktop_app.actions import build_actions, build_menus, build_toolbar
 from desktop_app.autosave import Autosaver
-from desktop_app.canvas import BRUSH, ERASER, PAINT, Canvas
+from desktop_app.canvas import Canvas
 from desktop_app.canvas.items import colour_swatch
-from desktop_app.dialogs import (TINY_NOTE, SettingsDialog, ShortcutsDialog, TextDialog, ask,
-                                 no_model_text, show_error)
+from desktop_app.dialogs import (APP_TITLE, TINY_NOTE, SettingsDialog, ShortcutsDialog, TextDialog,
+                                 ask, no_model_text, show_error)
 from desktop_app.document import Document
 from desktop_app.icons import icon
+from desktop_app.panels.dock import add_dock
 from desktop_app.panels.history import HistoryPanel
 from desktop_app.panels.mask import MaskPanel
 from desktop_app.panels.params import ParamsPanel
-from desktop_app.method_runs import run_inputs
-from desktop_app.methods import finds_mask, needs_source, shows
-from desktop_app.worker import TINY_MODEL, EditRequest, LoadModelRequest, MaskRequest
-from engine import masks
+from desktop_app.methods import finds_mask
+from desktop_app.runs import RunController, RunRefused
+from desktop_app.worker import TINY_MODEL, LoadModelRequest
 from engine.errors import InputError
 from engine.resources import resource_path
-
-APP_TITLE = "DiffEdit Studio"
-STAGE_NAMES = {"mask": "Finding the mask", "encode": "Encoding the photo", "decode": "Editing"}
-
-
-@dataclass
-class Job:
-    """The run in progress, as the GUI sees it. Nothing reaches the document until it finishes."""
-
-    kind: str  # "mask" | "edit"
-    job_id: int
-    generation: int  # document.generation when started: results for another photo are dropped
-    photo_key: str = ""  # the base pixels it ran on: a result for pixels since replaced is dropped
-    group: int = 0
-    mask: np.ndarray | None = None
-    variations: int = 1
-    plan: dict = field(default_factory=dict)  # stage -> steps per variation, for "time left"
-    started: float = field(default_factory=time.perf_counter)
-    stage: str = ""
-    stage_started: float = 0.0
-    seconds_per_step: float = 0.0
-    results: list = field(default_factory=list)
-    heatmap: np.ndarray | None = None
-    error: tuple[str, str] | None = None
-    cancelled: bool = False
 
 
 class MainWindow(QMainWindow):
@@ -63,7 +36,6 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.engine = engine
         self.doc = Document(self)
-        self.job: Job | None = None
         self.model_state = "none"  # none | loading | ready | failed
         self.model_message = ""
         self.model_source = ""
@@ -75,12 +47,17 @@ class MainWindow(QMainWindow):
         self.canvas = Canvas(self.doc)
         self.canvas.set_mask_colour(settings.mask_colour())
         self.actions: dict[str, QAction] = {}
-        self._build_actions()
+        build_actions(self)
         self._build_central()
         self._build_docks()
-        self._build_menus()
-        self._build_toolbar()
+        self.recent_menu, self.sample_menu = build_menus(self)
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._fill_samples()
+        self.toolbar, self.split_slider = build_toolbar(self)
+        self.split_slider.valueChanged.connect(lambda v: self.canvas.set_split(v / 100))
         self._build_status()
+        # One run's life (start, progress, cancel, commit) is the controller's; the window shows it.
+        self.runs = RunController(self.doc, engine, self.params, lambda: self.model_state, self)
         self._connect()
         self.params.set_params(settings.default_params())
         # Crash safety: the session is saved to the data folder as it changes (desktop_app/autosave).
@@ -94,94 +71,6 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     # ================================================================== building
-
-    def _action(self, key, text, slot=None, shortcut=None, icon_name=None, tip="", checkable=False):
-        action = QAction(text, self)
-        if shortcut is not None:
-            shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
-            action.setShortcuts([QKeySequence(s) for s in shortcuts])
-        if icon_name:
-            action.setIcon(icon(icon_name))
-        keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts())
-        tooltip = tip or text.replace("&", "").rstrip("\u2026")
-        action.setToolTip(f"{tooltip} ({keys})" if keys else tooltip)
-        action.setStatusTip(tip)
-        action.setCheckable(checkable)
-        if slot is not None:
-            (action.toggled if checkable else action.triggered).connect(slot)
-        self.actions[key] = action
-        self.addAction(action)  # shortcuts work whichever dock has focus
-        return action
-
-    def _build_actions(self) -> None:
-        A, K = self._action, QKeySequence.StandardKey
-        A("open", "&Open\u2026", self.open_dialog, K.Open, "open", "Open a photo")
-        A("paste", "&Paste Photo", self.paste, K.Paste, tip="Open the picture on the clipboard")
-        A("export", "&Export\u2026", self.export_dialog, ["Ctrl+E", "Ctrl+Shift+S"], "export",
-          "Save the image on the canvas as PNG, JPEG or WebP with the edit's settings")
-        A("settings", "&Settings\u2026", self.settings_dialog, K.Preferences, "settings",
-          "Model, device, precision and default parameters")
-        A("quit", "&Quit", self.close, K.Quit)
-        undo = self.doc.undo_stack.createUndoAction(self, "&Undo")
-        undo.setShortcuts([QKeySequence(K.Undo)])
-        undo.setIcon(icon("undo"))
-        redo = self.doc.undo_stack.createRedoAction(self, "&Redo")
-        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence(K.Redo)])
-        redo.setIcon(icon("redo"))
-        for key, action in (("undo", undo), ("redo", redo)):
-            action.setIconText(key.title())  # the toolbar keeps a short label; the menu names the step
-            self.actions[key] = action
-            self.addAction(action)
-        A("find_mask", "&Find Mask", self.find_mask, "Ctrl+M", "find_mask",
-          "Estimate where to edit from the two prompts")
-        A("edit", "&Edit", self.run_edit, ["Ctrl+Return", "Ctrl+Enter"], "edit",
-          "Re-generate inside the mask (finds a mask first if there is none)")
-        A("cancel", "&Cancel Run", self.cancel, "Esc", "cancel", "Stop the run within one step")
-        tools = QActionGroup(self)
-        A("brush", "&Brush", lambda on: on and self.canvas.set_tool(BRUSH), "B", "brush",
-          "Paint the mask: add to where the edit happens", checkable=True)
-        A("eraser", "E&raser", lambda on: on and self.canvas.set_tool(ERASER), "E", "eraser",
-          "Erase the mask: protect from the edit", checkable=True)
-        A("paint", "&Paint", lambda on: on and self.canvas.set_tool(PAINT), "P", None,
-          "Paint rough colours for Blended scribble (they steer the edit inside the mask)",
-          checkable=True)
-        A("paint_colour", "Paint C&olour\u2026", self.choose_paint_colour,
-          tip="The Paint tool's colour")
-        A("clear_paint", "Clear Pa&int", lambda: self.doc.clear_paint(),
-          tip="Remove all painted colours (undoable)")
-        for key in ("brush", "eraser", "paint"):
-            tools.addAction(self.actions[key])
-        self.actions["paint"].setIcon(colour_swatch(self.canvas.paint_colour))
-        self.actions["brush"].setChecked(True)
-        A("bigger", "Larger Brush", self.canvas.grow_brush, "]")
-        A("smaller", "Smaller Brush", self.canvas.shrink_brush, "[")
-        A("show_mask", "Show &Mask", self.canvas.set_mask_visible, "M", "mask",
-          "Show or hide the mask overlay", checkable=True)
-        self.actions["show_mask"].setChecked(True)
-        A("show_heatmap", "Show &Heatmap", self.canvas.set_show_heatmap, "H",
-          tip="Show the automatic mask's heatmap instead of the mask", checkable=True)
-        A("mask_colour", "Mask &Colour\u2026", self.choose_mask_colour)
-        A("invert", "&Invert", self.doc.invert_mask, "Ctrl+I", "invert", "Swap edited and kept areas")
-        A("clear_mask", "&Clear", self.doc.clear_mask, "Ctrl+Shift+Delete",
-          tip="Remove the whole mask (heatmap and strokes)")
-        A("grow", "&Grow", lambda: self.doc.grow_mask(self.mask_panel.amount.value()),
-          tip="Grow the mask by the pixels set beside")
-        A("shrink", "&Shrink", lambda: self.doc.shrink_mask(self.mask_panel.amount.value()),
-          tip="Shrink the mask by the pixels set beside")
-        A("feather", "&Feather", lambda: self.doc.feather_mask(self.mask_panel.amount.value()),
-          tip="Soften the mask's edge by the pixels set beside")
-        A("load_mask", "&Load Mask\u2026", self.load_mask_dialog, tip="Use a greyscale PNG as the mask")
-        A("save_mask", "Sa&ve Mask\u2026", self.save_mask_dialog, tip="Save the mask as a PNG")
-        A("fit", "&Fit to Window", self.canvas.fit, "Ctrl+0", "fit")
-        A("actual", "&100 %", self.canvas.actual_pixels, "Ctrl+1", "zoom100")
-        A("zoom_in", "Zoom &In", lambda: self.canvas.zoom_by(1.25), K.ZoomIn)
-        A("zoom_out", "Zoom &Out", lambda: self.canvas.zoom_by(0.8), K.ZoomOut)
-        A("models", "&Models\u2026", self.models_dialog, tip="Find, add and download models")
-        A("tiny", "Use the &Tiny Test Model", self.use_tiny_model,
-          tip=f"Load the tiny test model ({TINY_NOTE})")
-        A("shortcuts", "&Keyboard Shortcuts", self.shortcuts_dialog, K.HelpContents)
-        A("credits", "Sample Photo &Credits", self.sample_credits)
-        A("about", "&About DiffEdit Studio", self.about)
 
     def _build_central(self) -> None:
         central = QWidget()
@@ -212,117 +101,18 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.canvas, 1)
         self.setCentralWidget(central)
 
-    def _dock(self, title: str, name: str, widget: QWidget, area, scroll=False,
-              footer: QWidget | None = None) -> QDockWidget:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(name)
-        if scroll:
-            area_widget = QScrollArea()
-            area_widget.setWidgetResizable(True)
-            area_widget.setFrameShape(QFrame.Shape.NoFrame)
-            area_widget.setWidget(widget)
-            # Scroll only vertically: the dock is never narrower than its content.
-            area_widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-            area_widget.setMinimumWidth(widget.minimumSizeHint().width()
-                                        + area_widget.verticalScrollBar().sizeHint().width())
-            widget = area_widget
-        if footer is not None:  # pinned below the scrolling part
-            holder = QWidget()
-            column = QVBoxLayout(holder)
-            column.setContentsMargins(0, 0, 0, 0)
-            column.setSpacing(0)
-            column.addWidget(widget, 1)
-            column.addWidget(footer)
-            widget = holder
-        dock.setWidget(widget)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                         | QDockWidget.DockWidgetFeature.DockWidgetClosable
-                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
-        self.addDockWidget(area, dock)
-        return dock
-
     def _build_docks(self) -> None:
         self.params = ParamsPanel()
         self.mask_panel = MaskPanel(self.canvas, self.actions)
         self.history = HistoryPanel(self.doc)
         right = Qt.DockWidgetArea.RightDockWidgetArea
-        self.params_dock = self._dock("Edit", "edit_dock", self.params, right, scroll=True,
-                                      footer=self.params.run_row)
-        self.mask_dock = self._dock("Mask", "mask_dock", self.mask_panel, Qt.DockWidgetArea.LeftDockWidgetArea,
-                                    scroll=True)
-        self.history_dock = self._dock("History", "history_dock", self.history, right)
+        self.params_dock = add_dock(self, "Edit", "edit_dock", self.params, right, scroll=True,
+                                    footer=self.params.run_row)
+        self.mask_dock = add_dock(self, "Mask", "mask_dock", self.mask_panel,
+                                  Qt.DockWidgetArea.LeftDockWidgetArea, scroll=True)
+        self.history_dock = add_dock(self, "History", "history_dock", self.history, right)
         self.resizeDocks([self.params_dock, self.history_dock], [480, 340], Qt.Orientation.Vertical)
         self.resizeDocks([self.params_dock, self.mask_dock], [380, 240], Qt.Orientation.Horizontal)
-
-    def _build_menus(self) -> None:
-        a = self.actions
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        file_menu.addAction(a["open"])
-        self.recent_menu = file_menu.addMenu("Open &Recent")
-        self.sample_menu = file_menu.addMenu("Open &Sample")
-        file_menu.addAction(a["paste"])
-        file_menu.addSeparator()
-        file_menu.addAction(a["export"])
-        file_menu.addSeparator()
-        file_menu.addAction(a["settings"])
-        file_menu.addSeparator()
-        file_menu.addAction(a["quit"])
-        self.recent_menu.aboutToShow.connect(self._fill_recent)
-        self._fill_samples()
-        edit_menu = bar.addMenu("&Edit")
-        for key in ("undo", "redo", None, "find_mask", "edit", "cancel"):
-            edit_menu.addSeparator() if key is None else edit_menu.addAction(a[key])
-        mask_menu = bar.addMenu("&Mask")
-        for key in ("brush", "eraser", "paint", "paint_colour", "clear_paint", "smaller", "bigger",
-                    None, "show_mask", "show_heatmap",
-                    "mask_colour", None, "invert", "clear_mask", "grow", "shrink", "feather", None,
-                    "load_mask", "save_mask"):
-            mask_menu.addSeparator() if key is None else mask_menu.addAction(a[key])
-        view_menu = bar.addMenu("&View")
-        for key in ("fit", "actual", "zoom_in", "zoom_out"):
-            view_menu.addAction(a[key])
-        view_menu.addSeparator()
-        for dock in (self.params_dock, self.mask_dock, self.history_dock):
-            view_menu.addAction(dock.toggleViewAction())
-        models_menu = bar.addMenu("M&odels")
-        models_menu.addAction(a["models"])
-        models_menu.addAction(a["tiny"])
-        help_menu = bar.addMenu("&Help")
-        for key in ("shortcuts", "credits", "about"):
-            help_menu.addAction(a[key])
-
-    def _build_toolbar(self) -> None:
-        bar = self.addToolBar("Main")
-        bar.setObjectName("main_toolbar")
-        bar.setIconSize(QSize(20, 20))
-        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for key in ("open", "export", None, "undo", "redo", None, "brush", "eraser", "paint", "show_mask",
-                    None, "fit", "actual", None, "find_mask", "edit", "cancel"):
-            bar.addSeparator() if key is None else bar.addAction(self.actions[key])
-        # Secondary actions show only their icon (the tooltip has the name and keys), so that the
-        # compare slider fits without an overflow menu at common window widths.
-        for key in ("undo", "redo", "show_mask", "fit", "actual", "cancel"):
-            bar.widgetForAction(self.actions[key]).setToolButtonStyle(
-                Qt.ToolButtonStyle.ToolButtonIconOnly)
-        bar.addSeparator()
-        compare = QWidget()
-        row = QHBoxLayout(compare)
-        row.setContentsMargins(6, 0, 6, 0)
-        label = QLabel("Before")
-        self.split_slider = QSlider(Qt.Orientation.Horizontal)
-        self.split_slider.setRange(0, 100)
-        self.split_slider.setValue(0)
-        self.split_slider.setFixedWidth(120)
-        self.split_slider.setToolTip("Split view: drag to compare before (left) with after (right). "
-                                     "Hold \\ on the canvas to see the whole photo before.")
-        self.split_slider.valueChanged.connect(lambda v: self.canvas.set_split(v / 100))
-        row.addWidget(label)
-        row.addWidget(self.split_slider)
-        row.addWidget(QLabel("After"))
-        compare.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
-        bar.addWidget(compare)
-        self.toolbar = bar
 
     def _build_status(self) -> None:
         status = self.statusBar()
@@ -346,13 +136,16 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         e = self.engine
         e.model_state.connect(self._on_model_state)
-        e.progress.connect(self._on_progress)
-        e.preview.connect(self._on_preview)
-        e.mask_ready.connect(self._on_mask_ready)
-        e.result_ready.connect(self._on_result)
-        e.job_failed.connect(self._on_failed)
-        e.job_cancelled.connect(self._on_cancelled)
-        e.job_finished.connect(self._on_finished)
+        r = self.runs
+        r.running_changed.connect(self._on_running)
+        r.stage_text.connect(self.stage_label.setText)
+        r.step_changed.connect(self._on_step)
+        r.preview_ready.connect(self.canvas.show_run_preview)
+        r.preview_cleared.connect(self.canvas.clear_run_preview)
+        r.message.connect(self.statusBar().showMessage)
+        r.failed.connect(lambda title, message, details: show_error(self, title, message, details))
+        r.mask_found.connect(lambda: self.actions["show_mask"].setChecked(True))
+        r.results_added.connect(self._on_results_added)
         p = self.params
         p.find_mask_requested.connect(self.find_mask)
         p.edit_requested.connect(self.run_edit)
@@ -469,7 +262,7 @@ class MainWindow(QMainWindow):
         return True
 
     def _set_photo(self, photo, display_name: str) -> None:
-        if self.job is not None:
+        if self.runs.running:
             self.cancel()
         self.doc.set_photo(photo, display_name)
         for warning in getattr(photo, "warnings", []) or []:
@@ -526,23 +319,9 @@ class MainWindow(QMainWindow):
             self.recent_menu.addSeparator()
             self.recent_menu.addAction("Clear List", self.settings.clear_recent)
 
-    def samples(self) -> list[tuple[Path, str]]:
-        """(path, description) of the shipped sample photos, described by their README."""
-        folder = resource_path("samples")
-        described = {}
-        try:
-            for line in (folder / "README.md").read_text(encoding="utf-8").splitlines():
-                cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                if len(cells) >= 4 and (folder / cells[0]).is_file():
-                    described[cells[0]] = f"{cells[2]} ({cells[3]})"
-        except OSError:
-            pass
-        files = sorted(p for p in folder.glob("*") if photo_io.is_image_path(p.name))
-        return [(p, described.get(p.name, p.name)) for p in files]
-
     def _fill_samples(self) -> None:
         self.sample_menu.clear()
-        for path, description in self.samples():
+        for path, description in photo_io.sample_photos():
             action = self.sample_menu.addAction(f"{path.stem.title()} \u2014 {description.split(' (')[0]}")
             action.setToolTip(description)
             action.setStatusTip(description)
@@ -610,16 +389,10 @@ class MainWindow(QMainWindow):
             self.load_mask(path)
 
     def load_mask(self, path) -> bool:
-        from PIL import Image
-
         try:
-            with Image.open(path) as image:
-                mask = masks.from_image(image, expected_size=self.doc.size)
+            mask = photo_io.read_mask(path, self.doc.size)
         except InputError as exc:
             show_error(self, "Cannot load the mask", str(exc))
-            return False
-        except (OSError, ValueError) as exc:
-            show_error(self, "Cannot load the mask", f"{Path(path).name} is not a readable image ({exc}).")
             return False
         self.doc.load_mask(mask)
         return True
@@ -633,12 +406,8 @@ class MainWindow(QMainWindow):
             self.save_mask(path)
 
     def save_mask(self, path) -> bool:
-        path = Path(path).with_suffix(".png")
-        grey = np.asarray(masks.to_image(self.doc.composed))
         try:
-            from engine.imaging import save_image
-
-            save_image(path, np.repeat(grey[..., None], 3, axis=2))
+            path = photo_io.write_mask(path, self.doc.composed)
         except (InputError, OSError) as exc:
             show_error(self, "Cannot save the mask", str(exc))
             return False
@@ -647,203 +416,45 @@ class MainWindow(QMainWindow):
 
     # ================================================================== runs
 
-    def _check_ready(self, need_target: bool = True) -> tuple[str, str] | None:
-        if not self.doc.has_photo:
-            show_error(self, APP_TITLE, "Open a photo first (File \u25b8 Open, or File \u25b8 Open Sample).")
-            return None
-        if self.model_state not in ("ready", "loading"):
-            show_error(self, "No model", "No model is loaded. Choose one in Settings, or use the "
-                       f"tiny test model from the Models menu ({TINY_NOTE}).")
-            return None
-        source, target = self.params.prompts()
-        if not source and needs_source(self.params.method_key()):
-            show_error(self, APP_TITLE, "Describe what is in the photo (the \u201cIn the photo\u201d "
-                       "field), e.g. \u201ca bowl of fruits\u201d.")
-            self.params.source.setFocus()
-            return None
-        if need_target and not target:
-            show_error(self, APP_TITLE, "Describe what the photo should become (the \u201cShould "
-                       "become\u201d field), e.g. \u201ca bowl of pears\u201d.")
-            self.params.target.setFocus()
-            return None
-        try:
-            self.params.params().validate()
-        except InputError as exc:
-            show_error(self, "Check the parameters", str(exc))
-            return None
-        return source, target
-
     def find_mask(self) -> None:
-        if self.job is not None or not finds_mask(self.params.method_key()):
-            return
-        prompts = self._check_ready()
-        if prompts is None:
-            return
-        params = self.params.params()
-        job_id = self.engine.next_job_id()
-        self.job = Job("mask", job_id, self.doc.generation, self.doc.photo_key,
-                       plan={"mask": params.mask_samples})
-        self.engine.submit(MaskRequest(job_id, self.doc.photo_key, self.doc.current_photo(),
-                                       prompts[0], prompts[1], params))
-        self._set_running(True)
+        self._start(self.runs.find_mask)
 
     def run_edit(self) -> None:
-        if self.job is not None:
-            return
-        prompts = self._check_ready()
-        if prompts is None:
-            return
-        params = self.params.run_params()
-        try:  # the method's own needs (a mask, paint, valid options) are checked before the run
-            inputs = run_inputs(self.params.method_key(), self.params.options(), params, self.doc,
-                                *prompts)
-        except InputError as exc:
-            title = "The mask is empty" if "mask is empty" in str(exc) else "Check the inputs"
-            show_error(self, title, str(exc))
-            return
-        seeds = self.params.run_seeds()
-        if not shows(inputs.method, "variations", inputs.options):
-            seeds = seeds[:1]  # candidates (Blended) or a deterministic method (P2P): one run
-        params = params.replace(seed=seeds[0])
-        job_id = self.engine.next_job_id()
-        self.job = Job("edit", job_id, self.doc.generation, self.doc.photo_key,
-                       group=self.doc.new_group(),
-                       mask=inputs.mask, variations=len(seeds), plan=inputs.plan)
-        self.engine.submit(EditRequest(job_id, self.doc.photo_key, self.doc.current_photo(),
-                                       prompts[0], prompts[1], inputs.mask, params, seeds,
-                                       inputs.method, inputs.options, inputs.paint))
-        self._set_running(True)
+        self._start(self.runs.edit)
 
     def cancel(self) -> None:
-        if self.job is not None:
-            self.engine.cancel()
-            self.stage_label.setText("Cancelling\u2026")
+        self.runs.cancel()
 
-    def _set_running(self, running: bool) -> None:
+    def _start(self, start) -> None:
+        try:
+            start()
+        except RunRefused as exc:
+            show_error(self, exc.title, exc.message)
+            if exc.field:
+                getattr(self.params, exc.field).setFocus()
+
+    def _on_running(self, running: bool) -> None:
         self.params.set_running(running)
         for widget in (self.progress, self.stage_label, self.cancel_button):
             widget.setVisible(running)
         if running:
             self.statusBar().clearMessage()
-            self.progress.setRange(0, 0)  # busy until the first step reports
-            self.stage_label.setText("Starting\u2026" if self.model_state == "ready"
-                                     else "Waiting for the model\u2026")
         self._update_enabled()
 
-    def _on_progress(self, p) -> None:
-        job = self.job
-        if job is None or p.job_id != job.job_id:
-            return
-        now = time.perf_counter()
-        if p.stage != job.stage:
-            job.stage, job.stage_started = p.stage, now
-        done = p.step + 1
-        job.seconds_per_step = (now - job.stage_started) / done
-        self.progress.setRange(0, p.total)
-        self.progress.setValue(done)
-        self.progress.setFormat(f"{done}/{p.total}")
-        left = self._steps_left(job, p) * job.seconds_per_step
-        variation = f" \u00b7 variation {p.variation + 1}/{p.variations}" if p.variations > 1 else ""
-        self.stage_label.setText(f"{STAGE_NAMES.get(p.stage, p.stage)} {done}/{p.total}{variation}"
-                                 f" \u00b7 about {_duration(left)} left")
+    def _on_step(self, done: int, total: int) -> None:
+        self.progress.setRange(0, total)
+        if total:
+            self.progress.setValue(done)
+            self.progress.setFormat(f"{done}/{total}")
 
-    @staticmethod
-    def _steps_left(job: Job, p) -> int:
-        left = p.total - p.step - 1
-        order = ["mask", "encode", "decode"]
-        if p.stage in order:
-            for stage in order[order.index(p.stage) + 1:]:
-                left += job.plan.get(stage, 0)
-        left += (p.variations - p.variation - 1) * job.plan.get("decode", 0)
-        return left
-
-    def _on_preview(self, job_id: int, preview) -> None:
-        job = self.job
-        if job is None or job_id != job.job_id or job.generation != self.doc.generation:
-            return
-        if job.stage in ("encode", "decode"):
-            self.canvas.show_run_preview(preview, job.mask if job.stage == "decode" else None)
-
-    def _on_mask_ready(self, job_id: int, heatmap) -> None:
-        if self.job is not None and job_id == self.job.job_id:
-            self.job.heatmap = heatmap
-
-    def _on_result(self, job_id: int, result) -> None:
-        if self.job is not None and job_id == self.job.job_id:
-            self.job.results.append(result)
-            if self.job.mask is None and result.mask is not None:
-                self.job.mask = result.mask  # the decode preview can now be clipped to it
-
-    def _on_failed(self, job_id: int, message: str, details: str) -> None:
-        if self.job is not None and job_id == self.job.job_id:
-            self.job.error = (message, details)
-
-    def _on_cancelled(self, job_id: int) -> None:
-        if self.job is not None and job_id == self.job.job_id:
-            self.job.cancelled = True
-
-    def _on_finished(self, job_id: int) -> None:
-        job = self.job
-        if job is None or job_id != job.job_id:
-            return
-        self.job = None
-        self._set_running(False)
-        self.canvas.clear_run_preview()
-        if job.cancelled:
-            self.statusBar().showMessage("Cancelled. The photo and mask are as they were.", 8000)
-            return
-        if job.error is not None:
-            show_error(self, "The run failed", job.error[0], job.error[1])
-            return
-        if job.generation != self.doc.generation:
-            self.statusBar().showMessage("A different photo is open now; the run's result was not kept.", 8000)
-            return
-        if job.photo_key != self.doc.photo_key:
-            show_error(self, "The photo changed during the run",
-                       "A result was applied (or undone) while the run was working on the photo "
-                       "as it was before, so its result was not kept. Run it again.")
-            return
-        self._commit(job)
-
-    def _commit(self, job: Job) -> None:
-        elapsed = time.perf_counter() - job.started
-        if job.kind == "mask":
-            if job.heatmap is not None:
-                self.doc.set_heatmap(job.heatmap)
-                self.actions["show_mask"].setChecked(True)
-                self.statusBar().showMessage(f"Mask found in {elapsed:.1f} s. Refine it with the "
-                                             "threshold and the brush, then Edit.", 10000)
-            return
-        first = None
-        for result in job.results:
-            if result.heatmap is not None and self.doc.heatmap is None and \
-                    result.image.shape == self.doc.base.shape:
-                # The mask the run found (DiffEdit, or a P2P local blend), kept for refining.
-                self.doc.set_heatmap(result.heatmap)
-                if "blend_threshold" in result.options:
-                    self.params.threshold_spin.setValue(result.options["blend_threshold"])
-            entry = self.doc.add_result(
-                job.group, result.variation, image=result.image, mask=result.mask,
-                source=result.source, target=result.target, method=result.method,
-                params=result.params, seconds=result.seconds, metadata=result.metadata,
-                stats=result.stats, warnings=result.warnings, options=result.options,
-                heatmap=result.heatmap if result.method == "p2p" else None)
-            first = first or entry
-            for warning in result.warnings:
-                self.statusBar().showMessage(warning, 10000)
-        if first is not None:
-            self.doc.set_preview(first.id)
-            self.actions["show_mask"].setChecked(False)  # see the result; M brings the mask back
-            self.history_dock.raise_()
-            count = len(job.results)
-            self.statusBar().showMessage(
-                f"{count} result{'s' if count > 1 else ''} in {elapsed:.1f} s. Apply one to keep "
-                "editing from it, or export it.", 10000)
+    def _on_results_added(self) -> None:
+        self.actions["show_mask"].setChecked(False)  # see the result; M brings the mask back
+        self.history_dock.raise_()
 
     # ================================================================== history
 
     def apply_entry(self, entry_id: int) -> None:
-        if self.job is not None:  # the run works on the current pixels: they must not change
+        if self.runs.running:  # the run works on the current pixels: they must not change
             self.statusBar().showMessage("Wait for the run to finish (or cancel it) before "
                                          "applying a result.", 8000)
             return
@@ -944,7 +555,7 @@ class MainWindow(QMainWindow):
 
     def _update_enabled(self) -> None:
         has_photo = self.doc.has_photo
-        running = self.job is not None
+        running = self.runs.running
         for key in ("export", "find_mask", "edit", "invert", "clear_mask", "grow", "shrink",
                     "feather", "load_mask", "save_mask", "fit", "actual", "zoom_in", "zoom_out"):
             self.actions[key].setEnabled(has_photo)
@@ -960,17 +571,12 @@ class MainWindow(QMainWindow):
         if not self.confirm_discard("closing"):
             event.ignore()
             return
-        if self.job is not None:
+        if self.runs.running:
             self.engine.cancel()
         self.settings.set_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
         self.autosaver.remove()  # a clean close: the work was exported or discarded
         event.accept()
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _html(text: str) -> str:

@@ -9,8 +9,9 @@ import numpy as np
 from PIL import Image
 from PySide6.QtGui import QImage
 
-from engine import imaging
+from engine import imaging, masks
 from engine.errors import InputError
+from engine.resources import resource_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 EXPORT_FILTERS = {  # file-dialog filter -> suffix
@@ -48,3 +49,37 @@ def export(path, photo, edited: np.ndarray, metadata: dict | None) -> Path:
 
 def is_image_path(path: str) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def sample_photos() -> list[tuple[Path, str]]:
+    """(path, description) of the shipped sample photos, described by their README's table."""
+    folder = resource_path("samples")
+    described = {}
+    try:
+        for line in (folder / "README.md").read_text(encoding="utf-8").splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 4 and (folder / cells[0]).is_file():
+                described[cells[0]] = f"{cells[2]} ({cells[3]})"
+    except OSError:
+        pass
+    files = sorted(p for p in folder.glob("*") if is_image_path(p.name))
+    return [(p, described.get(p.name, p.name)) for p in files]
+
+
+def read_mask(path, size: tuple[int, int]) -> np.ndarray:
+    """A greyscale mask file as (H, W) float32 for a photo of ``size`` (W, H); InputError if not."""
+    try:
+        with Image.open(path) as image:
+            return masks.from_image(image, expected_size=size)
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:  # not an image Pillow can read
+        raise InputError(f"{Path(path).name} is not a readable image ({exc}).") from None
+
+
+def write_mask(path, mask: np.ndarray) -> Path:
+    """Save ``mask`` as a greyscale PNG (atomic); returns the path written."""
+    path = Path(path).with_suffix(".png")
+    grey = np.asarray(masks.to_image(mask))
+    imaging.save_image(path, np.repeat(grey[..., None], 3, axis=2))
+    return path

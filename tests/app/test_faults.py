@@ -82,7 +82,7 @@ def test_engine_exception_mid_run_leaves_everything_as_it_was(qtbot, window, dia
     assert dialogs.kinds() == ["box"] and dialogs.shown[0][1] == "The run failed"
     assert state(window) == before, "the document changed after a failed run"
     assert f"the GPU driver reset during {stage} step {step}" in dialogs.texts()
-    assert window.job is None and window.actions["edit"].isEnabled()
+    assert window.runs.job is None and window.actions["edit"].isEnabled()
     armed[0] = False
     run(qtbot, window)  # the worker thread survived: the next run works
     assert len(doc.history) == 4

@@ -271,14 +271,14 @@ def test_mask_rules_per_method(qtbot, window, fake_engine, dialogs):
     panel = window.params
     panel.set_method("blended")
     window.find_mask()  # not offered for Blended: nothing runs
-    assert window.job is None and fake_engine.calls.count("mask") == 0
+    assert window.runs.job is None and fake_engine.calls.count("mask") == 0
     window.run_edit()  # Blended inpaint without a mask: a clear message, no run
-    assert "needs a mask" in dialogs.texts() and window.job is None
+    assert "needs a mask" in dialogs.texts() and window.runs.job is None
     panel.set_options({"action": "scribble"})
     paint_box(window.doc)
     dialogs.shown.clear()
     window.run_edit()
-    assert "Paint (P)" in dialogs.texts() and window.job is None
+    assert "Paint (P)" in dialogs.texts() and window.runs.job is None
     panel.set_method("pnp")  # mask "none": a painted mask is not sent
     run(qtbot, window)
     assert fake_engine.runs[-1][0] == "pnp" and fake_engine.runs[-1][2] is False

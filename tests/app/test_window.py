@@ -11,6 +11,7 @@ import pytest
 from PySide6.QtCore import QPointF, Qt, QTimer
 from PySide6.QtWidgets import QMessageBox
 
+from desktop_app import photo_io
 from desktop_app.main_window import MainWindow
 from desktop_app.worker import EngineController
 from engine.params import EditParams
@@ -199,7 +200,7 @@ def test_engine_failure_shows_a_dialog_and_the_app_keeps_running(qtbot, window, 
 def test_user_mistakes_get_messages_not_runs(qtbot, window, fake_engine, dialogs):
     window.params.target.setText("")
     window.actions["edit"].trigger()
-    assert "Should become" in dialogs.texts() and window.job is None
+    assert "Should become" in dialogs.texts() and window.runs.job is None
     window.params.target.setText("a dog")
     run_and_wait(qtbot, window, "find_mask")
     window.params.threshold_spin.setValue(1.0)  # a mask exists but covers nothing
@@ -269,7 +270,7 @@ def test_open_errors_are_messages(qtbot, window, dialogs, tmp_path):
 
 
 def test_open_sample_and_recent(qtbot, window, settings):
-    samples = window.samples()
+    samples = photo_io.sample_photos()
     names = {p.name for p, _ in samples}
     assert {"coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg"} <= names
     coffee = next((p, d) for p, d in samples if p.name == "coffee.png")

@@ -1,0 +1,275 @@
+"""RunController: one run's life on the GUI side (check, start, progress, cancel, commit to history).
+
+The window only listens to its signals and shows what they say; nothing of a run reaches the
+document before the run finishes, and a result for pixels that changed meanwhile is dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from desktop_app.dialogs import APP_TITLE, TINY_NOTE
+from desktop_app.method_runs import run_inputs
+from desktop_app.methods import finds_mask, needs_source, shows
+from desktop_app.worker import EditRequest, MaskRequest
+from engine.errors import InputError
+
+STAGE_NAMES = {"mask": "Finding the mask", "encode": "Encoding the photo", "decode": "Editing"}
+STAGE_ORDER = ("mask", "encode", "decode")
+
+
+class RunRefused(Exception):
+    """A run cannot start: ``title`` and ``message`` for the dialog, ``field`` the panel widget
+    (an attribute of ParamsPanel) to put the cursor in, if any."""
+
+    def __init__(self, title: str, message: str, field: str = ""):
+        super().__init__(message)
+        self.title, self.message, self.field = title, message, field
+
+
+@dataclass
+class Job:
+    """The run in progress, as the GUI sees it. Nothing reaches the document until it finishes."""
+
+    kind: str  # "mask" | "edit"
+    job_id: int
+    generation: int  # document.generation when started: results for another photo are dropped
+    photo_key: str = ""  # the base pixels it ran on: a result for pixels since replaced is dropped
+    group: int = 0
+    mask: np.ndarray | None = None
+    variations: int = 1
+    plan: dict = field(default_factory=dict)  # stage -> steps per variation, for "time left"
+    started: float = field(default_factory=time.perf_counter)
+    stage: str = ""
+    stage_started: float = 0.0
+    seconds_per_step: float = 0.0
+    results: list = field(default_factory=list)
+    heatmap: np.ndarray | None = None
+    error: tuple[str, str] | None = None
+    cancelled: bool = False
+
+    def steps_left(self, p) -> int:
+        """Steps after progress report ``p`` until the whole run is done."""
+        left = p.total - p.step - 1
+        if p.stage in STAGE_ORDER:
+            for stage in STAGE_ORDER[STAGE_ORDER.index(p.stage) + 1:]:
+                left += self.plan.get(stage, 0)
+        left += (p.variations - p.variation - 1) * self.plan.get("decode", 0)
+        return left
+
+
+class RunController(QObject):
+    """Starts runs from the panel's settings on the engine thread and commits what they return."""
+
+    running_changed = Signal(bool)
+    stage_text = Signal(str)  # what the run is doing, for the status bar
+    step_changed = Signal(int, int)  # done, total of the current stage (total 0: busy)
+    preview_ready = Signal(object, object)  # small RGB, and the mask to clip it to (or None)
+    preview_cleared = Signal()
+    message = Signal(str, int)  # a status bar message and its milliseconds
+    failed = Signal(str, str, str)  # title, message, details: the run did not produce anything
+    mask_found = Signal()  # a heatmap became the document's mask: show it
+    results_added = Signal()  # results are in the history; the first is previewed
+
+    def __init__(self, doc, engine, params, model_state, parent=None):
+        """``params`` is the ParamsPanel the run's settings are read from; ``model_state()``
+        says whether a model is "ready", "loading", "failed" or "none"."""
+        super().__init__(parent)
+        self.doc, self.engine, self.params, self.model_state = doc, engine, params, model_state
+        self.job: Job | None = None
+        engine.progress.connect(self._on_progress)
+        engine.preview.connect(self._on_preview)
+        engine.mask_ready.connect(self._on_mask_ready)
+        engine.result_ready.connect(self._on_result)
+        engine.job_failed.connect(self._on_failed)
+        engine.job_cancelled.connect(self._on_cancelled)
+        engine.job_finished.connect(self._on_finished)
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None
+
+    # ------------------------------------------------------------------ starting
+
+    def check_ready(self) -> tuple[str, str]:
+        """(source, target) when a run can start; raises RunRefused saying what is missing."""
+        if not self.doc.has_photo:
+            raise RunRefused(APP_TITLE, "Open a photo first (File \u25b8 Open, or File \u25b8 Open "
+                             "Sample).")
+        if self.model_state() not in ("ready", "loading"):
+            raise RunRefused("No model", "No model is loaded. Choose one in Settings, or use the "
+                             f"tiny test model from the Models menu ({TINY_NOTE}).")
+        source, target = self.params.prompts()
+        if not source and needs_source(self.params.method_key()):
+            raise RunRefused(APP_TITLE, "Describe what is in the photo (the \u201cIn the photo\u201d "
+                             "field), e.g. \u201ca bowl of fruits\u201d.", "source")
+        if not target:
+            raise RunRefused(APP_TITLE, "Describe what the photo should become (the \u201cShould "
+                             "become\u201d field), e.g. \u201ca bowl of pears\u201d.", "target")
+        try:
+            self.params.params().validate()
+        except InputError as exc:
+            raise RunRefused("Check the parameters", str(exc)) from None
+        return source, target
+
+    def find_mask(self) -> None:
+        """Estimate the auto mask (methods that find their own); raises RunRefused."""
+        if self.job is not None or not finds_mask(self.params.method_key()):
+            return
+        source, target = self.check_ready()
+        params = self.params.params()
+        job_id = self.engine.next_job_id()
+        self._start(Job("mask", job_id, self.doc.generation, self.doc.photo_key,
+                        plan={"mask": params.mask_samples}),
+                    MaskRequest(job_id, self.doc.photo_key, self.doc.current_photo(), source,
+                                target, params))
+
+    def edit(self) -> None:
+        """Run the chosen method with the panel's settings; raises RunRefused."""
+        if self.job is not None:
+            return
+        source, target = self.check_ready()
+        params = self.params.run_params()
+        try:  # the method's own needs (a mask, paint, valid options) are checked before the run
+            inputs = run_inputs(self.params.method_key(), self.params.options(), params, self.doc,
+                                source, target)
+        except InputError as exc:
+            title = "The mask is empty" if "mask is empty" in str(exc) else "Check the inputs"
+            raise RunRefused(title, str(exc)) from None
+        seeds = self.params.run_seeds()
+        if not shows(inputs.method, "variations", inputs.options):
+            seeds = seeds[:1]  # candidates (Blended) or a deterministic method (P2P): one run
+        params = params.replace(seed=seeds[0])
+        job_id = self.engine.next_job_id()
+        self._start(Job("edit", job_id, self.doc.generation, self.doc.photo_key,
+                        group=self.doc.new_group(), mask=inputs.mask, variations=len(seeds),
+                        plan=inputs.plan),
+                    EditRequest(job_id, self.doc.photo_key, self.doc.current_photo(), source,
+                                target, inputs.mask, params, seeds, inputs.method, inputs.options,
+                                inputs.paint))
+
+    def _start(self, job: Job, request) -> None:
+        self.job = job
+        self.engine.submit(request)
+        self.running_changed.emit(True)
+        self.step_changed.emit(0, 0)  # busy until the first step reports
+        self.stage_text.emit("Starting\u2026" if self.model_state() == "ready"
+                             else "Waiting for the model\u2026")
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.engine.cancel()
+            self.stage_text.emit("Cancelling\u2026")
+
+    # ------------------------------------------------------------------ reports from the engine
+
+    def _current(self, job_id: int) -> Job | None:
+        return self.job if self.job is not None and self.job.job_id == job_id else None
+
+    def _on_progress(self, p) -> None:
+        job = self._current(p.job_id)
+        if job is None:
+            return
+        now = time.perf_counter()
+        if p.stage != job.stage:
+            job.stage, job.stage_started = p.stage, now
+        done = p.step + 1
+        job.seconds_per_step = (now - job.stage_started) / done
+        self.step_changed.emit(done, p.total)
+        left = job.steps_left(p) * job.seconds_per_step
+        variation = f" \u00b7 variation {p.variation + 1}/{p.variations}" if p.variations > 1 else ""
+        self.stage_text.emit(f"{STAGE_NAMES.get(p.stage, p.stage)} {done}/{p.total}{variation}"
+                             f" \u00b7 about {duration(left)} left")
+
+    def _on_preview(self, job_id: int, preview) -> None:
+        job = self._current(job_id)
+        if job is None or job.generation != self.doc.generation:
+            return
+        if job.stage in ("encode", "decode"):
+            self.preview_ready.emit(preview, job.mask if job.stage == "decode" else None)
+
+    def _on_mask_ready(self, job_id: int, heatmap) -> None:
+        job = self._current(job_id)
+        if job is not None:
+            job.heatmap = heatmap
+
+    def _on_result(self, job_id: int, result) -> None:
+        job = self._current(job_id)
+        if job is not None:
+            job.results.append(result)
+            if job.mask is None and result.mask is not None:
+                job.mask = result.mask  # the decode preview can now be clipped to it
+
+    def _on_failed(self, job_id: int, message: str, details: str) -> None:
+        job = self._current(job_id)
+        if job is not None:
+            job.error = (message, details)
+
+    def _on_cancelled(self, job_id: int) -> None:
+        job = self._current(job_id)
+        if job is not None:
+            job.cancelled = True
+
+    def _on_finished(self, job_id: int) -> None:
+        job = self._current(job_id)
+        if job is None:
+            return
+        self.job = None
+        self.running_changed.emit(False)
+        self.preview_cleared.emit()
+        if job.cancelled:
+            self.message.emit("Cancelled. The photo and mask are as they were.", 8000)
+        elif job.error is not None:
+            self.failed.emit("The run failed", *job.error)
+        elif job.generation != self.doc.generation:
+            self.message.emit("A different photo is open now; the run's result was not kept.", 8000)
+        elif job.photo_key != self.doc.photo_key:
+            self.failed.emit("The photo changed during the run",
+                             "A result was applied (or undone) while the run was working on the "
+                             "photo as it was before, so its result was not kept. Run it again.", "")
+        else:
+            self._commit(job)
+
+    # ------------------------------------------------------------------ committing
+
+    def _commit(self, job: Job) -> None:
+        elapsed = time.perf_counter() - job.started
+        if job.kind == "mask":
+            if job.heatmap is not None:
+                self.doc.set_heatmap(job.heatmap)
+                self.mask_found.emit()
+                self.message.emit(f"Mask found in {elapsed:.1f} s. Refine it with the threshold "
+                                  "and the brush, then Edit.", 10000)
+            return
+        first = None
+        for result in job.results:
+            if result.heatmap is not None and self.doc.heatmap is None and \
+                    result.image.shape == self.doc.base.shape:
+                # The mask the run found (DiffEdit, or a P2P local blend), kept for refining.
+                self.doc.set_heatmap(result.heatmap)
+                if "blend_threshold" in result.options:
+                    self.params.threshold_spin.setValue(result.options["blend_threshold"])
+            entry = self.doc.add_result(
+                job.group, result.variation, image=result.image, mask=result.mask,
+                source=result.source, target=result.target, method=result.method,
+                params=result.params, seconds=result.seconds, metadata=result.metadata,
+                stats=result.stats, warnings=result.warnings, options=result.options,
+                heatmap=result.heatmap if result.method == "p2p" else None)
+            first = first or entry
+            for warning in result.warnings:
+                self.message.emit(warning, 10000)
+        if first is not None:
+            self.doc.set_preview(first.id)
+            self.results_added.emit()
+            count = len(job.results)
+            self.message.emit(f"{count} result{'s' if count > 1 else ''} in {elapsed:.1f} s. "
+                              "Apply one to keep editing from it, or export it.", 10000)
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
