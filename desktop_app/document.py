@@ -1,102 +1,28 @@
 """The open photo: base image, mask layers, run history and the undo stack (GUI thread only).
 
-Mask model (DESIGN.md): the auto heatmap with its threshold, strokes that add, strokes that erase;
-composed = (heatmap > t OR added) AND NOT erased. Mask operations (invert, grow, shrink, feather)
-apply to the whole mask composed so far and start a new *segment*: strokes painted after an
-operation land on top of it. So moving the threshold refolds every segment and never loses a
-stroke, and painting after "invert" still adds where the user paints.
-
-Undo stores region patches: a stroke saves only the tiles it touched, applying a result only the
-bounding box of the pixels that changed.
+The mask's layers and their algebra live in desktop_app/mask_layers.py (numpy only), the undo
+steps in desktop_app/undo.py; this is the Qt object the views subscribe to. The methods the undo
+steps call (write_patches, write_paint_patches, write_base, set_base_state,
+mask_structure_changed) change the state without pushing a step of their own.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QUndoCommand, QUndoStack
+from PySide6.QtGui import QUndoStack
 
+from desktop_app import undo
+from desktop_app.methods import extension
+from desktop_app.mask_layers import (MaskLayers, PaintLayer, Rect, Segment, apply_strokes, bbox,
+                                     fold, place, segment_coverage, union)
 from engine import masks
 from engine.params import EditParams
-
-TILE = 128  # stroke undo granularity in px: small enough that a dab saves little, big enough to be few
-Rect = tuple[int, int, int, int]  # x, y, width, height in image pixels
-
-
-# ----------------------------------------------------------------------------- mask layers
-
-
-@dataclass
-class Segment:
-    """One mask operation (None for the first segment) followed by the strokes painted after it."""
-
-    op: tuple | None = None  # ("invert",) | ("grow", px) | ("shrink", px) | ("feather", px)
-    added: np.ndarray | None = None  # stroke coverage in [0, 1], allocated on the first stroke
-    erased: np.ndarray | None = None
-
-
-@dataclass
-class MaskLayers:
-    """Everything the composed mask is computed from; swapped whole by clear and load."""
-
-    heatmap: np.ndarray | None = None
-    segments: list[Segment] = field(default_factory=lambda: [Segment()])
-
-
-def apply_op(op: tuple, mask: np.ndarray) -> np.ndarray:
-    name = op[0]
-    if name == "invert":
-        return masks.invert(mask)
-    if name == "grow":
-        return masks.grow(mask, int(op[1]))
-    if name == "shrink":
-        return masks.shrink(mask, int(op[1]))
-    if name == "feather":
-        return masks.feather(mask, float(op[1]))
-    raise ValueError(f"unknown mask operation {name!r}")
-
-
-def apply_strokes(mask: np.ndarray, added: np.ndarray | None, erased: np.ndarray | None):
-    """(mask OR added) AND NOT erased, with soft stroke edges (works on views of any region)."""
-    out = mask if added is None else np.maximum(mask, added)
-    if erased is not None:
-        out = out * (1.0 - erased)
-    return out.astype(np.float32, copy=False)
-
-
-def segment_coverage(p0, p1, radius: float, hardness: float, shape) -> tuple[Rect, np.ndarray] | None:
-    """Brush coverage of a capsule from p0 to p1 (image px), so fast drags leave no gaps.
-
-    Returns ((x, y, w, h), coverage) clipped to the image, or None when it lies outside.
-    """
-    height, width = shape
-    (x0, y0), (x1, y1) = p0, p1
-    pad = radius + 1.0
-    left = max(0, int(math.floor(min(x0, x1) - pad)))
-    right = min(width, int(math.ceil(max(x0, x1) + pad)) + 1)
-    top = max(0, int(math.floor(min(y0, y1) - pad)))
-    bottom = min(height, int(math.ceil(max(y0, y1) + pad)) + 1)
-    if left >= right or top >= bottom:
-        return None
-    ys = np.arange(top, bottom, dtype=np.float32)[:, None] + 0.5  # pixel centres
-    xs = np.arange(left, right, dtype=np.float32)[None, :] + 0.5
-    dx, dy = x1 - x0, y1 - y0
-    length2 = dx * dx + dy * dy
-    if length2 > 1e-12:
-        t = np.clip(((xs - x0) * dx + (ys - y0) * dy) / length2, 0.0, 1.0)
-    else:
-        t = np.float32(0.0)
-    distance = np.hypot(xs - (x0 + t * dx), ys - (y0 + t * dy))
-    # Hardness 1 keeps a one-pixel anti-aliased rim; lower hardness fades over more of the radius.
-    soft = max(radius * (1.0 - hardness), 1.0)
-    coverage = np.clip((radius - distance) / soft, 0.0, 1.0).astype(np.float32)
-    return (left, top, right - left, bottom - top), coverage
 
 
 # ----------------------------------------------------------------------------- history
@@ -127,14 +53,6 @@ class HistoryEntry:
     @property
     def size(self) -> tuple[int, int]:
         return self.image.shape[1], self.image.shape[0]
-
-
-@dataclass
-class PaintLayer:
-    """Blended scribble's colours, painted with the Paint tool over the photo (base-sized)."""
-
-    rgb: np.ndarray  # (H, W, 3) uint8 colours
-    coverage: np.ndarray  # (H, W) float32 in [0, 1]; 0 = unpainted
 
 
 def make_thumbnail(rgb: np.ndarray, side: int = 96) -> np.ndarray:
@@ -179,7 +97,7 @@ class Document(QObject):
         self._ids = itertools.count(1)
         self._groups = itertools.count(1)
         self._keys = itertools.count(1)
-        self._stroke: _StrokeRecorder | None = None
+        self._stroke: undo.StrokeRecorder | None = None
         self._work_serial = 0
         self._exported_serial = 0
 
@@ -266,20 +184,7 @@ class Document(QObject):
         if self.base is None:
             self._composed = self._prefix = None
             return
-        shape = self.shape
-        layers = self.mask
-        if layers.heatmap is not None:
-            m = masks.threshold(layers.heatmap, self.threshold)
-        else:
-            m = np.zeros(shape, np.float32)
-        prefix = m
-        for index, seg in enumerate(layers.segments):
-            if index > 0:
-                m = apply_op(seg.op, m)
-            prefix = m
-            m = apply_strokes(m, seg.added, seg.erased)
-        self._prefix = prefix if prefix is not m else prefix.copy()
-        self._composed = m if m is not prefix else m.copy()
+        self._prefix, self._composed = fold(self.mask, self.threshold, self.shape)
 
     def _recompose_region(self, rect: Rect) -> None:
         x, y, w, h = rect
@@ -318,7 +223,7 @@ class Document(QObject):
             if self.paint is None:
                 self.paint = PaintLayer(np.zeros((*self.shape, 3), np.uint8),
                                         np.zeros(self.shape, np.float32))
-            self._stroke = _StrokeRecorder(-1, mode, radius, hardness)
+            self._stroke = undo.StrokeRecorder(-1, mode, radius, hardness)
             self._stroke.colour = np.array(colour if colour is not None else (255, 0, 0), np.float32)
             return
         seg = self.mask.segments[-1]
@@ -326,7 +231,7 @@ class Document(QObject):
             seg.added = np.zeros(self.shape, np.float32)
         if seg.erased is None:
             seg.erased = np.zeros(self.shape, np.float32)
-        self._stroke = _StrokeRecorder(len(self.mask.segments) - 1, mode, radius, hardness)
+        self._stroke = undo.StrokeRecorder(len(self.mask.segments) - 1, mode, radius, hardness)
 
     def stroke_to(self, x: float, y: float) -> None:
         """Extend the stroke to image point (x, y); the first call paints a single dab."""
@@ -370,7 +275,7 @@ class Document(QObject):
                 x, y, w, h = rect
                 sl = np.s_[y:y + h, x:x + w]
                 patches[key] = (rect, old_rgb, old_cov, layer.rgb[sl].copy(), layer.coverage[sl].copy())
-            self.undo_stack.push(_PaintStrokeCommand(self, patches))
+            self.undo_stack.push(undo.PaintStrokeCommand(self, patches))
             return
         seg = self.mask.segments[stroke.segment]
         patches = {}
@@ -379,27 +284,27 @@ class Document(QObject):
             sl = np.s_[y:y + h, x:x + w]
             patches[key] = (rect, old_added, old_erased, seg.added[sl].copy(), seg.erased[sl].copy())
         label = "Brush stroke" if stroke.mode == "add" else "Eraser stroke"
-        self.undo_stack.push(_StrokeCommand(self, stroke.segment, patches, label))
+        self.undo_stack.push(undo.StrokeCommand(self, stroke.segment, patches, label))
 
     @property
     def stroking(self) -> bool:
         return self._stroke is not None
 
-    def _write_patches(self, segment: int, patches: dict, new: bool) -> None:
+    def write_patches(self, segment: int, patches: dict, new: bool) -> None:
         seg = self.mask.segments[segment]
         if seg.added is None:
             seg.added = np.zeros(self.shape, np.float32)
             seg.erased = np.zeros(self.shape, np.float32)
-        union = None
+        changed = None
         for rect, old_a, old_e, new_a, new_e in patches.values():
             x, y, w, h = rect
             sl = np.s_[y:y + h, x:x + w]
             seg.added[sl] = new_a if new else old_a
             seg.erased[sl] = new_e if new else old_e
-            union = _union(union, rect)
-        if segment == len(self.mask.segments) - 1 and union is not None:
-            self._recompose_region(union)
-            self.mask_changed.emit(union)
+            changed = union(changed, rect)
+        if segment == len(self.mask.segments) - 1 and changed is not None:
+            self._recompose_region(changed)
+            self.mask_changed.emit(changed)
         else:  # not reachable through LIFO undo, but stay correct if it ever is
             self._refold()
             self.mask_changed.emit(None)
@@ -420,7 +325,7 @@ class Document(QObject):
 
     def clear_mask(self) -> None:
         if self.base is not None:
-            self.undo_stack.push(_ReplaceMaskCommand(self, MaskLayers(), "Clear mask"))
+            self.undo_stack.push(undo.ReplaceMaskCommand(self, MaskLayers(), "Clear mask"))
 
     def load_mask(self, mask: np.ndarray) -> None:
         """Replace every layer with a mask from a file (it becomes an 'added' layer)."""
@@ -428,7 +333,7 @@ class Document(QObject):
             return
         layers = MaskLayers(segments=[Segment(added=np.asarray(mask, np.float32).copy(),
                                               erased=np.zeros(self.shape, np.float32))])
-        self.undo_stack.push(_ReplaceMaskCommand(self, layers, "Load mask"))
+        self.undo_stack.push(undo.ReplaceMaskCommand(self, layers, "Load mask"))
 
     def set_heatmap(self, heatmap: np.ndarray) -> None:
         """A new auto mask from "Find mask": undoable, keeps strokes and operations."""
@@ -437,13 +342,13 @@ class Document(QObject):
         heatmap = np.asarray(heatmap, np.float32)
         if heatmap.shape != tuple(self.shape):
             heatmap = masks.resize(heatmap, self.size)
-        self.undo_stack.push(_HeatmapCommand(self, heatmap))
+        self.undo_stack.push(undo.HeatmapCommand(self, heatmap))
 
     def _push_op(self, op: tuple, label: str) -> None:
         if self.base is not None:
-            self.undo_stack.push(_OpCommand(self, op, label))
+            self.undo_stack.push(undo.OpCommand(self, op, label))
 
-    def _mask_structure_changed(self, heatmap: bool = False) -> None:
+    def mask_structure_changed(self, heatmap: bool = False) -> None:
         self._refold()
         self.mask_changed.emit(None)
         if heatmap:
@@ -462,17 +367,17 @@ class Document(QObject):
 
     def clear_paint(self) -> None:
         if self.base is not None and self.paint is not None:
-            self.undo_stack.push(_PaintReplaceCommand(self, None, "Clear paint"))
+            self.undo_stack.push(undo.PaintReplaceCommand(self, None, "Clear paint"))
 
-    def _write_paint_patches(self, patches: dict, new: bool) -> None:
-        union = None
+    def write_paint_patches(self, patches: dict, new: bool) -> None:
+        changed = None
         for rect, old_rgb, old_cov, new_rgb, new_cov in patches.values():
             x, y, w, h = rect
             sl = np.s_[y:y + h, x:x + w]
             self.paint.rgb[sl] = new_rgb if new else old_rgb
             self.paint.coverage[sl] = new_cov if new else old_cov
-            union = _union(union, rect)
-        self.paint_changed.emit(union)
+            changed = union(changed, rect)
+        self.paint_changed.emit(changed)
 
     # ------------------------------------------------------------------ history
 
@@ -551,12 +456,12 @@ class Document(QObject):
             self._apply_resized(entry)
             return True
         changed = np.any(entry.image != self.base, axis=2)
-        rect = _bbox(changed)
+        rect = bbox(changed)
         if rect is None:
             return False
         x, y, w, h = rect
         sl = np.s_[y:y + h, x:x + w]
-        command = _ApplyCommand(self, entry.id, rect, self.base[sl].copy(), entry.image[sl].copy(),
+        command = undo.ApplyCommand(self, entry.id, rect, self.base[sl].copy(), entry.image[sl].copy(),
                                 self.photo_key, f"photo-{next(self._keys)}",
                                 f"Apply \u201c{entry.target}\u201d")
         self.undo_stack.push(command)
@@ -568,23 +473,23 @@ class Document(QObject):
         (offset by the extension's left and top), the new area unmasked; one undo step."""
         offset, shape = _offset(entry), entry.image.shape[:2]
         layers = MaskLayers(
-            heatmap=None if self.mask.heatmap is None else _place(self.mask.heatmap, offset, shape),
+            heatmap=None if self.mask.heatmap is None else place(self.mask.heatmap, offset, shape),
             segments=[Segment(op=seg.op,
-                              added=None if seg.added is None else _place(seg.added, offset, shape),
-                              erased=None if seg.erased is None else _place(seg.erased, offset, shape))
+                              added=None if seg.added is None else place(seg.added, offset, shape),
+                              erased=None if seg.erased is None else place(seg.erased, offset, shape))
                       for seg in self.mask.segments])
         paint = None
         if self.paint is not None:
-            paint = PaintLayer(_place(self.paint.rgb, offset, shape),
-                               _place(self.paint.coverage, offset, shape))
-        new = _BaseState(entry.image.copy(), resized_photo(self.photo, entry.image, offset), layers,
+            paint = PaintLayer(place(self.paint.rgb, offset, shape),
+                               place(self.paint.coverage, offset, shape))
+        new = undo.BaseState(entry.image.copy(), resized_photo(self.photo, entry.image, offset), layers,
                          paint, f"photo-{next(self._keys)}")
-        old = _BaseState(self.base, self.photo, self.mask, self.paint, self.photo_key)
+        old = undo.BaseState(self.base, self.photo, self.mask, self.paint, self.photo_key)
         w, h = entry.size
-        self.undo_stack.push(_ResizeCommand(self, entry.id, old, new,
+        self.undo_stack.push(undo.ResizeCommand(self, entry.id, old, new,
                                             f"Apply \u201c{entry.target}\u201d ({w}\u00d7{h})"))
 
-    def _set_base_state(self, state: "_BaseState") -> None:
+    def set_base_state(self, state: "undo.BaseState") -> None:
         self.base, self.photo, self.mask, self.paint = state.base, state.photo, state.mask, state.paint
         self.photo_key = state.key
         self._refold()
@@ -595,7 +500,7 @@ class Document(QObject):
         self.heatmap_changed.emit()
         self.paint_changed.emit(None)
 
-    def _write_base(self, rect: Rect, pixels: np.ndarray, key: str) -> None:
+    def write_base(self, rect: Rect, pixels: np.ndarray, key: str) -> None:
         x, y, w, h = rect
         self.base[y:y + h, x:x + w] = pixels
         self.photo_key = key
@@ -616,187 +521,10 @@ class Document(QObject):
         self.work_changed.emit()
 
 
-# ----------------------------------------------------------------------------- undo commands
-
-
-class _StrokeRecorder:
-    """Saves each touched tile's layers once, before the stroke first changes them."""
-
-    def __init__(self, segment: int, mode: str, radius: float, hardness: float):
-        self.segment = segment
-        self.mode = mode
-        self.radius = float(radius)
-        self.hardness = float(hardness)
-        self.last = None
-        self.tiles: dict[tuple[int, int], tuple] = {}
-
-    def save_tiles(self, rect: Rect, layers: tuple) -> None:
-        x, y, w, h = rect
-        height, width = layers[0].shape[:2]
-        for ty in range(y // TILE, (y + h - 1) // TILE + 1):
-            for tx in range(x // TILE, (x + w - 1) // TILE + 1):
-                if (ty, tx) in self.tiles:
-                    continue
-                tile = (tx * TILE, ty * TILE, min(TILE, width - tx * TILE), min(TILE, height - ty * TILE))
-                sl = np.s_[tile[1]:tile[1] + tile[3], tile[0]:tile[0] + tile[2]]
-                self.tiles[(ty, tx)] = (tile, *(layer[sl].copy() for layer in layers))
-
-
-class _StrokeCommand(QUndoCommand):
-    def __init__(self, doc: Document, segment: int, patches: dict, label: str):
-        super().__init__(label)
-        self.doc, self.segment, self.patches = doc, segment, patches
-        self._first = True
-
-    def redo(self):
-        if self._first:  # the stroke is already on the canvas
-            self._first = False
-            return
-        self.doc._write_patches(self.segment, self.patches, new=True)
-
-    def undo(self):
-        self.doc._write_patches(self.segment, self.patches, new=False)
-
-
-class _OpCommand(QUndoCommand):
-    def __init__(self, doc: Document, op: tuple, label: str):
-        super().__init__(label)
-        self.doc = doc
-        self.segment = Segment(op=op)
-
-    def redo(self):
-        self.doc.mask.segments.append(self.segment)
-        self.doc._mask_structure_changed()
-
-    def undo(self):
-        self.doc.mask.segments.pop()
-        self.doc._mask_structure_changed()
-
-
-class _ReplaceMaskCommand(QUndoCommand):
-    def __init__(self, doc: Document, layers: MaskLayers, label: str):
-        super().__init__(label)
-        self.doc, self.new, self.old = doc, layers, doc.mask
-
-    def redo(self):
-        self.doc.mask = self.new
-        self.doc._mask_structure_changed(heatmap=True)
-
-    def undo(self):
-        self.doc.mask = self.old
-        self.doc._mask_structure_changed(heatmap=True)
-
-
-class _HeatmapCommand(QUndoCommand):
-    def __init__(self, doc: Document, heatmap: np.ndarray):
-        super().__init__("Find mask")
-        self.doc, self.new, self.old = doc, heatmap, doc.mask.heatmap
-
-    def redo(self):
-        self.doc.mask.heatmap = self.new
-        self.doc._mask_structure_changed(heatmap=True)
-
-    def undo(self):
-        self.doc.mask.heatmap = self.old
-        self.doc._mask_structure_changed(heatmap=True)
-
-
-class _ApplyCommand(QUndoCommand):
-    def __init__(self, doc, entry_id, rect, old, new, old_key, new_key, label):
-        super().__init__(label)
-        self.doc, self.entry_id, self.rect = doc, entry_id, rect
-        self.old, self.new, self.old_key, self.new_key = old, new, old_key, new_key
-
-    def redo(self):
-        self.doc.applied.append(self.entry_id)
-        self.doc._write_base(self.rect, self.new, self.new_key)
-        self.doc.set_preview(None)
-
-    def undo(self):
-        if self.doc.applied and self.doc.applied[-1] == self.entry_id:
-            self.doc.applied.pop()
-        self.doc._write_base(self.rect, self.old, self.old_key)
-        self.doc.set_preview(None)
-
-
-class _PaintStrokeCommand(QUndoCommand):
-    def __init__(self, doc: Document, patches: dict):
-        super().__init__("Paint stroke")
-        self.doc, self.patches = doc, patches
-        self._first = True
-
-    def redo(self):
-        if self._first:  # the stroke is already on the canvas
-            self._first = False
-            return
-        self.doc._write_paint_patches(self.patches, new=True)
-
-    def undo(self):
-        self.doc._write_paint_patches(self.patches, new=False)
-
-
-class _PaintReplaceCommand(QUndoCommand):
-    def __init__(self, doc: Document, layer: PaintLayer | None, label: str):
-        super().__init__(label)
-        self.doc, self.new, self.old = doc, layer, doc.paint
-
-    def redo(self):
-        self.doc.paint = self.new
-        self.doc.paint_changed.emit(None)
-
-    def undo(self):
-        self.doc.paint = self.old
-        self.doc.paint_changed.emit(None)
-
-
-@dataclass
-class _BaseState:
-    """Everything that changes with the canvas size (kept whole by an extend's undo step)."""
-
-    base: np.ndarray
-    photo: object
-    mask: MaskLayers
-    paint: PaintLayer | None
-    key: str
-
-
-class _ResizeCommand(QUndoCommand):
-    def __init__(self, doc: Document, entry_id: int, old: _BaseState, new: _BaseState, label: str):
-        super().__init__(label)
-        self.doc, self.entry_id, self.old, self.new = doc, entry_id, old, new
-
-    def redo(self):
-        self.doc.applied.append(self.entry_id)
-        self.doc.preview_id = None
-        self.doc._set_base_state(self.new)
-        self.doc.preview_changed.emit()
-
-    def undo(self):
-        if self.doc.applied and self.doc.applied[-1] == self.entry_id:
-            self.doc.applied.pop()
-        self.doc.preview_id = None
-        self.doc._set_base_state(self.old)
-        self.doc.preview_changed.emit()
-
-
 def _offset(entry: HistoryEntry) -> tuple[int, int]:
-    """Where the old canvas sits in a result of another size: (left, top) of a Blended extend."""
-    if entry.method == "blended" and entry.options.get("action") == "extend":
-        return int(entry.options.get("extend_left", 0)), int(entry.options.get("extend_top", 0))
-    return 0, 0
-
-
-def _place(array: np.ndarray, offset: tuple[int, int], shape) -> np.ndarray:
-    """``array`` on a zero canvas of ``shape`` (H, W) with its top-left at ``offset`` (x, y);
-    cropped where it does not fit."""
-    x, y = offset
-    out = np.zeros((*shape, *array.shape[2:]), array.dtype)
-    h, w = array.shape[:2]
-    top, left = max(0, y), max(0, x)
-    bottom, right = min(shape[0], y + h), min(shape[1], x + w)
-    if top < bottom and left < right:
-        out[top:bottom, left:right] = array[top - y:bottom - y, left - x:right - x]
-    return out
+    """Where the old canvas sits in a result of another size: the (left, top) its run added."""
+    left, _right, top, _bottom = extension(entry.method, entry.options)
+    return left, top
 
 
 def resized_photo(photo, rgb: np.ndarray, offset: tuple[int, int]):
@@ -806,25 +534,9 @@ def resized_photo(photo, rgb: np.ndarray, offset: tuple[int, int]):
 
     alpha = None
     if getattr(photo, "alpha", None) is not None:
-        alpha = _place(photo.alpha, offset, rgb.shape[:2])
-        new_area = _place(np.ones(photo.alpha.shape, bool), offset, rgb.shape[:2])
+        alpha = place(photo.alpha, offset, rgb.shape[:2])
+        new_area = place(np.ones(photo.alpha.shape, bool), offset, rgb.shape[:2])
         alpha[~new_area] = 255
     icc = None if getattr(photo, "colour_converted", False) else getattr(photo, "icc_profile", None)
     return dataclasses.replace(photo, rgb=np.ascontiguousarray(rgb).copy(), alpha=alpha,
                                native=None, colour_converted=False, icc_profile=icc)
-
-
-def _bbox(flags: np.ndarray) -> Rect | None:
-    rows = np.flatnonzero(flags.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(flags.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
-
-
-def _union(a: Rect | None, b: Rect) -> Rect:
-    if a is None:
-        return b
-    x0, y0 = min(a[0], b[0]), min(a[1], b[1])
-    x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
-    return x0, y0, x1 - x0, y1 - y0

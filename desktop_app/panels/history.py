@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QPushButton, QTre
                                QTreeWidgetItem, QVBoxLayout, QWidget)
 from desktop_app.canvas.items import qimage_from_rgb
 from desktop_app.document import Document, HistoryEntry
-from desktop_app.methods import METHODS, PARAM_FIELDS
+from desktop_app.methods import METHODS, PARAM_FIELDS, extension
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole
 THUMB = 64
@@ -44,8 +44,8 @@ def seed_text(entry: HistoryEntry) -> str:
 
 def describe(entry: HistoryEntry) -> str:
     p = entry.params
-    size = f" \u00b7 {entry.size[0]}\u00d7{entry.size[1]}" if entry.method == "blended" and \
-        entry.options.get("action") == "extend" else ""
+    size = f" \u00b7 {entry.size[0]}\u00d7{entry.size[1]}" if any(
+        extension(entry.method, entry.options)) else ""
     return (f"{entry.target}\n{method_title(entry)}{size}\n"
             f"{seed_text(entry)}{p.steps} steps \u00b7 {entry.seconds:.1f} s")
 

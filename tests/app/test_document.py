@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from desktop_app.document import Document, segment_coverage
+from desktop_app.document import Document
+from desktop_app.mask_layers import segment_coverage
 from engine import masks
 from engine.params import EditParams
 
