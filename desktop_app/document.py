@@ -72,6 +72,7 @@ class Document(QObject):
     photo_changed = Signal()  # a different photo (or none): everything must be redrawn
     base_changed = Signal(object)  # Rect of the base image that changed (apply / undo apply)
     mask_changed = Signal(object)  # Rect that changed, or None for the whole mask
+    threshold_changed = Signal(float)  # the heatmap threshold: its one home is here
     heatmap_changed = Signal()
     history_changed = Signal()
     preview_changed = Signal()  # which history entry the canvas shows
@@ -153,6 +154,7 @@ class Document(QObject):
         for signal in (self.photo_changed, self.heatmap_changed, self.history_changed,
                        self.preview_changed, self.work_changed):
             signal.emit()
+        self.threshold_changed.emit(self.threshold)
         self.mask_changed.emit(None)
         self.paint_changed.emit(None)
 
@@ -199,11 +201,13 @@ class Document(QObject):
     # ------------------------------------------------------------------ mask: threshold
 
     def set_threshold(self, level: float) -> None:
-        """Re-threshold the heatmap instantly; strokes and operations are kept."""
+        """Re-threshold the heatmap instantly; strokes and operations are kept. The panel's
+        slider and spin box write through here and show what threshold_changed says."""
         level = float(level)
         if level == self.threshold:
             return
         self.threshold = level
+        self.threshold_changed.emit(level)
         if self.base is None:
             return
         self._refold()
@@ -428,18 +432,20 @@ class Document(QObject):
             return self.photo
         return resized_photo(self.photo, entry.image, _offset(entry))
 
-    def use_entry_mask(self, entry_id: int) -> float | None:
+    def use_entry_mask(self, entry_id: int) -> bool:
         """Make a result's mask the document's (undoable). A result with an auto mask (P2P local
-        blend) gives its heatmap, to refine with the threshold (returned) and the brush; any
-        other gives its mask as painted layers. None when nothing was done (a different size)."""
+        blend) gives its heatmap at the level it used, to refine with the threshold and the
+        brush; any other gives its mask as painted layers. False when nothing was done (a
+        different size)."""
         entry = self.entry(entry_id)
         if entry is None or self.base is None or entry.image.shape != self.base.shape:
-            return None
+            return False
         if entry.heatmap is not None:
             self.set_heatmap(entry.heatmap)
-            return float(entry.options.get("blend_threshold", self.threshold))
-        self.load_mask(entry.mask)
-        return self.threshold
+            self.set_threshold(entry.options.get("blend_threshold", self.threshold))
+        else:
+            self.load_mask(entry.mask)
+        return True
 
     def shown_metadata(self) -> dict:
         entry = self.entry(self.preview_id)

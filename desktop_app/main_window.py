@@ -152,13 +152,7 @@ class MainWindow(QMainWindow):
         p.cancel_requested.connect(self.cancel)
         p.method_changed.connect(lambda _m: self._update_enabled())
         p.set_paint_actions([self.actions[k] for k in ("paint", "paint_colour", "clear_paint")])
-        # Slider moves arrive faster than a 12 MP refold; apply only the latest when idle.
-        self._threshold_timer = QTimer(self)
-        self._threshold_timer.setSingleShot(True)
-        self._threshold_timer.setInterval(0)
-        self._threshold_timer.timeout.connect(
-            lambda: self.doc.set_threshold(self.params.threshold_spin.value()))
-        p.threshold_changed.connect(lambda _v: self._threshold_timer.start())
+        p.bind_threshold(self.doc)
         h = self.history
         h.preview_requested.connect(self.doc.set_preview)
         h.apply_requested.connect(self.apply_entry)
@@ -474,12 +468,10 @@ class MainWindow(QMainWindow):
         self.params_dock.raise_()
 
     def use_entry_mask(self, entry_id: int) -> None:
-        threshold = self.doc.use_entry_mask(entry_id)
-        if threshold is None:
+        if not self.doc.use_entry_mask(entry_id):
             self.statusBar().showMessage("That result has another size than the photo; apply it "
                                          "first to use its mask.", 8000)
             return
-        self.params.threshold_spin.setValue(threshold)
         self.doc.set_preview(None)
         self.actions["show_mask"].setChecked(True)
         self.statusBar().showMessage("The result's mask is the current mask: refine it with the "

@@ -252,7 +252,7 @@ class RunController(QObject):
                 # The mask the run found (DiffEdit, or a P2P local blend), kept for refining.
                 self.doc.set_heatmap(result.heatmap)
                 if "blend_threshold" in result.options:
-                    self.params.threshold_spin.setValue(result.options["blend_threshold"])
+                    self.doc.set_threshold(result.options["blend_threshold"])
             entry = self.doc.add_result(
                 job.group, result.variation, image=result.image, mask=result.mask,
                 source=result.source, target=result.target, method=result.method,

@@ -56,9 +56,9 @@ class ParamsPanel(QWidget):
     find_mask_requested = Signal()
     edit_requested = Signal()
     cancel_requested = Signal()
-    threshold_changed = Signal(float)
     method_changed = Signal(str)
     options_changed = Signal()
+    changed = Signal()  # anything shown changed (prompts, method, parameters, options, seed lock)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -108,7 +108,7 @@ class ParamsPanel(QWidget):
         row.addWidget(self.threshold_spin)
         self.threshold_slider.setValue(round(defaults.mask_threshold * 100))
         self.threshold_slider.valueChanged.connect(lambda v: self.threshold_spin.setValue(v / 100))
-        self.threshold_spin.valueChanged.connect(self._on_threshold)
+        self.threshold_spin.valueChanged.connect(self._show_threshold_on_slider)
         self.mask_samples = self._spin(1, 100, defaults.mask_samples)
         self.feather = self._spin(0, 256, defaults.feather, suffix=" px")
         self.eta = self._double(0.0, 1.0, defaults.eta, 0.1, 2)
@@ -175,6 +175,14 @@ class ParamsPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel_requested)
         self.method.currentIndexChanged.connect(self._on_method)
         self._on_method()
+        # One signal for whoever keeps what the panel shows (autosave): no polling needed.
+        for signal in (self.source.textChanged, self.target.textChanged, self.negative.textChanged,
+                       self.method.currentIndexChanged, self.lock_seed.toggled, self.options_changed,
+                       *(box.valueChanged for box in (self.steps, self.strength, self.guidance,
+                                                      self.threshold_spin, self.mask_samples,
+                                                      self.feather, self.eta, self.seed,
+                                                      self.variations))):
+            signal.connect(self.changed)
 
     # ------------------------------------------------------------------ building
 
@@ -249,11 +257,18 @@ class ParamsPanel(QWidget):
         self._update_visibility()
         self.options_changed.emit()
 
-    def _on_threshold(self, value: float) -> None:
+    def _show_threshold_on_slider(self, value: float) -> None:
         self.threshold_slider.blockSignals(True)
         self.threshold_slider.setValue(round(value * 100))
         self.threshold_slider.blockSignals(False)
-        self.threshold_changed.emit(float(value))
+
+    def bind_threshold(self, doc) -> None:
+        """Show and edit the document's mask threshold, which lives there alone: the spin box
+        (and the slider driving it) writes through doc.set_threshold and follows
+        doc.threshold_changed, whoever changed it (a P2P blend level, a result's mask, restore)."""
+        self.threshold_spin.setValue(doc.threshold)
+        self.threshold_spin.valueChanged.connect(doc.set_threshold)
+        doc.threshold_changed.connect(self.threshold_spin.setValue)
 
     def _on_method(self) -> None:
         key = self.method_key()

@@ -1,5 +1,6 @@
 """UI polish: the brush ring's first position, the shortcuts table, error sentences and icons,
-which methods need the source text, SDEdit's mask widgets, and seeds in the history."""
+which methods need the source text, SDEdit's mask widgets, seeds in the history, and the
+parameter panel's one change signal."""
 
 import numpy as np
 import pytest
@@ -219,3 +220,28 @@ def test_the_close_question_names_export_not_save(window, monkeypatch):
     assert window.doc.has_unexported_work()
     assert not window.confirm_discard("closing")
     assert "Export\u2026" in labels and "Save" not in labels
+
+
+# ----------------------------------------------------------------------------- change signal
+
+
+def test_the_panel_says_when_anything_it_shows_changes(qtbot):
+    """Autosave subscribes to ParamsPanel.changed instead of polling the widgets."""
+    from desktop_app.panels.params import ParamsPanel
+
+    panel = ParamsPanel()
+    qtbot.addWidget(panel)
+    edits = {"target": lambda: panel.target.setText("a dog"),
+             "negative": lambda: panel.negative.setPlainText("blurry"),
+             "steps": lambda: panel.steps.setValue(12),
+             "threshold": lambda: panel.threshold_slider.setValue(20),
+             "variations": lambda: panel.variations.setValue(3),
+             "lock": lambda: panel.lock_seed.setChecked(True),
+             "method": lambda: panel.set_method("sdedit"),
+             "option": lambda: panel.set_options({"masked": True})}
+    for name, edit in edits.items():
+        with qtbot.waitSignal(panel.changed, timeout=1000, raising=False) as blocker:
+            edit()
+        assert blocker.signal_triggered, f"no change signal for {name}"
+    with qtbot.assertNotEmitted(panel.changed):
+        panel.steps.setValue(12)  # the same value again is no change

@@ -76,6 +76,21 @@ def test_threshold_changes_keep_strokes(qtbot, window):
     assert window.params.threshold_spin.value() == pytest.approx(0.10)
 
 
+def test_the_threshold_lives_in_the_document_and_the_panel_follows_at_once(window):
+    """One source of truth: the spin box and slider write through to the document and show what
+    it says, with no timer or event-loop turn keeping two copies in step."""
+    panel, doc = window.params, window.doc
+    doc.set_threshold(0.3)  # as a P2P blend level, "Use its mask" or a restore would
+    assert panel.threshold_spin.value() == pytest.approx(0.3) and panel.threshold_slider.value() == 30
+    panel.threshold_slider.setValue(70)
+    assert doc.threshold == pytest.approx(0.7) and panel.params().mask_threshold == pytest.approx(0.7)
+    seen = []
+    doc.threshold_changed.connect(seen.append)
+    panel.threshold_spin.setValue(0.45)
+    panel.threshold_spin.setValue(0.45)  # no change, no signal
+    assert seen == [pytest.approx(0.45)]
+
+
 def test_mask_operations_through_actions_are_undoable(qtbot, window):
     window.canvas.set_brush_size(10)
     drag(qtbot, window.canvas, [(64, 48)])
