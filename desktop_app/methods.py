@@ -1,7 +1,6 @@
-"""The app's view of the engine's methods: the registry is engine.methods.METHODS (light, no torch);
-this adds only what the engine cannot know: which EditParams widgets each method shows, and
-friendlier labels for option fields and choices.
-"""
+"""The app's view of the engine's methods. What a method needs and shows comes from the engine's
+registry (engine.methods.METHODS, plain values, no torch); this adds only the friendlier labels
+for option fields and choices, and names the panel's questions about a method."""
 
 from __future__ import annotations
 
@@ -9,35 +8,7 @@ import dataclasses
 
 from engine.methods import METHODS  # the panels import it from here with the app-side tables
 
-DEFAULT_METHOD = "diffedit"
-
-# EditParams widgets per method ("variations" repeats single-result methods with the next seeds,
-# "negative" is the Avoid text). Read from each engine module: e.g. Prompt-to-Prompt decodes
-# deterministically (no seed, eta or variations) and uses the source text as its negative.
-PARAM_FIELDS: dict[str, tuple[str, ...]] = {
-    "diffedit": ("negative", "steps", "strength", "guidance", "mask_threshold", "mask_samples",
-                 "feather", "eta", "seed", "variations"),
-    "blended": ("negative", "steps", "strength", "guidance", "mask_threshold", "feather", "eta",
-                "seed"),
-    "sdedit": ("negative", "steps", "strength", "guidance", "mask_threshold", "feather", "eta",
-               "seed", "variations"),
-    "p2p": ("steps", "strength", "guidance", "mask_threshold", "feather"),
-    "pnp": ("negative", "steps", "strength", "guidance", "eta", "seed", "variations"),
-}
-# Widgets that matter only for some option values: (method, widget) -> (option, values).
-SHOWN_WHEN: dict[tuple[str, str], tuple[str, tuple]] = {
-    ("blended", "strength"): ("action", ("scribble",)),  # the other actions start from noise
-    **{("blended", f"extend_{side}"): ("action", ("extend",))
-       for side in ("left", "right", "top", "bottom")},
-    # SDEdit without "Only inside the mask" ignores the mask, so its threshold and feather too.
-    ("sdedit", "mask_threshold"): ("masked", (True,)),
-    ("sdedit", "feather"): ("masked", (True,)),
-}
-# Methods whose engine code cannot work without the "In the photo" text: DiffEdit finds its mask
-# where the two texts disagree (an edit without a mask finds one first), Prompt-to-Prompt inverts
-# under the source caption and maps its words onto the target's. Blended, SDEdit and
-# Plug-and-Play use it only as the fallback negative prompt when Avoid is empty.
-SOURCE_METHODS = frozenset({"diffedit", "p2p"})
+DEFAULT_METHOD = "diffedit"  # the first method the panel shows
 OPTION_LABELS = {
     "clip_model": "CLIP ranking model", "reweight_words": "Re-weight words",
     "reweight_scale": "Re-weight scale", "cross_fraction": "Cross-attention steps",
@@ -59,10 +30,6 @@ def option_fields(method: str) -> list[dataclasses.Field]:
     return list(dataclasses.fields(METHODS[method].options))
 
 
-def default_options(method: str) -> dict:
-    return dataclasses.asdict(METHODS[method].options())
-
-
 def option_label(name: str) -> str:
     return OPTION_LABELS.get(name, name.replace("_", " ").capitalize())
 
@@ -74,21 +41,41 @@ def finds_mask(method: str) -> bool:
 
 def needs_source(method: str) -> bool:
     """Whether ``method`` needs the "In the photo" text (not just as a fallback negative)."""
-    return method in SOURCE_METHODS
+    return METHODS[method].uses_source
 
 
 def shows(method: str, widget: str, options: dict) -> bool:
-    """Whether ``widget`` (an EditParams widget or an option field) belongs on the panel now."""
-    condition = SHOWN_WHEN.get((method, widget))
-    if condition is not None and options.get(condition[0]) not in condition[1]:
-        return False
-    if widget in {f.name for f in option_fields(method)}:
-        return True
-    return widget in PARAM_FIELDS.get(method, PARAM_FIELDS[DEFAULT_METHOD])
+    """Whether ``widget`` (an EditParams field, an option field or "variations") belongs on the
+    panel now, for these option values."""
+    return METHODS[method].shows(widget, options)
+
+
+def uses_seed(method: str) -> bool:
+    """A deterministic method (Prompt-to-Prompt) shows no seed: its result never varies."""
+    info = METHODS.get(method)
+    return info is None or info.shows("seed")
 
 
 def extension(method: str, options: dict) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) px a run adds around the photo (0s unless Blended extend)."""
-    if method != "blended" or options.get("action") != "extend":
-        return 0, 0, 0, 0
-    return tuple(int(options.get(f"extend_{side}", 0)) for side in ("left", "right", "top", "bottom"))
+    """(left, right, top, bottom) px a run with these options adds around the photo."""
+    info = METHODS.get(method)
+    return (0, 0, 0, 0) if info is None else info.canvas_margins(options)
+
+
+def action_title(method: str, options: dict) -> str:
+    """The method's title, with its chosen action when that is not the method's default one:
+    "Blended Latent Diffusion (extend)"."""
+    info = METHODS.get(method)
+    if info is None:
+        return method
+    action = options.get("action")
+    default = info.default_options().get("action")
+    return f"{info.title} ({action})" if action and action != default else info.title
+
+
+def result_kind(method: str) -> str:
+    """What each of several results of one run is: a "variation" (the run repeated with the next
+    seed) or, for a method without variations that makes several at once (Blended), a
+    "candidate"."""
+    info = METHODS.get(method)
+    return "variation" if info is None or info.variations else "candidate"

@@ -258,7 +258,9 @@ class RunController(QObject):
                 source=result.source, target=result.target, method=result.method,
                 params=result.params, seconds=result.seconds, metadata=result.metadata,
                 stats=result.stats, warnings=result.warnings, options=result.options,
-                heatmap=result.heatmap if result.method == "p2p" else None)
+                # A heatmap the method made itself (P2P's local blend) stays with its result for
+                # "Use its mask"; the auto mask of a method that finds one is the document's.
+                heatmap=None if finds_mask(result.method) else result.heatmap)
             first = first or entry
             for warning in result.warnings:
                 self.message.emit(warning, 10000)

@@ -9,19 +9,17 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QPushButton, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
+
+from desktop_app import methods
 from desktop_app.canvas.items import qimage_from_rgb
 from desktop_app.document import Document, HistoryEntry
-from desktop_app.methods import METHODS, PARAM_FIELDS, extension
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole
 THUMB = 64
 
 
 def method_title(entry: HistoryEntry) -> str:
-    info = METHODS.get(entry.method)
-    title = info.title if info is not None else entry.method
-    action = entry.options.get("action") if entry.method == "blended" else None
-    return f"{title} ({action})" if action and action != "inpaint" else title
+    return methods.action_title(entry.method, entry.options)
 
 
 def ranking(entry: HistoryEntry) -> str:
@@ -33,8 +31,7 @@ def ranking(entry: HistoryEntry) -> str:
 
 
 def uses_seed(entry: HistoryEntry) -> bool:
-    """A deterministic method (Prompt-to-Prompt) has no seed to show: its result never varies."""
-    return "seed" in PARAM_FIELDS.get(entry.method, ("seed",))
+    return methods.uses_seed(entry.method)
 
 
 def seed_text(entry: HistoryEntry) -> str:
@@ -45,7 +42,7 @@ def seed_text(entry: HistoryEntry) -> str:
 def describe(entry: HistoryEntry) -> str:
     p = entry.params
     size = f" \u00b7 {entry.size[0]}\u00d7{entry.size[1]}" if any(
-        extension(entry.method, entry.options)) else ""
+        methods.extension(entry.method, entry.options)) else ""
     return (f"{entry.target}\n{method_title(entry)}{size}\n"
             f"{seed_text(entry)}{p.steps} steps \u00b7 {entry.seconds:.1f} s")
 
@@ -140,17 +137,17 @@ class HistoryPanel(QWidget):
                 continue
             first = entries[0]
             seeds = sorted(e.params.seed for e in entries)
-            kind = "candidates" if first.method == "blended" else "variations"
+            kind = methods.result_kind(first.method)
             order = ", ranked" if any(ranking(e) for e in entries) else ""
             seed_range = f"\nseeds {seeds[0]}\u2013{seeds[-1]}" if uses_seed(first) else ""
             parent = QTreeWidgetItem([f"{first.target}\n{method_title(first)} \u00b7 "
-                                      f"{len(entries)} {kind}{order}{seed_range}"])
+                                      f"{len(entries)} {kind}s{order}{seed_range}"])
             parent.setData(0, ENTRY_ROLE, first.id)
             parent.setIcon(0, self._icon(first))
             parent.setToolTip(0, details(first))
             for entry in entries:
                 child = self._item(entry)
-                kind = "Candidate" if entry.method == "blended" else "Variation"
+                kind = methods.result_kind(entry.method).capitalize()
                 extra = f"\n{ranking(entry)}" if ranking(entry) else ""
                 child.setText(0, f"{kind} {entry.variation + 1}{extra}\n{seed_text(entry)}"
                                  f"{entry.seconds:.1f} s")

@@ -13,9 +13,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 
 from desktop_app import methods
 from desktop_app.methods import DEFAULT_METHOD, METHODS
-from engine.params import EditParams
+from engine.params import SEED_RANGE, EditParams
 
-SEED_MAX = 2**31 - 1  # QSpinBox's range; plenty of distinct seeds
+SEED_MAX = SEED_RANGE[1]
 
 TIPS = {
     "source": "Describe what is in the photo now, e.g. \u201ca bowl of fruits\u201d.\n"
@@ -90,7 +90,9 @@ class ParamsPanel(QWidget):
         self._add(prompts, "Should become", self.target, TIPS["target"])
         self._add(prompts, "Avoid", self.negative, TIPS["negative"])
         self.prompts_form = prompts
-        self.fields: dict[str, QWidget] = {"negative": self.negative}
+        # The shared parameters' widgets by EditParams field name, the method's registry entry
+        # says which it shows.
+        self.fields: dict[str, QWidget] = {"negative_prompt": self.negative}
         outer.addLayout(prompts)
 
         self.form = QFormLayout()
@@ -149,7 +151,8 @@ class ParamsPanel(QWidget):
                                   "tool; the run starts from them")
         self.paint_buttons = QHBoxLayout(self.paint_row)
         self.paint_buttons.setContentsMargins(0, 0, 0, 0)
-        self.option_boxes["blended"].layout().addRow(self.paint_row)  # full width: three buttons
+        painting = next(name for name, info in METHODS.items() if info.paint_when is not None)
+        self.option_boxes[painting].layout().addRow(self.paint_row)  # full width: three buttons
 
         # The run buttons live in their own row, which the window pins below the scrolling
         # fields so that Edit stays in sight whatever a method's options take.
@@ -291,15 +294,14 @@ class ParamsPanel(QWidget):
         for name, widget in self.fields.items():
             visible = methods.shows(key, name, options)
             widget.setVisible(visible)
-            form = self.form if name != "negative" else self.prompts_form
+            form = self.prompts_form if widget is self.negative else self.form
             form.labelForField(widget).setVisible(visible)
         form = self.option_boxes[key].layout()
         for name, widget in self.option_widgets[key].items():
             visible = methods.shows(key, name, options)
             widget.setVisible(visible)
             form.labelForField(widget).setVisible(visible)
-        if key == "blended":
-            self.paint_row.setVisible(options.get("action") == "scribble")
+        self.paint_row.setVisible(METHODS[key].takes_paint(options))
 
     # ------------------------------------------------------------------ reading
 
