@@ -118,6 +118,21 @@ def window(qtbot, settings, fake_engine, photo):
 
 
 @pytest.fixture
+def submitted(window, monkeypatch):
+    """Every request the window hands to its engine thread, in order (what the app asked for,
+    seen from the app's side rather than counted by the fake)."""
+    requests = []
+    submit = window.engine.submit
+
+    def record(request):
+        requests.append(request)
+        return submit(request)
+
+    monkeypatch.setattr(window.engine, "submit", record)
+    return requests
+
+
+@pytest.fixture
 def engine_controller(qtbot, fake_engine):
     from desktop_app.worker import EngineController
 

@@ -267,11 +267,11 @@ def test_options_are_remembered_per_method_and_restored_from_history(qtbot, wind
     assert panel.options()["feature_fraction"] == pytest.approx(0.3)
 
 
-def test_mask_rules_per_method(qtbot, window, fake_engine, dialogs):
+def test_mask_rules_per_method(qtbot, window, submitted, dialogs):
     panel = window.params
     panel.set_method("blended")
     window.find_mask()  # not offered for Blended: nothing runs
-    assert window.runs.job is None and fake_engine.calls.count("mask") == 0
+    assert window.runs.job is None and submitted == []
     window.run_edit()  # Blended inpaint without a mask: a clear message, no run
     assert "needs a mask" in dialogs.texts() and window.runs.job is None
     panel.set_options({"action": "scribble"})
@@ -281,12 +281,13 @@ def test_mask_rules_per_method(qtbot, window, fake_engine, dialogs):
     assert "Paint (P)" in dialogs.texts() and window.runs.job is None
     panel.set_method("pnp")  # mask "none": a painted mask is not sent
     run(qtbot, window)
-    assert fake_engine.runs[-1][0] == "pnp" and fake_engine.runs[-1][2] is False
+    assert submitted[-1].method == "pnp" and submitted[-1].mask is None
     window.doc.clear_mask()
     panel.set_method("sdedit")  # mask optional: no mask is fine unmasked, and no mask is found
     run(qtbot, window)
-    assert fake_engine.runs[-1][:3] == ("sdedit", {"masked": False}, False)
-    assert fake_engine.calls.count("mask") == 0 and window.doc.heatmap is None
+    assert (submitted[-1].method, submitted[-1].options, submitted[-1].mask) == (
+        "sdedit", {"masked": False}, None)
+    assert len(submitted) == 2 and window.doc.heatmap is None
 
 
 def test_candidates_show_ranked_with_their_clip_score(qtbot, window):

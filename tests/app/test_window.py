@@ -212,7 +212,7 @@ def test_engine_failure_shows_a_dialog_and_the_app_keeps_running(qtbot, window, 
     assert len(window.doc.history) == 1
 
 
-def test_user_mistakes_get_messages_not_runs(qtbot, window, fake_engine, dialogs):
+def test_user_mistakes_get_messages_not_runs(qtbot, window, submitted, dialogs):
     window.params.target.setText("")
     window.actions["edit"].trigger()
     assert "Should become" in dialogs.texts() and window.runs.job is None
@@ -221,7 +221,7 @@ def test_user_mistakes_get_messages_not_runs(qtbot, window, fake_engine, dialogs
     window.params.threshold_spin.setValue(1.0)  # a mask exists but covers nothing
     qtbot.waitUntil(lambda: window.doc.threshold == 1.0, timeout=2000)
     window.actions["edit"].trigger()
-    assert "mask is empty" in dialogs.texts() and fake_engine.calls.count("edit") == 0
+    assert "mask is empty" in dialogs.texts() and [type(r).__name__ for r in submitted] == ["MaskRequest"]
 
 
 def test_the_window_never_blocks_during_a_run(qtbot, window, fake_engine):
@@ -238,12 +238,16 @@ def test_the_window_never_blocks_during_a_run(qtbot, window, fake_engine):
     assert gaps.max() < 0.15, f"the GUI stalled for {gaps.max():.2f} s"
 
 
-def test_second_edit_reuses_the_cached_encoding(qtbot, window, fake_engine):
+def test_second_edit_reuses_the_cached_encoding(qtbot, window):
+    stages = []
+    window.engine.progress.connect(lambda p: stages[-1].add(p.stage))
+    stages.append(set())
     run_and_wait(qtbot, window)
     window.canvas.set_brush_size(6)
     drag(qtbot, window.canvas, [(10, 10)])  # refine, then edit again
+    stages.append(set())
     run_and_wait(qtbot, window)
-    assert fake_engine.encode_runs == 1 and len(fake_engine.sessions) == 1
+    assert stages == [{"mask", "encode", "decode"}, {"decode"}]  # same session, cached encoding
 
 
 def test_export_writes_metadata_and_protects_the_original(qtbot, window, dialogs, tmp_path):
