@@ -456,6 +456,7 @@ runpy.run_module("desktop_app", run_name="__main__")
 '''
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_real_app_then_restore(qtbot, tmp_path, tiny_model_path, make_window, dialogs,
                                            monkeypatch):
     """The issue's test: a real app process with a mask and a result is killed; all comes back."""

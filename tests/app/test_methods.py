@@ -84,6 +84,7 @@ def real_engine(qapp, tiny_model_path):
 MASKED = {"diffedit": {}, "blended": {"candidates": 2}, "sdedit": {"masked": True}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["diffedit", "blended", "sdedit", "p2p", "pnp"])
 def test_each_method_runs_through_the_worker_into_history(qtbot, settings, real_engine, dialogs,
                                                           method):
@@ -130,6 +131,7 @@ def test_each_method_runs_through_the_worker_into_history(qtbot, settings, real_
         close(win)
 
 
+@pytest.mark.slow
 def test_extend_apply_changes_the_size_and_undo_restores_it(qtbot, settings, real_engine, dialogs):
     win = make_window(qtbot, settings, real_engine)
     doc = win.doc
@@ -164,6 +166,7 @@ def test_extend_apply_changes_the_size_and_undo_restores_it(qtbot, settings, rea
         close(win)
 
 
+@pytest.mark.slow
 def test_scribble_paint_changes_the_runs_input_inside_the_mask_only(qtbot, settings, real_engine,
                                                                     dialogs):
     win = make_window(qtbot, settings, real_engine)

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the benchmark script end to end, and the app's engine thread
 BENCH = Path(__file__).with_name("bench_diffedit.py")
 STEPS, SAMPLES = 4, 2
 REPEAT = 2

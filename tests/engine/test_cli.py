@@ -141,6 +141,7 @@ def test_internal_failure_exits_1(monkeypatch, tmp_path, samples_dir, capsys):
     assert "simulated engine bug" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_process_exit_codes_and_no_traceback(tmp_path, samples_dir):
     ok = run_cli("edit", samples_dir / "chelsea.png", "-o", tmp_path / "o.jpg", "--target", "a dog",
                  "--source", "a cat", *FAST)

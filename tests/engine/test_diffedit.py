@@ -110,6 +110,7 @@ def test_progress_reports_every_step_with_previews(tiny_model, cat):
     assert abs(preview.shape[1] / preview.shape[0] - 451 / 300) < 0.25
 
 
+@pytest.mark.slow
 def test_large_photo_works_at_the_native_area_and_keeps_full_size(tiny_model):
     rng = np.random.default_rng(3)
     big = rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8)

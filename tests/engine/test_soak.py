@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from engine.params import EditParams
 from engine.session import EditSession
@@ -20,6 +21,7 @@ def _open_files() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow
 def test_fifty_edits_keep_memory_handles_and_threads_flat(tiny_model, samples_dir):
     from engine.imaging import load_photo
 
