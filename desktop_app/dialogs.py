@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtGui import QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QMessageBox, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
-                               QTextBrowser, QVBoxLayout)
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
+                               QPushButton, QTableWidget, QTableWidgetItem, QTextBrowser,
+                               QVBoxLayout)
 
+from desktop_app.panels.fields import param_box
 from desktop_app.worker import TINY_MODEL
 from engine.params import EditParams
 
@@ -134,28 +135,9 @@ class SettingsDialog(QDialog):
         params_box = QGroupBox("Defaults for new edits")
         pform = QFormLayout(params_box)
         pform.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-        self.steps = QSpinBox()
-        self.steps.setRange(1, 1000)
-        self.steps.setValue(defaults.steps)
-        self.strength = QDoubleSpinBox()
-        self.strength.setRange(0.01, 1.0)
-        self.strength.setSingleStep(0.05)
-        self.strength.setValue(defaults.strength)
-        self.guidance = QDoubleSpinBox()
-        self.guidance.setRange(0.0, 50.0)
-        self.guidance.setSingleStep(0.5)
-        self.guidance.setValue(defaults.guidance)
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.0, 1.0)
-        self.threshold.setSingleStep(0.05)
-        self.threshold.setValue(defaults.mask_threshold)
-        self.samples = QSpinBox()
-        self.samples.setRange(1, 100)
-        self.samples.setValue(defaults.mask_samples)
-        self.feather = QSpinBox()
-        self.feather.setRange(0, 256)
-        self.feather.setSuffix(" px")
-        self.feather.setValue(defaults.feather)
+        self.steps, self.strength, self.guidance, self.threshold, self.samples, self.feather = (
+            param_box(name, getattr(defaults, name)) for name in
+            ("steps", "strength", "guidance", "mask_threshold", "mask_samples", "feather"))
         for label, widget in (("Steps", self.steps), ("Encoding ratio", self.strength),
                               ("Guidance", self.guidance), ("Mask threshold", self.threshold),
                               ("Mask samples", self.samples), ("Edge feather", self.feather)):

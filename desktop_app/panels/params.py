@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 
 from desktop_app import methods
 from desktop_app.methods import DEFAULT_METHOD, METHODS
+from desktop_app.panels.fields import param_box
 from engine.params import SEED_RANGE, EditParams
 
 SEED_MAX = SEED_RANGE[1]
@@ -97,12 +98,11 @@ class ParamsPanel(QWidget):
 
         self.form = QFormLayout()
         self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
-        self.steps = self._spin(1, 1000, defaults.steps)
-        self.strength = self._double(0.01, 1.0, defaults.strength, 0.05, 2)
-        self.guidance = self._double(0.0, 50.0, defaults.guidance, 0.5, 1)
+        self.steps, self.strength, self.guidance = (param_box(name) for name in
+                                                    ("steps", "strength", "guidance"))
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(0, 100)
-        self.threshold_spin = self._double(0.0, 1.0, defaults.mask_threshold, 0.01, 2)
+        self.threshold_spin = param_box("mask_threshold")
         threshold_row = QWidget()
         row = QHBoxLayout(threshold_row)
         row.setContentsMargins(0, 0, 0, 0)
@@ -111,10 +111,8 @@ class ParamsPanel(QWidget):
         self.threshold_slider.setValue(round(defaults.mask_threshold * 100))
         self.threshold_slider.valueChanged.connect(lambda v: self.threshold_spin.setValue(v / 100))
         self.threshold_spin.valueChanged.connect(self._show_threshold_on_slider)
-        self.mask_samples = self._spin(1, 100, defaults.mask_samples)
-        self.feather = self._spin(0, 256, defaults.feather, suffix=" px")
-        self.eta = self._double(0.0, 1.0, defaults.eta, 0.1, 2)
-        self.seed = self._spin(0, SEED_MAX, defaults.seed)
+        self.mask_samples, self.feather, self.eta, self.seed = (
+            param_box(name) for name in ("mask_samples", "feather", "eta", "seed"))
         self.random_seed = QToolButton()
         self.random_seed.setText("Random")
         self.random_seed.setToolTip("Pick a new random seed now")

@@ -245,3 +245,21 @@ def test_the_panel_says_when_anything_it_shows_changes(qtbot):
         assert blocker.signal_triggered, f"no change signal for {name}"
     with qtbot.assertNotEmitted(panel.changed):
         panel.steps.setValue(12)  # the same value again is no change
+
+
+def test_parameter_widgets_take_range_and_default_from_the_engines_field_table(qtbot, settings):
+    """The panel's and the Settings dialog's spin boxes allow exactly what validation accepts."""
+    from desktop_app.panels.params import ParamsPanel
+    from engine.params import field_table
+
+    panel, dialog = ParamsPanel(), SettingsDialog(settings)
+    qtbot.addWidget(panel)
+    qtbot.addWidget(dialog)
+    table = field_table()
+    boxes = [(name, getattr(panel, name)) for name in
+             ("steps", "strength", "guidance", "mask_samples", "feather", "eta", "seed")]
+    boxes += [("mask_threshold", panel.threshold_spin), ("mask_threshold", dialog.threshold),
+              ("mask_samples", dialog.samples), ("guidance", dialog.guidance)]
+    for name, box in boxes:
+        assert (box.minimum(), box.maximum()) == table[name].metadata["range"], name
+    assert panel.steps.value() == table["steps"].default and panel.seed.maximum() == 2**31 - 1
