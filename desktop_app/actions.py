@@ -14,6 +14,8 @@ from desktop_app.icons import icon
 
 
 def add_action(window, key, text, slot=None, shortcut=None, icon_name=None, tip="", checkable=False):
+    """One command as ``window.actions[key]``, its keys in its tooltip; ``slot`` gets triggered
+    (or toggled, when ``checkable``)."""
     action = QAction(text, window)
     if shortcut is not None:
         shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
@@ -33,6 +35,7 @@ def add_action(window, key, text, slot=None, shortcut=None, icon_name=None, tip=
 
 
 def build_actions(window) -> None:
+    """Every command of the window; the menus, the toolbar, the panels and the keys use these."""
     K = QKeySequence.StandardKey
 
     def A(*args, **kwargs):
