@@ -34,6 +34,16 @@ def add_action(window, key, text, slot=None, shortcut=None, icon_name=None, tip=
     return action
 
 
+def redo_keys(platform_keys: list[QKeySequence]) -> list[QKeySequence]:
+    """Ctrl+Shift+Z and Ctrl+Y, then the platform's own Redo keys, each once: a key listed twice is
+    ambiguous to Qt and does nothing (X11 desktops give Ctrl+Shift+Z for Redo, Windows Ctrl+Y)."""
+    keys: list[QKeySequence] = []
+    for key in [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y"), *platform_keys]:
+        if not key.isEmpty() and key not in keys:
+            keys.append(key)
+    return keys
+
+
 def build_actions(window) -> None:
     """Every command of the window; the menus, the toolbar, the panels and the keys use these."""
     K = QKeySequence.StandardKey
@@ -52,7 +62,7 @@ def build_actions(window) -> None:
     undo.setShortcuts([QKeySequence(K.Undo)])
     undo.setIcon(icon("undo"))
     redo = window.doc.undo_stack.createRedoAction(window, "&Redo")
-    redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence(K.Redo)])
+    redo.setShortcuts(redo_keys(QKeySequence.keyBindings(K.Redo)))
     redo.setIcon(icon("redo"))
     for key, action in (("undo", undo), ("redo", redo)):
         action.setIconText(key.title())  # the toolbar keeps a short label; the menu names the step
