@@ -120,7 +120,10 @@ class ParamsPanel(QWidget):
         self.lock_seed = QToolButton()
         self.lock_seed.setText("Lock")
         self.lock_seed.setCheckable(True)
-        self.lock_seed.setToolTip("Locked: every run uses this seed. Unlocked: a new seed per run.")
+        self.lock_seed.setToolTip("Locked: every run uses this seed. Unlocked: a new seed per run. "
+                                  "Typing a seed locks it.")
+        self._seed_from_code = False
+        self.seed.valueChanged.connect(self._lock_a_chosen_seed)
         seed_row = QWidget()
         row = QHBoxLayout(seed_row)
         row.setContentsMargins(0, 0, 0, 0)
@@ -389,7 +392,18 @@ class ParamsPanel(QWidget):
     # ------------------------------------------------------------------ writing
 
     def randomize_seed(self) -> None:
-        self.seed.setValue(random.randint(0, SEED_MAX))
+        self._show_seed(random.randint(0, SEED_MAX))
+
+    def _show_seed(self, seed: int) -> None:
+        self._seed_from_code = True
+        try:
+            self.seed.setValue(seed)
+        finally:
+            self._seed_from_code = False
+
+    def _lock_a_chosen_seed(self, _seed: int) -> None:
+        if not self._seed_from_code:  # a seed the user typed or stepped to is the one to use
+            self.lock_seed.setChecked(True)
 
     def set_params(self, params: EditParams, source: str | None = None, target: str | None = None,
                    method: str | None = None, options: dict | None = None) -> None:
@@ -401,7 +415,7 @@ class ParamsPanel(QWidget):
         self.mask_samples.setValue(params.mask_samples)
         self.feather.setValue(params.feather)
         self.eta.setValue(params.eta)
-        self.seed.setValue(min(params.seed, SEED_MAX))
+        self._show_seed(min(params.seed, SEED_MAX))
         self.negative.setPlainText(params.negative_prompt)
         if source is not None:
             self.source.setText(source)
