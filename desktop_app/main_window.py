@@ -492,12 +492,16 @@ class MainWindow(QMainWindow):
     # ================================================================== dialogs and misc
 
     def settings_dialog(self) -> None:
-        before = self.settings.engine()
+        before, before_defaults = self.settings.engine(), self.settings.default_params()
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
-        after = self.settings.engine()
-        self.params.set_params(self.settings.default_params().replace(seed=self.params.seed.value()))
+        after, defaults = self.settings.engine(), self.settings.default_params()
+        # Only a default the user changed reaches the panel; what the panel shows stays otherwise.
+        changed_defaults = {k: v for k, v in defaults.to_dict().items()
+                            if v != before_defaults.to_dict()[k]}
+        if changed_defaults:
+            self.params.set_params(self.params.params().replace(**changed_defaults))
         changed = (before.default_model, before.device, before.dtype, before.memory) != (
             after.default_model, after.device, after.dtype, after.memory)
         if changed and after.default_model:

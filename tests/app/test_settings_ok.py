@@ -1,0 +1,38 @@
+"""Settings > OK keeps what the panel shows; only a default the user changed there reaches it."""
+
+from __future__ import annotations
+
+import pytest
+
+from desktop_app.dialogs import SettingsDialog
+
+
+@pytest.fixture
+def accept_settings(monkeypatch):
+    """Settings opens, ``change`` runs on the dialog as the user's hand, then OK."""
+    changes = []
+
+    def exec_dialog(dialog):
+        for change in changes:
+            change(dialog)
+        dialog.accept()
+        return SettingsDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(SettingsDialog, "exec", exec_dialog)
+    return changes
+
+
+def test_ok_without_changes_leaves_the_panel_alone(window, accept_settings):
+    window.params.strength.setValue(0.65)
+    before = window.params.params()
+    window.settings_dialog()
+    assert window.params.params() == before
+    assert before.steps == 10  # not the factory default of 50
+
+
+def test_a_changed_default_reaches_the_panel_and_nothing_else(window, accept_settings):
+    window.params.strength.setValue(0.65)
+    accept_settings.append(lambda dialog: dialog.steps.setValue(30))
+    window.settings_dialog()
+    shown = window.params.params()
+    assert shown.steps == 30 and shown.strength == 0.65
