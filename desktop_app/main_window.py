@@ -193,6 +193,7 @@ class MainWindow(QMainWindow):
         if state == "loading":
             self.model_label.setText(message or "Loading model\u2026")
         elif state == "ready":
+            self.settings.remember_model(self.model_source)
             self.model_label.setText(f"Model: {message}")
             self.statusBar().showMessage(f"Model ready: {message}", 8000)
         elif state == "failed":

@@ -36,6 +36,13 @@ class AppSettings:
         current.memory = memory
         current.save()
 
+    def remember_model(self, source: str) -> None:
+        """The model that loaded last is the one the next start (and the CLI) loads."""
+        current = config.Settings.load()
+        if source and current.default_model != source:
+            current.default_model = source
+            current.save()
+
     # ------------------------------------------------------------------ parameter defaults
 
     def default_params(self) -> EditParams:
