@@ -8,14 +8,17 @@ from desktop_app.dialogs import SettingsDialog
 
 
 @pytest.fixture
-def accept_settings(monkeypatch):
-    """Settings opens, ``change`` runs on the dialog as the user's hand, then OK."""
+def accept_settings(monkeypatch, window, tmp_path, dialogs):
+    """Settings opens, each of ``changes`` runs on the dialog as the user's hand, then OK."""
     changes = []
+    # The fake engine's model path does not exist, and Settings refuses a missing model path.
+    window.settings.remember_model(str(tmp_path))
 
     def exec_dialog(dialog):
         for change in changes:
             change(dialog)
         dialog.accept()
+        assert dialog.result() == SettingsDialog.DialogCode.Accepted, dialogs.texts()
         return SettingsDialog.DialogCode.Accepted
 
     monkeypatch.setattr(SettingsDialog, "exec", exec_dialog)
