@@ -1,6 +1,7 @@
 """`diffedit-studio`: the headless CLI (edit, mask, models); with no subcommand it opens the app.
 
-Exit codes: 0 done, 2 bad input or usage (one `error:` line on stderr), 1 internal failure.
+Exit codes: 0 done, 2 bad input or usage (one `error:` line on stderr), 1 internal failure,
+3 `batch` ran to its end but some photos failed (each recorded in the journal and --report).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import time
 import traceback
 from pathlib import Path
 
-from engine import methods
+from engine import batch, files, methods
 from engine.errors import Cancelled, EngineError, InputError
 from engine.params import EditParams
 
-SUBCOMMANDS = ("edit", "mask", "models")
+SUBCOMMANDS = ("edit", "mask", "batch", "models")
 DEFAULTS = EditParams()
 
 
@@ -44,24 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
                       "(skips the automatic mask)")
     edit.add_argument("--save-mask", type=Path, help="also write the mask used")
     edit.add_argument("--save-heatmap", type=Path, help="also write the automatic mask's heatmap")
-    edit.add_argument("--steps", type=int, default=DEFAULTS.steps, help="DDIM steps (default %(default)s)")
-    edit.add_argument("--strength", type=float, default=DEFAULTS.strength,
-                      help="encoding ratio: how far the photo is encoded before decoding (default %(default)s)")
-    edit.add_argument("--guidance", type=float, default=DEFAULTS.guidance,
-                      help="classifier-free guidance scale (default %(default)s)")
-    edit.add_argument("--negative", default="", help="negative prompt (default: the source text)")
-    edit.add_argument("--feather", type=int, default=DEFAULTS.feather,
-                      help="soft edge in px outside the mask when pasting back (default %(default)s)")
-    edit.add_argument("--eta", type=float, default=DEFAULTS.eta,
-                      help="DDIM stochasticity while decoding, 0..1 (default %(default)s)")
     edit.add_argument("--overwrite", action="store_true",
                       help="allow the output to replace the input photo")
-    edit.add_argument("--strip-gps", action="store_true",
-                      help="leave the photo's GPS location out of the exported file")
-    edit.add_argument("--method", default="diffedit", choices=list(methods.METHODS),
-                      help="editing method (default %(default)s); several results are written "
-                           "as OUT-1, OUT-2, ...")
-    _add_method_options(edit)
+    _add_edit_flags(edit)
+
+    batch_command = commands.add_parser(
+        "batch", help="edit many photos with the model loaded once (a manifest or a folder); a "
+        "rerun skips finished photos")
+    batch.add_arguments(batch_command)
+    _add_common(batch_command, target_required=False)
+    _add_edit_flags(batch_command)
 
     mask = commands.add_parser("mask", help="write the automatic DiffEdit mask of a photo")
     mask.add_argument("image", type=Path, help="the photo")
@@ -73,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_common(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--target", required=True, help="what the photo should become")
+def _add_common(sub: argparse.ArgumentParser, target_required: bool = True) -> None:
+    sub.add_argument("--target", required=target_required, default="",
+                     help="what the photo should become")
     sub.add_argument("--source", default="", help="what is in the photo now (default: nothing said)")
     sub.add_argument("--model", default=None, help="diffusers folder, .safetensors file, hub id in "
                      "the local cache, or 'tiny' (random weights); default: the configured model")
@@ -97,6 +91,26 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
                      help="load pickle checkpoints (.ckpt/.bin) with torch.load(weights_only=True)")
     sub.add_argument("--report", type=Path, help="write timings, UNet work and memory as JSON")
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_edit_flags(sub: argparse.ArgumentParser) -> None:
+    """The settings of an edit (`edit`, and every item's defaults in `batch`)."""
+    sub.add_argument("--steps", type=int, default=DEFAULTS.steps, help="DDIM steps (default %(default)s)")
+    sub.add_argument("--strength", type=float, default=DEFAULTS.strength,
+                     help="encoding ratio: how far the photo is encoded before decoding (default %(default)s)")
+    sub.add_argument("--guidance", type=float, default=DEFAULTS.guidance,
+                     help="classifier-free guidance scale (default %(default)s)")
+    sub.add_argument("--negative", default="", help="negative prompt (default: the source text)")
+    sub.add_argument("--feather", type=int, default=DEFAULTS.feather,
+                     help="soft edge in px outside the mask when pasting back (default %(default)s)")
+    sub.add_argument("--eta", type=float, default=DEFAULTS.eta,
+                     help="DDIM stochasticity while decoding, 0..1 (default %(default)s)")
+    sub.add_argument("--strip-gps", action="store_true",
+                     help="leave the photo's GPS location out of the exported file")
+    sub.add_argument("--method", default="diffedit", choices=list(methods.METHODS),
+                     help="editing method (default %(default)s); several results are written "
+                          "as OUT-1, OUT-2, ...")
+    _add_method_options(sub)
 
 
 def _add_method_options(sub: argparse.ArgumentParser) -> None:
@@ -147,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "models":
             return _models()
+        if args.command == "batch":
+            return _batch(args)
         return _run(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -204,7 +220,7 @@ def _run(args) -> int:
     photo = imaging.load_photo(args.image)
     user_mask = None
     if getattr(args, "mask", None) is not None:
-        user_mask = _load_mask(args.mask, photo.size)
+        user_mask = files.load_mask(args.mask, photo.size)
     if args.command == "edit":  # before the model loads: the sentence the app and worker give
         methods.check_inputs(args.method, args.source, args.target, user_mask, params,
                              _method_options(args), methods.PAINT_IN_PHOTO)
@@ -229,9 +245,9 @@ def _run(args) -> int:
         results = session.run(args.method, args.source, args.target, user_mask, params,
                               _method_options(args), on_step=progress)
         _finish(progress)
-        outputs = _output_names(args.output, len(results))
+        outputs = files.output_names(args.output, len(results))
         for path, each in zip(outputs, results):
-            _export(path, photo, each, args.strip_gps)
+            files.export(path, photo, each, args.strip_gps)
         result = results[0]
         if args.save_mask:
             _save_mask(args.save_mask, result.mask)
@@ -260,27 +276,17 @@ def _save_mask(path: Path, mask) -> None:
         path.suffix.lower()]))
 
 
-def _output_names(output: Path, count: int) -> list[Path]:
-    if count == 1:
-        return [output]
-    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)]
-
-
-def _export(path: Path, photo, result, strip_gps: bool) -> None:
-    """Save with the photo's alpha, EXIF and profile; a result of another size (an extended
-    canvas) is saved without them."""
-    from engine import imaging
-
-    if result.image.shape == photo.rgb.shape:
-        imaging.export_photo(path, photo, result.image, metadata=result.metadata(),
-                             strip_gps=strip_gps)
-    else:
-        imaging.save_image(path, result.image, metadata=result.metadata())
-
-
 def _load(args):
-    from engine.config import Settings
     from engine.models import load_model
+
+    kwargs = _load_kwargs(args)
+    return load_model(kwargs.pop("source"), **kwargs,
+                      on_download=None if args.quiet else _DownloadBar())
+
+
+def _load_kwargs(args) -> dict:
+    """load_model's arguments from the flags and the settings (no model loaded yet)."""
+    from engine.config import Settings
 
     settings = Settings.load()
     source = args.model or settings.default_model
@@ -288,67 +294,36 @@ def _load(args):
         raise InputError("no model: pass --model (a diffusers folder, a .safetensors file or a hub id "
                          "in your cache; see `diffedit-studio models`), set a default in the app's "
                          "Settings, or try --model tiny (random weights, output is noise)")
-    return load_model(source, device=args.device, dtype=args.dtype,
-                      allow_download=args.allow_download or settings.allow_download,
-                      allow_pickle=args.allow_pickle, memory_tier=args.memory or settings.memory,
-                      on_download=None if args.quiet else _DownloadBar())
+    return dict(source=source, device=args.device, dtype=args.dtype,
+                allow_download=args.allow_download or settings.allow_download,
+                allow_pickle=args.allow_pickle, memory_tier=args.memory or settings.memory)
 
 
-def _load_mask(path: Path, photo_size: tuple[int, int]):
-    from PIL import Image, UnidentifiedImageError
-
-    from engine import masks
-
-    try:
-        with Image.open(path) as image:
-            if image.size != tuple(photo_size):  # before decoding: a huge mask is refused unread
-                raise InputError(f"--mask {path} is {image.size[0]}x{image.size[1]} but the photo "
-                                 f"is {photo_size[0]}x{photo_size[1]}; they must match")
-            image.load()
-            return masks.from_image(image, expected_size=photo_size)
-    except FileNotFoundError:
-        raise InputError(f"--mask {path}: the file does not exist") from None
-    except Image.DecompressionBombError:
-        raise InputError(f"--mask {path}: far larger than the photo "
-                         f"({photo_size[0]}x{photo_size[1]}); the mask must have its size") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"--mask {path}: not a readable image ({exc})") from None
+def _batch(args) -> int:
+    """`batch`: the flags are every item's defaults (engine.batch does the rest)."""
+    defaults = batch.Defaults(method=args.method, source=args.source, target=args.target,
+                              params=_params(args), options=_method_options(args),
+                              strip_gps=args.strip_gps)
+    return batch.run(args.manifest, args.out_dir, defaults, batch.ModelSpec(**_load_kwargs(args)),
+                     ray=args.ray, actors=args.actors, report=args.report, quiet=args.quiet,
+                     on_download=None if args.quiet else _DownloadBar())
 
 
 def _check_outputs(args) -> None:
-    """Every file the command will write, checked before any work: its folder exists, images have
-    a known suffix, none is the input photo or the mask (only -o may replace the photo, with
-    --overwrite, and only when it is written under its own name), and no two are the same file.
-    A run with several results writes OUT-1..OUT-N instead of OUT: those are the names checked."""
-    from engine.imaging import SAVE_FORMATS
-
+    """Every file the command will write, checked before any work (files.check_writes): none is
+    the input photo or the mask (only -o may replace the photo, with --overwrite, and only when it
+    is written under its own name). A run with several results writes OUT-1..OUT-N instead of
+    OUT: those are the names checked."""
     inputs = {"the input photo": args.image, "the --mask file": getattr(args, "mask", None)}
     count = methods.result_count(args.method, _method_options(args)) if args.command == "edit" else 1
-    outputs = [("-o", path, True) if count == 1 else (f"-o (result {i + 1} of {count})", path, True)
-               for i, path in enumerate(_output_names(args.output, count))]
+    writes = [("-o", path, True) if count == 1 else (f"-o (result {i + 1} of {count})", path, True)
+              for i, path in enumerate(files.output_names(args.output, count))]
     for flag in ("save_mask", "save_heatmap", "heatmap", "report"):
         path = getattr(args, flag, None)
         if path is not None:
-            outputs.append(("--" + flag.replace("_", "-"), path, flag != "report"))
-    seen: dict[Path, str] = {}
-    for flag, path, is_image in outputs:
-        if not path.parent.is_dir():
-            raise InputError(f"{flag} {path}: the folder {path.parent} does not exist")
-        if path.is_dir():
-            raise InputError(f"{flag} {path} is a folder; give a file name")
-        if is_image and path.suffix.lower() not in SAVE_FORMATS:
-            raise InputError(f"{flag} {path}: unknown image type {path.suffix or '(none)'!r}; "
-                             f"use one of {', '.join(SAVE_FORMATS)}")
-        resolved = path.resolve()
-        for what, source in inputs.items():
-            if source is None or not source.exists() or resolved != source.resolve():
-                continue
-            if not (flag == "-o" and what == "the input photo" and getattr(args, "overwrite", False)):
-                hint = " or pass --overwrite" if flag == "-o" and what == "the input photo" else ""
-                raise InputError(f"{flag} {path} is {what}; pick another name{hint}")
-        if resolved in seen:
-            raise InputError(f"{flag} and {seen[resolved]} both name {path}; give each its own file")
-        seen[resolved] = flag
+            writes.append(("--" + flag.replace("_", "-"), path, flag != "report"))
+    files.check_writes(writes, inputs, overwritable=("-o", "the input photo"),
+                       overwrite=getattr(args, "overwrite", False))
 
 
 class _DownloadBar:

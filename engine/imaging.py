@@ -34,6 +34,8 @@ METADATA_KEYS = ("parameters", "diffedit")
 READ_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "TIFF", "GIF", "BMP", "AVIF")
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                 ".tif": "TIFF", ".tiff": "TIFF"}
+# The suffixes of files taken for photos (a folder given to `batch`).
+PHOTO_SUFFIXES = (*SAVE_FORMATS, ".gif", ".bmp", ".avif")
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 
 _EXIF_ORIENTATION = 0x0112
@@ -102,24 +104,46 @@ def load_photo(path: str | os.PathLike, *, max_pixels: int | None = None) -> Pho
     """Open a photo file as an upright sRGB Photo; any problem is an InputError saying what to do."""
     path = Path(path)
     limit = resolve_max_pixels(max_pixels)
+    with _open_file(path) as stream:
+        notes: list[str] = []
+        with _open_image(stream, str(path), notes) as im:
+            photo = _photo_from_pil(im, str(path), limit, notes)
+    photo.path = path
+    return photo
+
+
+def probe_photo(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """The upright (width, height) of a photo file after load_photo's checks that need no
+    decoding (exists, opens, size limits): a cheap check of many photos before a batch."""
+    path = Path(path)
+    limit = resolve_max_pixels(max_pixels)
+    with _open_file(path) as stream, _open_image(stream, str(path)) as im:
+        _check_size(*im.size, str(path), limit)
+        try:
+            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+        except Exception:  # noqa: BLE001 - damaged EXIF: load_photo drops it, so no rotation
+            orientation = 1
+    width, height = im.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _open_file(path: Path):
+    """The photo file opened for reading; a missing, folder, unreadable or empty file is an
+    InputError saying what to do."""
     name = str(path)
     if not path.exists():
         raise InputError(f"cannot open {name}: the file does not exist; check the path")
     if path.is_dir():
         raise InputError(f"cannot open {name}: it is a folder, not a photo; pick an image file")
     try:
-        stream = open(path, "rb")  # noqa: SIM115 - closed below, after the pixels are decoded
+        stream = open(path, "rb")  # noqa: SIM115 - the caller closes it
     except OSError as exc:
         raise InputError(f"cannot read {name}: {exc.strerror or exc}; check its permissions") from None
-    with stream:
-        if os.fstat(stream.fileno()).st_size == 0:
-            raise InputError(f"cannot open {name}: the file is empty (0 bytes); it may not have "
-                             "finished copying or downloading, so get the file again")
-        notes: list[str] = []
-        with _open_image(stream, name, notes) as im:
-            photo = _photo_from_pil(im, name, limit, notes)
-    photo.path = path
-    return photo
+    if os.fstat(stream.fileno()).st_size == 0:
+        stream.close()
+        raise InputError(f"cannot open {name}: the file is empty (0 bytes); it may not have "
+                         "finished copying or downloading, so get the file again")
+    return stream
 
 
 def photo_from_image(image: Image.Image, *, max_pixels: int | None = None) -> Photo:

@@ -1,0 +1,87 @@
+"""The files a run reads and writes besides the photo: the user's mask, result names, the export,
+and the check that no write replaces an input or another write (shared by `edit` and `batch`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def load_mask(path: Path, photo_size: tuple[int, int], label: str = "--mask"):
+    """A greyscale mask file as a float mask at ``photo_size``; InputError naming ``label``."""
+    from PIL import Image, UnidentifiedImageError
+
+    from engine import masks
+    from engine.errors import InputError
+
+    try:
+        with Image.open(path) as image:
+            if image.size != tuple(photo_size):  # before decoding: a huge mask is refused unread
+                raise InputError(f"{label} {path} is {image.size[0]}x{image.size[1]} but the photo "
+                                 f"is {photo_size[0]}x{photo_size[1]}; they must match")
+            image.load()
+            return masks.from_image(image, expected_size=photo_size)
+    except FileNotFoundError:
+        raise InputError(f"{label} {path}: the file does not exist") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{label} {path}: far larger than the photo "
+                         f"({photo_size[0]}x{photo_size[1]}); the mask must have its size") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{label} {path}: not a readable image ({exc})") from None
+
+
+def output_names(output: Path, count: int) -> list[Path]:
+    """Where a run with ``count`` results writes them: OUT itself, or OUT-1..OUT-N."""
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)]
+
+
+def export(path: Path, photo, result, strip_gps: bool) -> None:
+    """Save with the photo's alpha, EXIF and profile; a result of another size (an extended
+    canvas) is saved without them."""
+    from engine import imaging
+
+    if result.image.shape == photo.rgb.shape:
+        imaging.export_photo(path, photo, result.image, metadata=result.metadata(),
+                             strip_gps=strip_gps)
+    else:
+        imaging.save_image(path, result.image, metadata=result.metadata())
+
+
+def check_writes(writes: list[tuple[str, Path, bool]], inputs: dict[str, Path | None], *,
+                 overwritable: tuple[str, str] | None = None, overwrite: bool = False) -> None:
+    """Every file a command will write, checked before any work: its folder exists, images have
+    a known suffix, none is an input and no two are the same file.
+
+    ``writes``: (label, path, is_image) with the label the message names (a flag, a manifest
+    line); ``inputs``: description -> path of every file read. The one (write label, input
+    description) pair in ``overwritable`` may coincide when ``overwrite`` is set (edit's -o
+    replacing its photo with --overwrite); the message otherwise says so.
+    """
+    from engine.errors import InputError
+    from engine.imaging import SAVE_FORMATS
+
+    read: dict[Path, str] = {}
+    for what, source in inputs.items():
+        if source is not None and source.exists():
+            read.setdefault(source.resolve(), what)
+    seen: dict[Path, str] = {}
+    folders: set[Path] = set()
+    for label, path, is_image in writes:
+        if path.parent not in folders:
+            if not path.parent.is_dir():
+                raise InputError(f"{label} {path}: the folder {path.parent} does not exist")
+            folders.add(path.parent)
+        if path.is_dir():
+            raise InputError(f"{label} {path} is a folder; give a file name")
+        if is_image and path.suffix.lower() not in SAVE_FORMATS:
+            raise InputError(f"{label} {path}: unknown image type {path.suffix or '(none)'!r}; "
+                             f"use one of {', '.join(SAVE_FORMATS)}")
+        resolved = path.resolve()
+        what = read.get(resolved)
+        if what is not None and not (overwrite and (label, what) == overwritable):
+            hint = " or pass --overwrite" if (label, what) == overwritable else ""
+            raise InputError(f"{label} {path} is {what}; pick another name{hint}")
+        if resolved in seen:
+            raise InputError(f"{label} and {seen[resolved]} both name {path}; give each its own file")
+        seen[resolved] = label

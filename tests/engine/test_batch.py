@@ -1,0 +1,239 @@
+"""`diffedit-studio batch`: manifest checks before any work, outputs equal to single `edit` runs,
+the journal that makes a killed batch resumable, and per-item failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import batch, cli
+
+FAST = ["--model", "tiny", "--steps", "4", "--mask-samples", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _tiny_built(tiny_model_path):
+    """`--model tiny` resolves to the same cached tiny model the fixture built."""
+
+
+@pytest.fixture
+def photos(tmp_path, samples_dir):
+    """Five small photos (one JPEG) and two masks in tmp_path/in."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, name in enumerate(["chelsea", "coffee", "rocket", "astronaut", "chelsea"]):
+        image = Image.open(samples_dir / f"{name}{'.jpg' if name == 'rocket' else '.png'}")
+        image = image.convert("RGB").resize((96 + 8 * i, 72))
+        image.save(folder / (f"p{i}.jpg" if i == 2 else f"p{i}.png"))
+    for i in (1, 3):
+        mask = np.zeros((72, 96 + 8 * i), np.uint8)
+        mask[20:50, 30:70] = 255
+        Image.fromarray(mask).save(folder / f"m{i}.png")
+    return folder
+
+
+# Five items over the methods: an auto mask, a mask file, SDEdit into WebP, two Blended candidates
+# (OUT-1, OUT-2) and Prompt-to-Prompt; each with the `edit` flags that should give the same bytes.
+ITEMS = [
+    ({"image": "p0.png", "source": "a cat", "target": "a dog", "seed": 3},
+     ["p0.png", "--source", "a cat", "--target", "a dog", "--seed", "3"], ["p0.png"]),
+    ({"image": "p1.png", "target": "a cup of tea", "mask": "m1.png", "feather": 2},
+     ["p1.png", "--target", "a cup of tea", "--mask", "m1.png", "--feather", "2"], ["p1.png"]),
+    ({"image": "p2.jpg", "target": "a painting", "method": "sdedit", "strength": 0.5,
+      "output": "painted.webp"},
+     ["p2.jpg", "--target", "a painting", "--method", "sdedit", "--strength", "0.5"],
+     ["painted.webp"]),
+    ({"image": "p3.png", "target": "a ball", "method": "blended", "mask": "m3.png",
+      "candidates": 2, "seed": 7},
+     ["p3.png", "--target", "a ball", "--method", "blended", "--mask", "m3.png", "--candidates",
+      "2", "--seed", "7"], ["p3-1.png", "p3-2.png"]),
+    ({"image": "p4.png", "source": "a red cat", "target": "a blue cat", "method": "p2p"},
+     ["p4.png", "--source", "a red cat", "--target", "a blue cat", "--method", "p2p"], ["p4.png"]),
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+# ---- checked before any work -------------------------------------------------------------------
+
+@pytest.mark.parametrize("rows, line, field", [
+    ([{"image": "p0.png", "target": "a dog"}, {"image": "missing.png", "target": "a dog"}],
+     2, "'image'"),
+    ([{"image": "p0.png", "target": "a dog", "masked": True}], 1, "'masked'"),
+    ([{"image": "p0.png", "target": "a dog"}, {"image": "p1.png", "target": "a dog"},
+      {"image": "p1.png", "target": "a cup", "output": "p0.png"}], 3, "output"),
+    ([{"image": "p0.png", "target": "a dog"}, {"image": "p1.png", "target": "a dog", "seed": -1}],
+     2, "'seed'"),
+    ([{"image": "p0.png", "target": "a dog", "seed": "three"}], 1, "'seed'"),
+    ([{"image": "p0.png", "target": "a dog", "colour": "red"}], 1, "'colour'"),
+    ([{"image": "p0.png", "target": "a dog", "mask": "m1.png"}], 1, "'mask'"),  # wrong size
+    ([{"image": "p0.png"}], 1, "'target'"),
+    ([{"image": "p0.png", "target": "a dog", "output": "../p0.png"}], 1, "'output'"),
+])
+def test_a_bad_manifest_exits_2_naming_line_and_field_and_writes_nothing(
+        photos, tmp_path, capsys, rows, line, field):
+    manifest = write_jsonl(photos / "batch.jsonl", rows)
+    out = tmp_path / "out"
+    before = sorted(photos.iterdir())
+    assert cli.main(["batch", str(manifest), "--out-dir", str(out), *FAST]) == 2
+    message = one_error(capsys)
+    assert f"batch.jsonl line {line}," in message and field in message
+    assert not out.exists() and sorted(photos.iterdir()) == before
+
+
+def test_a_duplicate_output_names_both_lines(photos, tmp_path, capsys):
+    manifest = write_jsonl(photos / "batch.jsonl", [
+        {"image": "p0.png", "target": "a dog", "output": "same.png"},
+        {"image": "p1.png", "target": "a dog"},
+        {"image": "p2.jpg", "target": "a dog", "output": "same.png"}])
+    assert cli.main(["batch", str(manifest), "--out-dir", str(tmp_path / "out"), *FAST]) == 2
+    message = one_error(capsys)
+    assert "line 3" in message and "line 1" in message and "same.png" in message
+
+
+def test_csv_cells_are_typed_and_a_bad_one_is_named(photos, tmp_path, capsys):
+    (photos / "batch.csv").write_text("image,target,seed,strength,masked,method\n"
+                                      "p0.png,a dog,4,0.6,yes,sdedit\n"
+                                      "p1.png,a cup,,,,\n", encoding="utf-8")
+    defaults = batch.Defaults(target="", params=batch.EditParams(steps=4))
+    first, second = batch.read_manifest(photos / "batch.csv", tmp_path, defaults, "tiny")
+    assert (first.method, first.params.seed, first.params.strength, first.options) == (
+        "sdedit", 4, 0.6, {"masked": True})
+    assert (second.method, second.params.seed, second.params.strength) == ("diffedit", 0, 0.8)
+    assert second.image == photos / "p1.png" and second.outputs == (tmp_path / "p1.png",)
+    (photos / "bad.csv").write_text("image,target,steps\np0.png,a dog,4\np1.png,a dog,many\n",
+                                    encoding="utf-8")
+    assert cli.main(["batch", str(photos / "bad.csv"), "--out-dir", str(tmp_path / "o"), *FAST]) == 2
+    message = one_error(capsys)
+    assert "bad.csv line 3, field 'steps'" in message and "whole number" in message
+
+
+def test_outputs_are_never_inputs_and_existing_files_are_never_replaced(photos, tmp_path, capsys):
+    manifest = write_jsonl(photos / "batch.jsonl", [{"image": "p0.png", "target": "a dog"}])
+    # The output folder is the photos' own: p0.png would replace its photo.
+    assert cli.main(["batch", str(manifest), "--out-dir", str(photos), *FAST]) == 2
+    assert "is the photo of batch.jsonl line 1" in one_error(capsys)
+    # A file already there that this batch did not write.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p0.png").write_bytes(b"the user's own file")
+    assert cli.main(["batch", str(manifest), "--out-dir", str(out), *FAST]) == 2
+    assert "not from this batch" in one_error(capsys)
+    assert (out / "p0.png").read_bytes() == b"the user's own file"
+    assert sorted(os.listdir(out)) == ["p0.png"]
+
+
+def test_a_folder_is_every_photo_in_it_with_the_flags(photos, tmp_path):
+    (photos / "notes.txt").write_text("not a photo")
+    (photos / ".hidden.png").write_bytes((photos / "p0.png").read_bytes())
+    items = batch.read_manifest(photos, tmp_path / "out", batch.Defaults(target="a dog"), "tiny")
+    assert [item.image.name for item in items] == ["m1.png", "m3.png", "p0.png", "p1.png",
+                                                   "p2.jpg", "p3.png", "p4.png"]
+    assert {item.target for item in items} == {"a dog"}
+    assert items[4].outputs == (tmp_path / "out" / "p2.jpg",)
+
+
+def test_ray_without_the_extra_says_how_to_install_it(photos, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    manifest = write_jsonl(photos / "batch.jsonl", [{"image": "p0.png", "target": "a dog"}])
+    assert cli.main(["batch", str(manifest), "--out-dir", str(tmp_path / "out"), "--ray", *FAST]) == 2
+    assert "pip install 'diffedit-studio[cluster]'" in one_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+# ---- running -----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_five_items_equal_five_single_edits_byte_for_byte(photos, tmp_path):
+    manifest = write_jsonl(photos / "batch.jsonl", [row for row, _, _ in ITEMS])
+    out, single = tmp_path / "out", tmp_path / "single"
+    single.mkdir()
+    report = tmp_path / "report.json"
+    assert cli.main(["batch", str(manifest), "--out-dir", str(out), "--quiet", "--report",
+                     str(report), *FAST]) == 0
+    for _, flags, names in ITEMS:
+        args = [str(photos / flags[0]), "-o", str(single / names[0].replace("-1", ""))]
+        args += [str(photos / a) if a.startswith("m") and a.endswith(".png") else a for a in flags[1:]]
+        assert cli.main(["edit", *args, "--quiet", *FAST]) == 0
+        for name in names:
+            assert (out / name).read_bytes() == (single / name).read_bytes(), name
+    data = json.loads(report.read_text())
+    assert data["counts"] == {"done": 5, "skipped": 0, "failed": 0, "not run": 0}
+    assert [len(row["outputs"]) for row in data["items"]] == [1, 1, 1, 2, 1]
+    assert data["items"][0]["unet_evals"] == {"mask": 4, "encode": 3, "decode": 6}
+    assert data["unet_evals"] == sum(sum(row["unet_evals"].values()) for row in data["items"])
+    # A rerun finds every item finished: nothing is rewritten.
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert cli.main(["batch", str(manifest), "--out-dir", str(out), "--quiet", "--report",
+                     str(report), *FAST]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != batch.JOURNAL} == {
+        name: stamp for name, stamp in stamps.items() if name != batch.JOURNAL}
+    assert json.loads(report.read_text())["counts"]["skipped"] == 5
+
+
+@pytest.mark.slow
+def test_a_failing_item_is_recorded_and_the_batch_goes_on(photos, tmp_path, capsys):
+    whole = (photos / "p0.png").read_bytes()
+    (photos / "cut.png").write_bytes(whole[: len(whole) * 2 // 3])  # a copy cut short: opens, fails
+    manifest = write_jsonl(photos / "batch.jsonl", [
+        {"image": "cut.png", "target": "a dog"}, {"image": "p1.png", "target": "a cup of tea"}])
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    code = cli.main(["batch", str(manifest), "--out-dir", str(out), "--quiet", "--report",
+                     str(report), *FAST])
+    assert code == batch.SOME_FAILED
+    assert "failed: batch.jsonl line 1: cannot open" in capsys.readouterr().err
+    assert (out / "p1.png").is_file() and not (out / "cut.png").exists()
+    data = json.loads(report.read_text())
+    assert [row["status"] for row in data["items"]] == ["failed", "done"]
+    assert "damaged or incomplete" in data["items"][0]["error"]
+    journal = [json.loads(line) for line in (out / batch.JOURNAL).read_text().splitlines()]
+    assert [(r["key"], r["state"]) for r in journal] == [
+        ("cut.png", "started"), ("p1.png", "started"), ("cut.png", "failed"), ("p1.png", "done")]
+    # A rerun tries the failed item again and leaves the finished one alone.
+    stamp = (out / "p1.png").stat().st_mtime_ns
+    assert cli.main(["batch", str(manifest), "--out-dir", str(out), "--quiet", *FAST]) == batch.SOME_FAILED
+    assert (out / "p1.png").stat().st_mtime_ns == stamp
+    assert (out / batch.JOURNAL).read_text().count('"failed"') == 2
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_keeps_finished_outputs_and_does_the_rest(photos, tmp_path):
+    rows = [{"image": f"p{i % 5}.{'jpg' if i % 5 == 2 else 'png'}", "target": "a dog",
+             "seed": i, "output": f"out{i}.png"} for i in range(6)]
+    manifest = write_jsonl(photos / "batch.jsonl", rows)
+    out = tmp_path / "out"
+    args = ["batch", str(manifest), "--out-dir", str(out), "--quiet", *FAST]
+    process = subprocess.Popen([sys.executable, "-m", "engine", *args], stderr=subprocess.PIPE)
+    journal = out / batch.JOURNAL
+    deadline = time.monotonic() + 300
+    try:
+        while not (journal.is_file() and '"done"' in journal.read_text()):
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no item finished in 300 s"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    records = [json.loads(line) for line in journal.read_text().splitlines() if line.endswith("}")]
+    done = {r["key"] for r in records if r["state"] == "done"}
+    assert 1 <= len(done) < len(rows), "the kill must land mid-batch"
+    finished = {name: ((out / name).read_bytes(), (out / name).stat().st_mtime_ns) for name in done}
+    assert cli.main(args) == 0
+    for name, (data, stamp) in finished.items():
+        assert (out / name).read_bytes() == data and (out / name).stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in out.iterdir()) == sorted([batch.JOURNAL, *(r["output"] for r in rows)])
