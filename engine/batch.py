@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
 
-from engine import files, methods
+from engine import fields, files, methods
 from engine.errors import Cancelled, EngineError, InputError
-from engine.methods import options as method_options
 from engine.params import EditParams
 
 JOURNAL = "batch-journal.jsonl"  # in the output folder: one JSON line per started/finished item
@@ -55,10 +54,17 @@ class ModelSpec:
     allow_download: bool = False
     allow_pickle: bool = False
     memory_tier: str = "auto"
+    # torch CPU threads: float sums depend on how work is split, so the same count is what makes
+    # a Ray actor's bytes equal a local run's (None: torch's default, all physical cores).
+    threads: int | None = None
 
     def load(self, on_download=None):
+        import torch
+
         from engine.models import load_model
 
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         return load_model(self.source, device=self.device, dtype=self.dtype,
                           allow_download=self.allow_download, allow_pickle=self.allow_pickle,
                           memory_tier=self.memory_tier, on_download=on_download)
@@ -199,14 +205,20 @@ def _item(where: str, row: dict, folder: Path, out_dir: Path, defaults: Defaults
                        f"{', '.join(sorted(own)) or 'none'})")
         options[name] = _typed(_OPTION_FIELDS[name], row[name])
         with _field(where, name):
-            method_options.from_dict(info.options, options)
-    options = dataclasses.asdict(method_options.from_dict(info.options, options))
-    # 3. The mask: opens and has the photo's size.
-    mask = None
+            info.parse_options(options)
+    options = dataclasses.asdict(info.parse_options(options))
+    # 3. The mask: opens and has the photo's size; then the method's own needs, as `edit` checks
+    # them (a mask where one is needed, not empty; a source text for Prompt-to-Prompt...).
+    mask = mask_pixels = None
     if "mask" in row:
         mask = _path(where, "mask", row["mask"], folder)
         with _field(where, "mask"):
-            files.load_mask(mask, size, label="mask")
+            mask_pixels = files.load_mask(mask, size, label="mask")
+    try:
+        methods.check_inputs(method, source, target, mask_pixels, params, options,
+                             methods.PAINT_IN_PHOTO)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
     # 4. The outputs: plain file names in the output folder (the photo's name by default).
     name = _text(where, "output", row.get("output", _default_output(image)))
     if Path(name).name != name or name in ("", ".", ".."):
@@ -260,13 +272,12 @@ def _typed(f: dataclasses.Field, value):
     convert is passed on, so the field's own check names what it should be."""
     if not isinstance(value, str):
         return value
-    kind = getattr(f.type, "__name__", f.type)
-    text = value.strip()
-    if kind == "bool":
+    kind, text = fields.kind(f), value.strip()
+    if kind is bool:
         return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False
                 }.get(text.lower(), value)
     with contextlib.suppress(ValueError):
-        return {"int": int, "float": float}.get(kind, str)(text)
+        return kind(text)
     return value
 
 
@@ -473,6 +484,10 @@ def add_arguments(parser) -> None:
                         "instance (no ADDRESS); needs pip install 'diffedit-studio[cluster]'")
     parser.add_argument("--actors", type=int, default=None, metavar="N",
                         help="with --ray: editing actors (default: one per GPU, else 1)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads per model (this process, or each Ray actor); results "
+                        "are byte-identical for the same N on the same hardware (default: all "
+                        "cores here, and the same count in Ray actors)")
 
 
 def run(manifest: Path, out_dir: Path, defaults: Defaults, spec: ModelSpec, *,
@@ -486,8 +501,14 @@ def run(manifest: Path, out_dir: Path, defaults: Defaults, spec: ModelSpec, *,
     # 1. Check everything before any work.
     if actors is not None and actors < 1:
         raise InputError(f"--actors must be 1 or more, got {actors}")
+    if spec.threads is not None and spec.threads < 1:
+        raise InputError(f"--threads must be 1 or more, got {spec.threads}")
     if ray is not None:
         import_ray()
+        if spec.threads is None:  # actors compute with this process's split: the same bytes
+            import torch
+
+            spec = dataclasses.replace(spec, threads=torch.get_num_threads())
     elif actors is not None:
         raise InputError("--actors applies to --ray runs only")
     if out_dir.exists() and not out_dir.is_dir():

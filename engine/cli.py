@@ -304,7 +304,8 @@ def _batch(args) -> int:
     defaults = batch.Defaults(method=args.method, source=args.source, target=args.target,
                               params=_params(args), options=_method_options(args),
                               strip_gps=args.strip_gps)
-    return batch.run(args.manifest, args.out_dir, defaults, batch.ModelSpec(**_load_kwargs(args)),
+    spec = batch.ModelSpec(**_load_kwargs(args), threads=args.threads)
+    return batch.run(args.manifest, args.out_dir, defaults, spec,
                      ray=args.ray, actors=args.actors, report=args.report, quiet=args.quiet,
                      on_download=None if args.quiet else _DownloadBar())
 
