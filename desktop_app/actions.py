@@ -55,6 +55,8 @@ def build_actions(window) -> None:
     A("paste", "&Paste Photo", window.paste, K.Paste, tip="Open the picture on the clipboard")
     A("export", "&Export\u2026", window.export_dialog, ["Ctrl+E", "Ctrl+Shift+S"], "export",
       "Save the image on the canvas as PNG, JPEG or WebP with the edit's settings")
+    A("batch", "&Batch\u2026", window.batch_dialog,
+      tip="Edit a folder of photos with these settings: the command to copy")
     A("settings", "&Settings\u2026", window.settings_dialog, K.Preferences, "settings",
       "Model, device, precision and default parameters")
     A("quit", "&Quit", window.close, K.Quit)
@@ -131,6 +133,7 @@ def build_menus(window):
     file_menu.addAction(a["paste"])
     file_menu.addSeparator()
     file_menu.addAction(a["export"])
+    file_menu.addAction(a["batch"])
     file_menu.addSeparator()
     file_menu.addAction(a["settings"])
     file_menu.addSeparator()

@@ -1,14 +1,14 @@
-"""Dialogs: error and question boxes, Settings, keyboard shortcuts, sample-photo credits."""
+"""Dialogs: error and question boxes, Settings, keyboard shortcuts, sample-photo credits, batch."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtGui import QKeySequence
+from PySide6.QtGui import QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
                                QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
-                               QPushButton, QTableWidget, QTableWidgetItem, QTextBrowser,
-                               QVBoxLayout)
+                               QPlainTextEdit, QPushButton, QTableWidget, QTableWidgetItem,
+                               QTextBrowser, QVBoxLayout)
 
 from desktop_app.panels.fields import param_box
 from desktop_app.worker import TINY_MODEL
@@ -277,6 +277,37 @@ class TextDialog(QDialog):
         close.rejected.connect(self.reject)
         layout.addWidget(close)
         self.resize(720, 360)
+
+
+class BatchDialog(QDialog):
+    """File > Batch...: batch editing is a command-line feature; this shows the command for the
+    current settings with a button that copies it."""
+
+    def __init__(self, command: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Batch editing")
+        intro = QLabel(
+            "Batch editing runs from the command line, so that a catalogue can run for hours "
+            "(or on a Ray cluster) without tying up the app, and a crash or Ctrl+C loses nothing: "
+            "a rerun skips the photos already done. This command applies the current method, "
+            "texts and parameters to every photo of a folder. Replace PHOTOS_FOLDER and "
+            "RESULTS_FOLDER, or give a manifest (.jsonl or .csv, one line per photo) instead of "
+            "the folder (diffedit-studio batch --help lists the fields).")
+        intro.setWordWrap(True)
+        self.command = QPlainTextEdit(command)
+        self.command.setReadOnly(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        copy = buttons.addButton("&Copy Command", QDialogButtonBox.ButtonRole.ActionRole)
+        copy.clicked.connect(self.copy)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addWidget(self.command)
+        layout.addWidget(buttons)
+        self.resize(640, 240)
+
+    def copy(self) -> None:
+        QGuiApplication.clipboard().setText(self.command.toPlainText())
 
 
 def no_model_text() -> str:

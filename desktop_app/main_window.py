@@ -15,7 +15,7 @@ from desktop_app.actions import build_actions, build_menus, build_toolbar
 from desktop_app.autosave import Autosaver
 from desktop_app.canvas import Canvas
 from desktop_app.canvas.items import colour_swatch
-from desktop_app.dialogs import (APP_TITLE, TINY_NOTE, SettingsDialog, ShortcutsDialog, TextDialog,
+from desktop_app.dialogs import (APP_TITLE, TINY_NOTE, BatchDialog, SettingsDialog, ShortcutsDialog, TextDialog,
                                  ask, no_model_text, show_error)
 from desktop_app.document import Document
 from desktop_app.icons import icon
@@ -26,6 +26,7 @@ from desktop_app.panels.params import ParamsPanel
 from desktop_app.methods import finds_mask
 from desktop_app.runs import RunController, RunRefused
 from desktop_app.worker import TINY_MODEL, LoadModelRequest
+from engine.batch import command_line
 from engine.errors import InputError
 from engine.resources import resource_path
 
@@ -336,6 +337,14 @@ class MainWindow(QMainWindow):
         except OSError:
             text = "The sample photos' credits file is missing from this installation."
         TextDialog("Sample photo credits", text, self).exec()
+
+    def batch_dialog(self) -> None:
+        """Batch editing is the CLI's (hours of work that must survive a crash, or a cluster, away
+        from the photo being edited here): the command for the current settings, to copy."""
+        source, target = self.params.prompts()
+        line = command_line(self.settings.engine().default_model, self.params.method_key(), source,
+                            target, self.params.params(), self.params.options())
+        BatchDialog(line, self).exec()
 
     def export_dialog(self) -> bool:
         """Ask where, then export the image on the canvas. True when a file was written."""

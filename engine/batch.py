@@ -490,6 +490,37 @@ def add_arguments(parser) -> None:
                         "cores here, and the same count in Ray actors)")
 
 
+def command_line(model: str, method: str, source: str, target: str, params: EditParams,
+                 options: dict, photos: str = "PHOTOS_FOLDER", out_dir: str = "RESULTS_FOLDER") -> str:
+    """The `batch` command that applies these settings to every photo of a folder, quoted for
+    this system's shell (the app's File > Batch... offers it to copy); only values that differ
+    from the defaults are spelled out."""
+    words = ["diffedit-studio", "batch", photos, "--out-dir", out_dir]
+    if model:
+        words += ["--model", model]
+    if method != Defaults.method:
+        words += ["--method", method]
+    words += [word for flag, text in (("--source", source), ("--target", target)) if text
+              for word in (flag, text)]
+    default_params = EditParams()
+    for f in dataclasses.fields(EditParams):
+        value = getattr(params, f.name)
+        if value != getattr(default_params, f.name):
+            words += [fields.flag(f), str(value)]
+    default_options = methods.info(method).default_options()
+    for name, value in options.items():
+        if value != default_options[name]:
+            flag = "--" + name.replace("_", "-")
+            words += [flag] if value is True else [flag, str(value)]
+    if os.name == "nt":
+        import subprocess
+
+        return subprocess.list2cmdline(words)
+    import shlex
+
+    return shlex.join(words)
+
+
 def run(manifest: Path, out_dir: Path, defaults: Defaults, spec: ModelSpec, *,
         ray: str | None = None, actors: int | None = None, report: Path | None = None,
         quiet: bool = False, on_download=None) -> int:

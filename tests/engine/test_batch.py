@@ -287,3 +287,25 @@ def test_ray_gives_the_bytes_of_a_local_batch_and_resumes_from_the_journal(photo
             assert (counts["done"], counts["skipped"]) == (1, 1)
         finally:
             ray.shutdown()
+
+
+def test_the_apps_command_line_parses_back_to_the_same_settings(tmp_path):
+    import shlex
+
+    params = batch.EditParams(steps=20, strength=0.6, guidance=5.0, mask_threshold=0.4,
+                              mask_samples=4, feather=2, seed=9, eta=0.2,
+                              negative_prompt="blurry, 'odd' quotes")
+    options = {"action": "background", "candidates": 2, "extend_left": 0, "extend_right": 0,
+               "extend_top": 0, "extend_bottom": 0, "clip_model": ""}
+    line = batch.command_line("/models/my sd", "blended", "a bowl of fruit", "a bowl of pears",
+                              params, options)
+    words = shlex.split(line)
+    assert words[:5] == ["diffedit-studio", "batch", "PHOTOS_FOLDER", "--out-dir", "RESULTS_FOLDER"]
+    args = cli.build_parser().parse_args(words[1:])
+    assert (args.model, args.method, args.source, args.target) == (
+        "/models/my sd", "blended", "a bowl of fruit", "a bowl of pears")
+    assert cli._params(args) == params
+    assert cli._method_options(args) == {"action": "background", "candidates": 2}
+    # At the defaults nothing but the texts is spelled out.
+    plain = batch.command_line("", "diffedit", "", "a dog", batch.EditParams(), {})
+    assert shlex.split(plain)[5:] == ["--target", "a dog"]
