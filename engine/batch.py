@@ -455,7 +455,7 @@ def run_ray(spec: ModelSpec, items: list[Item], address: str | None, actors: int
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         count = actors or gpus or 1
-        # CPU actors share the cluster's cores (torch threads follow the reservation).
+        # CPU actors share the cluster's cores between them (ModelSpec.threads sets torch's count).
         per_actor = {"num_gpus": 1, "num_cpus": 1} if gpus else {
             "num_cpus": max(1, int(resources.get("CPU", 1)) // count)}
         rows = [{"index": i, "item": item.to_json()} for i, item in enumerate(items)]
