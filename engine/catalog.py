@@ -16,8 +16,8 @@ from pathlib import Path
 from engine.config import Settings
 from engine.errors import ModelError
 
-FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v)"}
-_COMPONENTS = ("unet", "vae", "text_encoder")
+FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v)", "sdxl": "SDXL"}
+_COMPONENTS = {"sd": ("unet", "vae", "text_encoder"), "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2")}
 _SCAN_DEPTH = 2  # folder/model or folder/publisher/model; deeper trees are not model libraries
 
 
@@ -29,7 +29,7 @@ class ModelEntry:
     kind: str  # "hub" (Hugging Face cache) | "folder" (diffusers layout) | "file" (.safetensors)
     source: str
     path: Path
-    family: str = ""  # "sd1" | "sd2" | "sd2-v" | "" when unknown
+    family: str = ""  # "sd1" | "sd2" | "sd2-v" | "sdxl" | "" when unknown
     size_bytes: int = 0
     problem: str = ""  # why it cannot be used; empty when usable
     is_default: bool = False
@@ -183,13 +183,14 @@ def _folder_entry(folder: Path, *, name: str | None = None, kind: str = "folder"
 
 def _folder_family(folder: Path) -> str:
     """Family of a diffusers folder from its configs; ModelError for what we cannot load."""
+    from engine.families import folder_family
+
     index = _read_json(folder / "model_index.json")
-    if "text_encoder_2" in index or "XL" in str(index.get("_class_name", "")):
-        raise ModelError("SDXL pipeline: DiffEdit Studio supports SD 1.x and 2.x models only")
-    absent = [c for c in _COMPONENTS if c not in index]
+    kind = folder_family(folder)
+    absent = [c for c in _COMPONENTS[kind] if c not in index]
     if absent:
         raise ModelError(f"not a Stable Diffusion pipeline (no {', '.join(absent)})")
-    for component in _COMPONENTS:
+    for component in _COMPONENTS[kind]:
         sub = folder / component
         if not (sub / "config.json").is_file():
             raise ModelError(f"incomplete: {component}/config.json is missing (download it again)")
@@ -204,6 +205,8 @@ def _folder_family(folder: Path) -> str:
         raise ModelError("inpainting model (9-channel UNet); use the regular version")
     if unet.get("in_channels", 4) != 4:
         raise ModelError(f"unsupported UNet with {unet.get('in_channels')} input channels")
+    if kind == "sdxl":
+        return "sdxl"
     width = unet.get("cross_attention_dim")
     scheduler = folder / "scheduler" / "scheduler_config.json"
     prediction = _read_json(scheduler).get("prediction_type", "epsilon") if scheduler.is_file() else "epsilon"

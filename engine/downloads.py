@@ -24,15 +24,19 @@ from engine.config import data_dir
 from engine.errors import Cancelled, ModelError
 
 COMPONENTS = ("unet", "vae", "text_encoder")
+OPTIONAL_COMPONENTS = ("text_encoder_2",)  # SDXL's second text encoder, where the repo has one
 # Small files every SD pipeline folder needs besides the weights.
 CONFIG_PATTERNS = (
     "model_index.json",
     "scheduler/scheduler_config.json",
     "tokenizer/*.json",
     "tokenizer/*.txt",
+    "tokenizer_2/*.json",
+    "tokenizer_2/*.txt",
     "unet/config.json",
     "vae/config.json",
     "text_encoder/config.json",
+    "text_encoder_2/config.json",
 )
 FREE_SPACE_MARGIN = 256 * 1024**2  # room for the OS and other apps; a full disk corrupts more than us
 SOURCE_FILE = ".diffedit-source.json"  # written last: marks a finished download and names its repo
@@ -110,7 +114,8 @@ def plan_download(repo_id: str, *, revision: str = "main", endpoint: str | None 
         )
     files = [_remote(siblings[name]) for name in sorted(siblings)
              if any(fnmatch.fnmatch(name, pattern) for pattern in CONFIG_PATTERNS)]
-    for component in COMPONENTS:
+    present = [c for c in OPTIONAL_COMPONENTS if f"{c}/config.json" in siblings]
+    for component in COMPONENTS + tuple(present):
         files.extend(_weights_for(component, siblings, repo_id))
     return DownloadPlan(repo_id, info.sha or revision, folder_for(repo_id), files)
 

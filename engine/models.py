@@ -1,8 +1,9 @@
-"""Find and load a Stable Diffusion 1.x/2.x model; choose device and dtype in one place.
+"""Find and load a Stable Diffusion 1.x/2.x or SDXL model; choose device and dtype in one place.
 
 Sources: a diffusers-layout folder, a hub repo id resolved from the local Hugging Face cache
 (downloads only when the caller allows them), a single-file ``.safetensors`` checkpoint, or
-"tiny" for the random-weight test model. Pickle checkpoints are refused unless the caller opts in.
+"tiny" / "tiny-sdxl" for the random-weight test models. Pickle checkpoints are refused unless
+the caller opts in. The family is read from the files (engine.families) before any weight.
 """
 
 from __future__ import annotations
@@ -12,10 +13,18 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import families
 from engine.errors import ModelError
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# Text encoders per family, in the order their features are concatenated:
+# (folder, transformers class, tokenizer folder).
+TEXT_ENCODERS = {
+    "sd": (("text_encoder", "CLIPTextModel", "tokenizer"),),
+    "sdxl": (("text_encoder", "CLIPTextModel", "tokenizer"),
+             ("text_encoder_2", "CLIPTextModelWithProjection", "tokenizer_2")),
+}
 # What a download of a diffusers SD repo needs: configs, tokenizer files, safetensors weights.
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -33,9 +42,14 @@ class LoadedModel:
     scheduler_config: dict
     device: object  # torch.device
     dtype: object  # torch.dtype of the UNet and text encoder
-    family: str  # "sd1" | "sd2"
+    family: str  # "sd1" | "sd2" | "sdxl"
     prediction_type: str  # "epsilon" | "v_prediction"
     notes: list[str] = field(default_factory=list)
+    # SDXL's second text encoder (OpenCLIP ViT-bigG with projection: gives the pooled embedding)
+    text_encoder_2: object = None
+    tokenizer_2: object = None
+    # SDXL base: the unconditional branch is all zeros rather than the empty text's features
+    force_zeros_for_empty_prompt: bool = False
     memory_tier: str = "full"  # engine.memory tier in force
     max_batch: int = 8  # most UNet sample-evaluations per call (set by the memory tier)
 
@@ -44,8 +58,13 @@ class LoadedModel:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
+    def text_encoders(self) -> tuple:
+        """The text encoders whose features are concatenated, in that order."""
+        return tuple(e for e in (self.text_encoder, self.text_encoder_2) if e is not None)
+
+    @property
     def native_size(self) -> int:
-        """Side in pixels of the square the UNet was trained at (512 for SD 1.x)."""
+        """Side in pixels of the square the UNet was trained at (512 for SD 1.x, 1024 for SDXL)."""
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
     @property
@@ -133,6 +152,11 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
 
         return _load_folder(ensure_tiny_model(), "tiny (random weights)", torch_device, torch_dtype,
                             allow_pickle)
+    if source == "tiny-sdxl":
+        from engine.tiny_model import ensure_tiny_sdxl
+
+        return _load_folder(ensure_tiny_sdxl(), "tiny SDXL (random weights)", torch_device,
+                            torch_dtype, allow_pickle)
     path = Path(source).expanduser()
     if path.is_dir():
         return _load_folder(path, path.name, torch_device, torch_dtype, allow_pickle)
@@ -198,8 +222,11 @@ def _load_file(path: Path, device, dtype, allow_pickle: bool) -> LoadedModel:
     if suffix in PICKLE_SUFFIXES:
         path = _pickle_to_safetensors(path)
     pipe = load_single_file(path, dtype=dtype)
-    return _assemble(path.stem, str(path), pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
-                     dict(pipe.scheduler.config), device, dtype)
+    encoders = [(getattr(pipe, folder), getattr(pipe, tokenizer))
+                for folder, _cls, tokenizer in TEXT_ENCODERS["sdxl" if hasattr(pipe, "text_encoder_2") else "sd"]]
+    return _assemble(path.stem, str(path), pipe.unet, pipe.vae, encoders,
+                     dict(pipe.scheduler.config), device, dtype,
+                     zeros_for_empty=bool(pipe.config.get("force_zeros_for_empty_prompt", False)))
 
 
 def _pickle_to_safetensors(path: Path) -> Path:
@@ -240,36 +267,54 @@ def _pickle_to_safetensors(path: Path) -> Path:
 
 
 def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> LoadedModel:
+    import transformers
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
-    missing = [c for c in REQUIRED_COMPONENTS if not (folder / c).is_dir()]
+    # The family and the architecture come from the configs first: refusing a model should
+    # not cost loading gigabytes of weights.
+    family = _folder_family(folder, name)
+    text_parts = TEXT_ENCODERS[family]
+    required = ("unet", "vae", "scheduler") + tuple(p for part in text_parts for p in part[::2])
+    missing = [c for c in required if not (folder / c).is_dir()]
     if missing:
-        raise ModelError(f"{folder} is not a complete Stable Diffusion folder: missing "
+        label = "SDXL" if family == "sdxl" else "Stable Diffusion"
+        raise ModelError(f"{folder} is not a complete {label} folder: missing "
                          f"{', '.join(missing)} (expected diffusers layout with model_index.json)")
-    for component in ("unet", "vae", "text_encoder"):
+    for component in ("unet", "vae") + tuple(part[0] for part in text_parts):
         _check_weights(folder / component, allow_pickle)
-    # Check the architecture from the configs first: refusing an SDXL model should not cost
-    # loading gigabytes of weights.
     scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
-    text_config = _read_json(folder / "text_encoder" / "config.json")
-    check_architecture(name, _read_json(folder / "unet" / "config.json"),
-                       text_config.get("hidden_size"), scheduler_config)
+    text_width = sum(_read_json(folder / part[0] / "config.json").get("hidden_size") or 0
+                     for part in text_parts)
+    check_architecture(name, _read_json(folder / "unet" / "config.json"), text_width,
+                       scheduler_config)
+    index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
     safetensors_only = None if allow_pickle else True
     try:
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True,
                                                     use_safetensors=safetensors_only)
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True,
                                             use_safetensors=safetensors_only)
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True,
-                                                     use_safetensors=safetensors_only)
-        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+        encoders = [(getattr(transformers, cls).from_pretrained(folder / encoder, local_files_only=True,
+                                                                use_safetensors=safetensors_only),
+                     CLIPTokenizer.from_pretrained(folder / tokenizer, local_files_only=True))
+                    for encoder, cls, tokenizer in text_parts]
     except ModelError:
         raise
     except Exception as exc:
         raise ModelError(f"cannot load the model in {folder}: {exc}") from None
-    return _assemble(name, str(folder), unet, vae, text_encoder, tokenizer, scheduler_config,
-                     device, dtype)
+    return _assemble(name, str(folder), unet, vae, encoders, scheduler_config, device, dtype,
+                     zeros_for_empty=family == "sdxl" and index.get("force_zeros_for_empty_prompt", True))
+
+
+def _folder_family(folder: Path, name: str) -> str:
+    """"sd" or "sdxl" (engine.families), the error naming the model."""
+    if not (folder / "model_index.json").is_file():
+        return "sd"  # a bare component folder: the checks below say what is missing
+    try:
+        return families.folder_family(folder)
+    except ModelError as exc:
+        raise ModelError(f"{name}: {exc}") from None
 
 
 def _check_weights(component_dir: Path, allow_pickle: bool) -> None:
@@ -285,13 +330,15 @@ def _check_weights(component_dir: Path, allow_pickle: bool) -> None:
 
 
 def check_architecture(name: str, unet_config: dict, text_width: int, scheduler_config: dict) -> None:
-    """Refuse anything that is not an SD 1.x/2.x text-to-image model, naming the problem."""
-    if unet_config.get("addition_embed_type") == "text_time":
-        raise ModelError(f"{name}: this is an SDXL model; DiffEdit Studio supports SD 1.x and 2.x")
+    """Refuse anything that is not an SD 1.x/2.x or SDXL text-to-image model, naming the problem.
+
+    ``text_width`` is the width of all text encoders' features together (SDXL concatenates two).
+    """
     channels = unet_config.get("in_channels")
     if channels != 4:
         raise ModelError(f"{name}: the UNet takes {channels} input channels (an inpainting "
-                         "or depth model?); a plain SD 1.x/2.x text-to-image model is needed")
+                         f"or depth model?); a plain {families.SUPPORTED} text-to-image model "
+                         "is needed")
     cross = unet_config.get("cross_attention_dim")
     if cross != text_width:
         raise ModelError(f"{name}: the UNet expects text features of size {cross} but the text "
@@ -312,22 +359,36 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _assemble(name, source, unet, vae, text_encoder, tokenizer, scheduler_config, device, dtype):
-    """Check the architecture, move to the device, and wrap."""
+def _assemble(name, source, unet, vae, encoders, scheduler_config, device, dtype, *,
+              zeros_for_empty=False):
+    """Check the architecture, move to the device, and wrap. ``encoders``: (text encoder,
+    tokenizer) pairs in TEXT_ENCODERS order."""
     import torch
 
     config = unet.config
-    check_architecture(name, dict(config), text_encoder.config.hidden_size, scheduler_config)
+    check_architecture(name, dict(config), sum(e.config.hidden_size for e, _ in encoders),
+                       scheduler_config)
     prediction = scheduler_config.get("prediction_type", "epsilon")
     notes = []
-    # fp16 VAEs of several SD releases decode to NaN/black; the VAE is small, so keep it in fp32.
-    vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+    # fp16 VAEs of several SD releases, and SDXL's always, overflow to NaN/black; the VAE is
+    # small, so keep it in fp32 unless its config says it is fp16-safe (force_upcast false, as
+    # the "sdxl-vae-fp16-fix" VAE's is).
+    fp16_safe = vae.config.get("force_upcast", True) is False
+    vae_dtype = torch.float32 if dtype == torch.float16 and not fp16_safe else dtype
     if vae_dtype != dtype:
         notes.append("VAE kept in float32")
     unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    text_encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    for encoder, _tokenizer in encoders:
+        encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
     vae.to(device=device, dtype=vae_dtype).eval().requires_grad_(False)
-    family = "sd2" if config.cross_attention_dim == 1024 else "sd1"
+    if families.is_sdxl_unet(dict(config)):
+        family = "sdxl"
+    else:
+        family = "sd2" if config.cross_attention_dim == 1024 else "sd1"
+    (text_encoder, tokenizer), *second = encoders
+    text_encoder_2, tokenizer_2 = second[0] if second else (None, None)
     return LoadedModel(name=name, source=source, unet=unet, vae=vae, text_encoder=text_encoder,
                        tokenizer=tokenizer, scheduler_config=dict(scheduler_config), device=device,
-                       dtype=dtype, family=family, prediction_type=prediction, notes=notes)
+                       dtype=dtype, family=family, prediction_type=prediction, notes=notes,
+                       text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+                       force_zeros_for_empty_prompt=bool(zeros_for_empty))

@@ -104,6 +104,9 @@ class EditSession:
         if min(width, height) < MIN_PHOTO_SIDE:
             raise InputError(f"the photo is {width}x{height}; it must be at least "
                              f"{MIN_PHOTO_SIDE} pixels on each side")
+        if getattr(model, "family", "") == "sdxl":
+            raise InputError(f"{model.name} is an SDXL model: it loads, but the editing methods "
+                             "do not run on SDXL yet; use an SD 1.x/2.x model for now")
         self.model = model
         self.rgb = rgb
         self.photo = photo

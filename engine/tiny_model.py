@@ -1,8 +1,11 @@
-"""A tiny random-weight Stable Diffusion model, built deterministically and saved in diffusers layout.
+"""Tiny random-weight SD and SDXL models, built deterministically and saved in diffusers layout.
 
-It exists so that the whole workflow (loading, mask, encoding, decoding, paste-back) can be run
-and tested without real weights or a GPU. Its pictures are noise. It has the real CLIP tokenizer
-and SD's noise schedule, a VAE that downsamples by 8 like SD's, and a native size of 128 px.
+They exist so that the whole workflow (loading, mask, encoding, decoding, paste-back) can be run
+and tested without real weights or a GPU. Their pictures are noise. They have the real CLIP
+tokenizers and SD's noise schedule, a VAE that downsamples by 8 like SD's, and a native size of
+128 px. The SDXL one keeps SDXL's shape: two text encoders (the second with a projection that
+gives the pooled embedding), the text-time addition embedding, three UNet levels of which the
+first has no attention, a deeper transformer at the lowest level, and the SDXL VAE's scale.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from engine.config import cache_dir
 
 TINY_VERSION = 1  # bump when the architecture below changes, so cached copies are rebuilt
+TINY_SDXL_VERSION = 1  # likewise for the SDXL one
 SD_SCHEDULER = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
     clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
@@ -26,16 +30,28 @@ def default_folder() -> Path:
     return cache_dir() / f"tiny-random-sd-v{TINY_VERSION}"
 
 
+def default_sdxl_folder() -> Path:
+    return cache_dir() / f"tiny-random-sdxl-v{TINY_SDXL_VERSION}"
+
+
 def ensure_tiny_model(folder: Path | None = None) -> Path:
     """Return the folder of the tiny model, building it first if it is not there yet."""
-    folder = Path(folder) if folder is not None else default_folder()
+    return _ensure(Path(folder) if folder is not None else default_folder(), build_tiny_model)
+
+
+def ensure_tiny_sdxl(folder: Path | None = None) -> Path:
+    """Return the folder of the tiny SDXL model, building it first if it is not there yet."""
+    return _ensure(Path(folder) if folder is not None else default_sdxl_folder(), build_tiny_sdxl)
+
+
+def _ensure(folder: Path, build) -> Path:
     if (folder / "model_index.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename, so a half-written model is never picked up.
     staging = Path(tempfile.mkdtemp(prefix=".tiny-building-", dir=folder.parent))
     try:
-        build_tiny_model(staging)
+        build(staging)
         try:
             os.replace(staging, folder)
         except OSError:
@@ -50,10 +66,10 @@ def build_tiny_model(folder: Path, *, unet_channels=(32, 64), sample_size: int =
                      text_width: int = 32) -> Path:
     """Build the components under ``torch.manual_seed(0)`` and save them (safetensors) in ``folder``."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
-    from engine.clip_tokenizer import VOCAB_SIZE, write_tokenizer_files
+    from engine.clip_tokenizer import write_tokenizer_files
     from engine.models import quiet_libraries
 
     quiet_libraries()
@@ -71,22 +87,8 @@ def build_tiny_model(folder: Path, *, unet_channels=(32, 64), sample_size: int =
         attention_head_dim=8,
         norm_num_groups=16,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(16, 16, 32, 32),  # four levels: downsamples by 8 like SD's VAE
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=sample_size * 8,
-    )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=VOCAB_SIZE, hidden_size=text_width, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-        pad_token_id=49407,
-    ))
+    vae = _tiny_vae(sample_size)
+    text_encoder = CLIPTextModel(_text_config(text_width))
     scheduler = DDIMScheduler(**SD_SCHEDULER)
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,3 +111,95 @@ def build_tiny_model(folder: Path, *, unet_channels=(32, 64), sample_size: int =
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     return folder
+
+
+def build_tiny_sdxl(folder: Path, *, sample_size: int = 16, text_width: int = 32) -> Path:
+    """Build a tiny SDXL under ``torch.manual_seed(0)`` and save it (safetensors) in ``folder``,
+    laid out as stabilityai/stable-diffusion-xl-base-1.0 is (Euler scheduler config included)."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from engine.clip_tokenizer import write_tokenizer_files
+    from engine.models import quiet_libraries
+
+    quiet_libraries()
+    folder = Path(folder)
+    torch.manual_seed(0)
+    time_embed_dim = 8  # per number: six numbers (original size, crop, target size) -> 48
+    unet = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 1, 2),
+        attention_head_dim=(2, 4, 4),  # as in SDXL's config this is the number of heads
+        use_linear_projection=True,
+        cross_attention_dim=2 * text_width,  # both encoders' features, concatenated
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=6 * time_embed_dim + text_width,
+        norm_num_groups=16,
+    )
+    vae = _tiny_vae(sample_size, scaling_factor=0.13025, force_upcast=True)
+    text_encoder = CLIPTextModel(_text_config(text_width))
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(text_width, hidden_act="gelu"))
+    scheduler = EulerDiscreteScheduler(**{k: v for k, v in SD_SCHEDULER.items()
+                                          if k not in ("clip_sample", "set_alpha_to_one")},
+                                       timestep_spacing="leading")
+
+    folder.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    text_encoder_2.save_pretrained(folder / "text_encoder_2", safe_serialization=True)
+    scheduler.save_pretrained(folder / "scheduler")
+    write_tokenizer_files(folder / "tokenizer")
+    write_tokenizer_files(folder / "tokenizer_2", pad_token="!")  # OpenCLIP pads with "!"
+    index = {
+        "_class_name": "StableDiffusionXLPipeline",
+        "_diffusers_version": "0.42.1",
+        "force_zeros_for_empty_prompt": True,
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    return folder
+
+
+def _tiny_vae(sample_size: int, **config):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(16, 16, 32, 32),  # four levels: downsamples by 8 like SD's VAE
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=sample_size * 8,
+        **config,
+    )
+
+
+def _text_config(width: int, **config):
+    """A small CLIP text encoder over the real 49408-token vocabulary."""
+    from transformers import CLIPTextConfig
+
+    from engine.clip_tokenizer import VOCAB_SIZE
+
+    return CLIPTextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=width, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=49407, projection_dim=width, **config,
+    )

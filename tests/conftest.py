@@ -40,3 +40,19 @@ def tiny_model(tiny_model_path):
     from engine.models import load_model
 
     return load_model(str(tiny_model_path), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_path() -> Path:
+    """The tiny random-weight SDXL model in diffusers layout, built once per test session."""
+    from engine.tiny_model import ensure_tiny_sdxl
+
+    return ensure_tiny_sdxl()
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tiny_sdxl_path):
+    """The tiny SDXL loaded on the CPU through the same loader a real checkpoint uses."""
+    from engine.models import load_model
+
+    return load_model(str(tiny_sdxl_path), device="cpu")

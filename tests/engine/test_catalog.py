@@ -33,6 +33,7 @@ def pipeline_files(width=768, prediction="epsilon", *, in_channels=4, weight_suf
              "scheduler": ["diffusers", "DDIMScheduler"]}
     if xl:
         index["text_encoder_2"] = ["transformers", "CLIPTextModelWithProjection"]
+        index["tokenizer_2"] = ["transformers", "CLIPTokenizer"]
     files = {
         "model_index.json": json.dumps(index).encode(),
         "unet/config.json": json.dumps({"cross_attention_dim": width, "in_channels": in_channels}).encode(),
@@ -41,6 +42,10 @@ def pipeline_files(width=768, prediction="epsilon", *, in_channels=4, weight_suf
         "scheduler/scheduler_config.json": json.dumps({"prediction_type": prediction}).encode(),
         "tokenizer/vocab.json": b"{}",
     }
+    if xl:
+        files["text_encoder_2/config.json"] = b"{}"
+        files["tokenizer_2/vocab.json"] = b"{}"
+        files[f"text_encoder_2/model{weight_suffix}"] = bytes(weight_bytes)
     for component, stem in WEIGHTS.items():
         files[f"{component}/{stem}{weight_suffix}"] = bytes(weight_bytes)
     return files
@@ -97,6 +102,10 @@ def test_hub_cache_lists_sd_pipelines_and_reports_broken_ones(tmp_path):
     make_hub_repo(cache, "stabilityai/stable-diffusion-2-1", pipeline_files(1024, "v_prediction"))
     make_hub_repo(cache, "google/bert-base", {"config.json": b"{}", "model.safetensors": b"x"})
     make_hub_repo(cache, "stabilityai/sdxl", pipeline_files(2048, xl=True))
+    refiner = pipeline_files(1280, xl=True)
+    refiner["model_index.json"] = json.dumps({**json.loads(refiner["model_index.json"]),
+                                              "requires_aesthetics_score": True}).encode()
+    make_hub_repo(cache, "stabilityai/sdxl-refiner", refiner)
     partial = pipeline_files(768)
     del partial["unet/diffusion_pytorch_model.safetensors"]
     make_hub_repo(cache, "someone/half-downloaded", partial)
@@ -110,7 +119,9 @@ def test_hub_cache_lists_sd_pipelines_and_reports_broken_ones(tmp_path):
     assert sd15.path == good
     assert sd15.size_bytes == sum(len(d) for d in pipeline_files(768, weight_bytes=5000).values())
     assert entries["stabilityai/stable-diffusion-2-1"].family == "sd2-v"
-    assert "SDXL" in entries["stabilityai/sdxl"].problem
+    sdxl = entries["stabilityai/sdxl"]
+    assert (sdxl.usable, sdxl.family, sdxl.family_label) == (True, "sdxl", "SDXL")
+    assert "this is an SDXL refiner" in entries["stabilityai/sdxl-refiner"].problem
     assert "incomplete: no unet weights" in entries["someone/half-downloaded"].problem
     assert "damaged cache entry" in entries["someone/dangling"].problem
     assert "inpainting" in entries["someone/inpaint"].problem

@@ -266,3 +266,19 @@ def test_damaged_transfer_is_detected_and_removed(hub):
     assert not (folder / "text_encoder" / "model.safetensors").exists()
     assert not (folder / "text_encoder" / "model.safetensors.part").exists()
     assert not (folder / ".diffedit-source.json").exists()
+
+
+def test_an_sdxl_repo_brings_its_second_text_encoder_and_tokenizer(hub):
+    repo = sd_repo(1000)
+    repo["model_index.json"] = json.dumps({"_class_name": "StableDiffusionXLPipeline"}).encode()
+    repo.update({"text_encoder_2/config.json": b"{}", "text_encoder_2/model.safetensors": b"t" * 1000,
+                 "text_encoder_2/model.fp16.safetensors": b"h" * 500,
+                 "tokenizer_2/vocab.json": b"{}", "tokenizer_2/merges.txt": b"#version: 0.2\n",
+                 "sd_xl_base_1.0.safetensors": b"x" * 5000})  # the single-file copy stays behind
+    hub.repos["stabilityai/sdxl"] = repo
+    names = {f.target for f in plan_download("stabilityai/sdxl", endpoint=ENDPOINT).files}
+    assert {"text_encoder_2/config.json", "text_encoder_2/model.safetensors",
+            "tokenizer_2/vocab.json", "tokenizer_2/merges.txt"} <= names
+    assert "sd_xl_base_1.0.safetensors" not in names and "text_encoder_2/model.fp16.safetensors" not in names
+    names_sd15 = {f.target for f in plan_download("someone/sd15", endpoint=ENDPOINT).files}
+    assert not any(n.startswith(("text_encoder_2/", "tokenizer_2/")) for n in names_sd15)

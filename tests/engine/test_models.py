@@ -71,13 +71,13 @@ def test_inpainting_unet_is_refused(model_copy):
         load_model(str(model_copy), device="cpu")
 
 
-def test_sdxl_unet_is_refused(model_copy):
+def test_sdxl_unet_without_the_second_text_encoder_is_refused(model_copy):
     config_file = model_copy / "unet" / "config.json"
     config = json.loads(config_file.read_text())
     config.update(addition_embed_type="text_time", addition_time_embed_dim=8,
                   projection_class_embeddings_input_dim=32 + 6 * 8)
     config_file.write_text(json.dumps(config))
-    with pytest.raises(ModelError, match="SDXL"):
+    with pytest.raises(ModelError, match="not a complete SDXL folder: missing text_encoder_2, tokenizer_2"):
         load_model(str(model_copy), device="cpu")
 
 
