@@ -1,10 +1,10 @@
-"""Load single-file SD 1.x / 2.x `.safetensors` checkpoints fully offline, with clear refusals.
+"""Load single-file SD 1.x / 2.x and SDXL `.safetensors` checkpoints fully offline, with clear refusals.
 
 A single-file checkpoint holds only weights in the original (LDM) key layout. diffusers needs
 configs for every component; instead of fetching them from the hub we ship them under
-resources/model_configs/<family>/ and build the CLIP tokenizer from open-clip-torch's BPE file.
+resources/model_configs/<family>/ and build the CLIP tokenizers from open-clip-torch's BPE file.
 Before any weight is read, the safetensors header (names, shapes, offsets) is checked: damaged
-or truncated files, SDXL, inpainting and other architectures are refused with a message naming
+or truncated files, SDXL refiners, inpainting and other architectures are refused with a message naming
 the file, and the weights are matched against the family's architecture on the meta device so
 that a missing tensor is an error rather than a silently random layer.
 """
@@ -16,13 +16,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import families
 from engine.errors import ModelError
 
-FAMILIES = ("sd1", "sd2", "sd2-v")
+FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl")
 FAMILY_LABELS = {
     "sd1": "SD 1.x",
     "sd2": "SD 2.x (512, epsilon)",
     "sd2-v": "SD 2.x (768, v-prediction)",
+    "sdxl": "SDXL",
 }
 
 _UNET = "model.diffusion_model."
@@ -97,7 +99,7 @@ def read_header(path: Path) -> Header:
 
 
 def detect_family(path: Path) -> str:
-    """"sd1", "sd2" or "sd2-v" for a single-file checkpoint; ModelError for anything else."""
+    """"sd1", "sd2", "sd2-v" or "sdxl" for a single-file checkpoint; ModelError for anything else."""
     path = Path(path)
     return family_from_header(read_header(path), path.name)
 
@@ -106,15 +108,16 @@ def family_from_header(header: Header, name: str) -> str:
     """The family that a checkpoint's tensor names and shapes describe (see detect_family)."""
     shapes = header.shapes
     keys = shapes.keys()
-    if any(k.startswith("conditioner.embedders.") for k in keys) or _UNET + "label_emb.0.0.weight" in shapes:
-        raise ModelError(
-            f"{name}: this is an SDXL checkpoint; DiffEdit Studio supports SD 1.x and 2.x models only"
-        )
+    sdxl = families.checkpoint_family(keys, name)
     if not any(k.startswith(_UNET) for k in keys):
         raise ModelError(f"{name}: {_what_it_is(keys)}; expected a full SD 1.x/2.x checkpoint")
     conv_in = shapes.get(_CONV_IN)
     if conv_in is None or len(conv_in) != 4:
         raise ModelError(f"{name}: unknown architecture (no UNet input layer); expected SD 1.x/2.x")
+    if conv_in[1] == 4 and sdxl:
+        if not any(k.startswith(_VAE) for k in keys):
+            raise ModelError(f"{name}: the checkpoint has no VAE weights (first_stage_model.*)")
+        return sdxl
     if conv_in[1] == 9:
         raise ModelError(
             f"{name}: this is an inpainting model (its UNet takes 9 input channels); "
@@ -208,7 +211,7 @@ def check_weights(header: Header, config_folder: Path, name: str) -> None:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders import single_file_utils as sfu
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     meta = {
         key: torch.empty(shape, dtype=getattr(torch, _DTYPES.get(header.dtypes[key], "float32")), device="meta")
@@ -217,20 +220,27 @@ def check_weights(header: Header, config_folder: Path, name: str) -> None:
     unet_config = UNet2DConditionModel.load_config(config_folder, subfolder="unet")
     vae_config = AutoencoderKL.load_config(config_folder, subfolder="vae")
     text_config = CLIPTextConfig.from_pretrained(config_folder, subfolder="text_encoder")
+    sdxl = (config_folder / "text_encoder_2").is_dir()
     with torch.device("meta"):
         components = {
             "UNet": UNet2DConditionModel.from_config(unet_config),
             "VAE": AutoencoderKL.from_config(vae_config),
             "text encoder": CLIPTextModel(text_config),
         }
+        if sdxl:
+            components["second text encoder"] = CLIPTextModelWithProjection(
+                CLIPTextConfig.from_pretrained(config_folder, subfolder="text_encoder_2"))
     try:
         converted = {
             "UNet": sfu.convert_ldm_unet_checkpoint(meta, unet_config),
             "VAE": sfu.convert_ldm_vae_checkpoint(meta, vae_config),
-            "text encoder": _convert_text_encoder(sfu, components["text encoder"], meta),
         }
+        for label, model in components.items():
+            if label != "UNet" and label != "VAE":
+                converted[label] = _convert_text_encoder(sfu, model, meta, second=label != "text encoder")
     except (KeyError, IndexError, RuntimeError, ValueError) as exc:
-        raise ModelError(f"{name}: the checkpoint's layout is not SD 1.x/2.x ({exc})") from exc
+        raise ModelError(f"{name}: the checkpoint's layout is not {'SDXL' if sdxl else 'SD 1.x/2.x'} "
+                         f"({exc})") from exc
     for label, model in components.items():
         got = converted[label]
         missing, wrong = [], []
@@ -253,9 +263,14 @@ def check_weights(header: Header, config_folder: Path, name: str) -> None:
             )
 
 
-def _convert_text_encoder(sfu, model, checkpoint):
-    """diffusers' CLIP / OpenCLIP key conversion, keyed like the installed CLIPTextModel."""
-    if _CLIP_TOKENS in checkpoint:
+def _convert_text_encoder(sfu, model, checkpoint, second: bool = False):
+    """diffusers' CLIP / OpenCLIP key conversion, keyed like the installed CLIPTextModel.
+
+    SD 1.x has CLIP, SD 2.x OpenCLIP; SDXL has both (``second``: its OpenCLIP bigG encoder).
+    """
+    if second:
+        converted = sfu.convert_open_clip_checkpoint(model, checkpoint, prefix=families.SDXL_CLIP_G)
+    elif _CLIP_TOKENS in checkpoint or any(k.startswith(families.SDXL_CLIP_L) for k in checkpoint):
         converted = sfu.convert_ldm_clip_checkpoint(checkpoint)
     else:
         converted = sfu.convert_open_clip_checkpoint(model, checkpoint, prefix="cond_stage_model.model.")
@@ -265,7 +280,8 @@ def _convert_text_encoder(sfu, model, checkpoint):
 
 
 def load_single_file(path: Path, *, dtype, family: str | None = None, config_folder: Path | None = None):
-    """Load a single-file SD 1.x/2.x ``.safetensors`` checkpoint as a StableDiffusionPipeline.
+    """Load a single-file SD 1.x/2.x or SDXL ``.safetensors`` checkpoint as a diffusers
+    StableDiffusionPipeline or StableDiffusionXLPipeline.
 
     ``family`` ("sd1" | "sd2" | "sd2-v") overrides detection of the prediction type for SD 2.x
     (the weights cannot tell); it may not contradict the architecture. ``config_folder``
@@ -300,20 +316,22 @@ def load_single_file(path: Path, *, dtype, family: str | None = None, config_fol
     family = family or detected
     folder = Path(config_folder) if config_folder is not None else config_folder_for(family)
     check_weights(header, folder, name)
-    tokenizer = _tokenizer_for(family)
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from diffusers import StableDiffusionPipeline
-
+    if family == "sdxl":
+        pipeline = StableDiffusionXLPipeline
+        extra = {"tokenizer": _tokenizer_for("sd1"), "tokenizer_2": _tokenizer_for("sd2")}
+    else:
+        pipeline = StableDiffusionPipeline
+        extra = {"tokenizer": _tokenizer_for(family), "safety_checker": None,
+                 "feature_extractor": None, "requires_safety_checker": False}
     try:
-        pipe = StableDiffusionPipeline.from_single_file(
+        pipe = pipeline.from_single_file(
             str(path),
             config=str(folder),
             local_files_only=True,
             torch_dtype=dtype,
-            tokenizer=tokenizer,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
+            **extra,
         )
     except ModelError:
         raise
@@ -323,7 +341,8 @@ def load_single_file(path: Path, *, dtype, family: str | None = None, config_fol
 
 
 def _tokenizer_for(family: str):
-    """The offline CLIP tokenizer; SD 2.x (OpenCLIP) pads with "!" rather than <|endoftext|>."""
+    """The offline CLIP tokenizer; SD 2.x (OpenCLIP) pads with "!" rather than <|endoftext|>.
+    SDXL's two are SD 1.x's (CLIP ViT-L) and SD 2.x's (OpenCLIP ViT-bigG)."""
     from engine.clip_tokenizer import build_clip_tokenizer
     from engine.config import cache_dir
 

@@ -113,9 +113,13 @@ def build_tiny_model(folder: Path, *, unet_channels=(32, 64), sample_size: int =
     return folder
 
 
-def build_tiny_sdxl(folder: Path, *, sample_size: int = 16, text_width: int = 32) -> Path:
+def build_tiny_sdxl(folder: Path, *, sample_size: int = 16, text_widths=(32, 48)) -> Path:
     """Build a tiny SDXL under ``torch.manual_seed(0)`` and save it (safetensors) in ``folder``,
-    laid out as stabilityai/stable-diffusion-xl-base-1.0 is (Euler scheduler config included)."""
+    laid out as stabilityai/stable-diffusion-xl-base-1.0 is (Euler scheduler config included).
+
+    The two text encoders have different widths, as SDXL's (768, 1280) do: diffusers' single-file
+    loader tells them apart by width.
+    """
     import torch
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
@@ -138,15 +142,15 @@ def build_tiny_sdxl(folder: Path, *, sample_size: int = 16, text_width: int = 32
         transformer_layers_per_block=(1, 1, 2),
         attention_head_dim=(2, 4, 4),  # as in SDXL's config this is the number of heads
         use_linear_projection=True,
-        cross_attention_dim=2 * text_width,  # both encoders' features, concatenated
+        cross_attention_dim=sum(text_widths),  # both encoders' features, concatenated
         addition_embed_type="text_time",
         addition_time_embed_dim=time_embed_dim,
-        projection_class_embeddings_input_dim=6 * time_embed_dim + text_width,
+        projection_class_embeddings_input_dim=6 * time_embed_dim + text_widths[1],  # + pooled
         norm_num_groups=16,
     )
     vae = _tiny_vae(sample_size, scaling_factor=0.13025, force_upcast=True)
-    text_encoder = CLIPTextModel(_text_config(text_width))
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(text_width, hidden_act="gelu"))
+    text_encoder = CLIPTextModel(_text_config(text_widths[0]))
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(text_widths[1], hidden_act="gelu"))
     scheduler = EulerDiscreteScheduler(**{k: v for k, v in SD_SCHEDULER.items()
                                           if k not in ("clip_sample", "set_alpha_to_one")},
                                        timestep_spacing="leading")

@@ -49,7 +49,7 @@ def test_text_conditioning_equals_the_pipelines_encode_prompt(tiny_sdxl):
         text, device=torch.device("cpu"), num_images_per_prompt=1, do_classifier_free_guidance=True)
     ours, ours_pooled, note = sdxl.encode_prompt(tiny_sdxl, text)
     assert note is None
-    assert ours.shape == (1, 77, 64) and ours_pooled.shape == (1, 32)
+    assert ours.shape == (1, 77, 80) and ours_pooled.shape == (1, 48)
     assert torch.equal(ours, embeds.float()) and torch.equal(ours_pooled, pooled.float())
     empty, empty_pooled = sdxl.empty_prompt(tiny_sdxl)
     assert torch.equal(empty, negative) and torch.equal(empty_pooled, negative_pooled)

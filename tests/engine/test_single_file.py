@@ -36,6 +36,7 @@ def _unet_to_ldm(state: dict, config: dict) -> dict:
     fixed = {
         "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
         "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+        "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",  # SDXL
     }
     out = {}
     for key, value in state.items():
@@ -100,12 +101,13 @@ def _vae_to_ldm(state: dict, config: dict) -> dict:
     return out
 
 
-def _clip_to_ldm(state: dict) -> dict:
-    return {"cond_stage_model.transformer.text_model." + k: v for k, v in state.items()}
+def _clip_to_ldm(state: dict, pre="cond_stage_model.transformer.") -> dict:
+    return {pre + "text_model." + k: v for k, v in state.items()}
 
 
-def _open_clip_to_ldm(state: dict) -> dict:
-    pre = "cond_stage_model.model."
+def _open_clip_to_ldm(state: dict, pre="cond_stage_model.model.", projection=None) -> dict:
+    """OpenCLIP's layout; ``projection`` is the diffusers text_projection weight (SDXL uses it,
+    OpenCLIP stores its transpose), zeros when the model has none (SD 2.x does not read it)."""
     out = {
         pre + "token_embedding.weight": state["embeddings.token_embedding.weight"],
         pre + "positional_embedding": state["embeddings.position_embedding.weight"],
@@ -113,7 +115,8 @@ def _open_clip_to_ldm(state: dict) -> dict:
         pre + "ln_final.bias": state["final_layer_norm.bias"],
     }
     width = state["final_layer_norm.weight"].shape[0]
-    out[pre + "text_projection"] = torch.zeros(width, width, dtype=state["final_layer_norm.weight"].dtype)
+    out[pre + "text_projection"] = (projection.T.contiguous() if projection is not None else
+                                    torch.zeros(width, width, dtype=state["final_layer_norm.weight"].dtype))
     layers = {int(k.split(".")[2]) for k in state if k.startswith("encoder.layers.")}
     for i in sorted(layers):
         src, dst = f"encoder.layers.{i}.", f"{pre}transformer.resblocks.{i}."
@@ -136,6 +139,21 @@ def to_ldm(unet, vae, text_encoder, family: str) -> dict:
     ldm.update(_unet_to_ldm(unet.state_dict(), unet.config))
     ldm.update(_vae_to_ldm(vae.state_dict(), vae.config))
     ldm.update(_clip_to_ldm(text) if family == "sd1" else _open_clip_to_ldm(text))
+    return ldm
+
+
+def sdxl_to_ldm(unet, vae, text_encoder, text_encoder_2) -> dict:
+    """An SDXL pipeline as one original-layout state dict (conditioner.embedders.0 and .1)."""
+    text = {k: v for k, v in text_encoder.state_dict().items() if not k.endswith("position_ids")}
+    text_2 = {k.removeprefix("text_model."): v for k, v in text_encoder_2.state_dict().items()
+              if not k.endswith("position_ids") and not k.startswith("text_projection")}
+    ldm = {}
+    ldm.update(_unet_to_ldm(unet.state_dict(), unet.config))
+    ldm.update(_vae_to_ldm(vae.state_dict(), vae.config))
+    ldm.update(_clip_to_ldm({k.removeprefix("text_model."): v for k, v in text.items()},
+                            "conditioner.embedders.0.transformer."))
+    ldm.update(_open_clip_to_ldm(text_2, "conditioner.embedders.1.model.",
+                                 text_encoder_2.text_projection.weight))
     return ldm
 
 
@@ -302,14 +320,20 @@ def _base_keys(width=768, in_channels=4):
     }
 
 
-def test_sdxl_is_refused(tmp_path):
+def test_sdxl_refiners_and_partial_sdxl_checkpoints_are_refused(tmp_path):
     keys = _base_keys(2048)
     keys["conditioner.embedders.1.model.positional_embedding"] = (77, 16)
     keys["model.diffusion_model.label_emb.0.0.weight"] = (8, 16)
     path = _save_keys(tmp_path / "sd_xl_base_1.0.safetensors", keys)
-    with pytest.raises(ModelError, match=r"sd_xl_base_1\.0\.safetensors: this is an SDXL checkpoint"):
+    with pytest.raises(ModelError, match=r"sd_xl_base_1\.0\.safetensors: an SDXL checkpoint without "
+                                         "the CLIP ViT-L text encoder"):
         detect_family(path)
-    with pytest.raises(ModelError, match="SDXL"):
+    keys["conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"] = (10, 768)
+    assert detect_family(_save_keys(tmp_path / "base.safetensors", keys)) == "sdxl"
+    refiner = {k.replace("embedders.1.", "embedders.0."): v for k, v in keys.items()
+               if not k.startswith("conditioner.embedders.0.")}
+    path = _save_keys(tmp_path / "sd_xl_refiner_1.0.safetensors", refiner)
+    with pytest.raises(ModelError, match=r"sd_xl_refiner_1\.0\.safetensors: this is an SDXL refiner"):
         load_single_file(path, dtype=torch.float32)
 
 
@@ -386,3 +410,58 @@ def test_shipped_configs_match_the_real_architectures(family):
     check_weights(header, folder, name)  # raises if any tensor were missing or mis-shaped
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["prediction_type"] == ("v_prediction" if family == "sd2-v" else "epsilon")
+
+
+def test_sdxl_checkpoint_loads_offline_with_identical_weights(tiny_sdxl, tiny_sdxl_path, tmp_path,
+                                                              monkeypatch):
+    m = tiny_sdxl
+    state = {k: v.to(torch.float16).contiguous()
+             for k, v in sdxl_to_ldm(m.unet, m.vae, m.text_encoder, m.text_encoder_2).items()}
+    path = tmp_path / "tiny-sdxl.safetensors"
+    save_file(state, str(path))
+    assert detect_family(path) == "sdxl"
+    pipe = load_single_file(path, dtype=torch.float32, config_folder=tiny_sdxl_path)
+    for ours, theirs in ((m.unet, pipe.unet), (m.vae, pipe.vae), (m.text_encoder, pipe.text_encoder),
+                         (m.text_encoder_2, pipe.text_encoder_2)):
+        _params_equal(ours, theirs)
+    assert (pipe.tokenizer.pad_token, pipe.tokenizer_2.pad_token) == ("<|endoftext|>", "!")
+    assert pipe.tokenizer_2("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    # Through the model loader, as `--model file.safetensors` takes it (tiny configs for the shipped).
+    import engine.single_file
+    from engine.backbones import sdxl
+    from engine.models import load_model
+
+    monkeypatch.setattr(engine.single_file, "config_folder_for", lambda family: tiny_sdxl_path)
+    loaded = load_model(str(path), device="cpu")
+    assert loaded.family == "sdxl" and loaded.force_zeros_for_empty_prompt
+    ours, pooled, _ = sdxl.encode_prompt(loaded, "a cat")
+    theirs, theirs_pooled, _ = sdxl.encode_prompt(m, "a cat")
+    assert torch.allclose(ours, theirs, atol=2e-2) and torch.allclose(pooled, theirs_pooled, atol=2e-2)
+    state.pop(next(k for k in state if k.startswith("conditioner.embedders.1.model.transformer.resblocks.1.")))
+    save_file(state, str(tmp_path / "pruned-sdxl.safetensors"))
+    with pytest.raises(ModelError, match=r"pruned-sdxl\.safetensors: the second text encoder weights"):
+        load_single_file(tmp_path / "pruned-sdxl.safetensors", dtype=torch.float32,
+                         config_folder=tiny_sdxl_path)
+
+
+def test_shipped_sdxl_configs_match_the_real_architecture():
+    """The shipped SDXL configs build SDXL base 1.0's published parameter counts and accept its
+    single-file key layout (meta tensors, no data)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = config_folder_for("sdxl")
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLPipeline" and index["force_zeros_for_empty_prompt"]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder, subfolder="unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder, subfolder="vae"))
+        text = CLIPTextModel(CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder"))
+        text_2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder_2"))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert (count(unet), count(vae), count(text), count(text_2)) == (
+        2_567_463_684, 83_653_863, 123_060_480, 694_659_840)
+    ldm = sdxl_to_ldm(unet, vae, text, text_2)
+    header = Header({k: tuple(v.shape) for k, v in ldm.items()}, {k: "F16" for k in ldm})
+    assert family_from_header(header, "sd_xl_base_1.0.safetensors") == "sdxl"
+    check_weights(header, folder, "sd_xl_base_1.0.safetensors")
