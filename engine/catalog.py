@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.config import Settings
 from engine.errors import ModelError
+from engine.families import folder_family, read_json
 
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v)", "sdxl": "SDXL"}
 _COMPONENTS = {"sd": ("unet", "vae", "text_encoder"), "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2")}
@@ -183,9 +184,7 @@ def _folder_entry(folder: Path, *, name: str | None = None, kind: str = "folder"
 
 def _folder_family(folder: Path) -> str:
     """Family of a diffusers folder from its configs; ModelError for what we cannot load."""
-    from engine.families import folder_family
-
-    index = _read_json(folder / "model_index.json")
+    index = read_json(folder / "model_index.json")
     kind = folder_family(folder)
     absent = [c for c in _COMPONENTS[kind] if c not in index]
     if absent:
@@ -200,7 +199,7 @@ def _folder_family(folder: Path) -> str:
                 raise ModelError(f"{component} weights are in pickle format (.bin) only; "
                                  "use a safetensors copy of this model")
             raise ModelError(f"incomplete: no {component} weights (download it again)")
-    unet = _read_json(folder / "unet" / "config.json")
+    unet = read_json(folder / "unet" / "config.json")
     if unet.get("in_channels", 4) == 9:
         raise ModelError("inpainting model (9-channel UNet); use the regular version")
     if unet.get("in_channels", 4) != 4:
@@ -209,7 +208,7 @@ def _folder_family(folder: Path) -> str:
         return "sdxl"
     width = unet.get("cross_attention_dim")
     scheduler = folder / "scheduler" / "scheduler_config.json"
-    prediction = _read_json(scheduler).get("prediction_type", "epsilon") if scheduler.is_file() else "epsilon"
+    prediction = read_json(scheduler).get("prediction_type", "epsilon") if scheduler.is_file() else "epsilon"
     if width == 768:
         return "sd1"
     if width == 1024:
@@ -271,18 +270,6 @@ def _scan_downloads() -> list[ModelEntry]:
 
 
 # ------------------------------------------------------------------ helpers
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"incomplete: {path.name} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path.parent.name}/{path.name} cannot be read ({exc})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path.parent.name}/{path.name} is not a JSON object")
-    return data
-
-
 def _folder_size(folder: Path) -> int:
     """Bytes on disk, counting each file once (the hub cache links snapshots to shared blobs)."""
     seen, total = set(), 0

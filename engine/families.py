@@ -32,7 +32,7 @@ def read_json(path: Path) -> dict:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelError(f"incomplete: {path.parent.name}/{path.name} is missing") from None
+        raise ModelError(f"incomplete: {path.name} is missing") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path.parent.name}/{path.name} cannot be read ({exc})") from None
     if not isinstance(data, dict):
