@@ -121,7 +121,7 @@ def build_tiny_sdxl(folder: Path, *, sample_size: int = 16, text_widths=(32, 48)
     loader tells them apart by width.
     """
     import torch
-    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from engine.clip_tokenizer import write_tokenizer_files
@@ -151,16 +151,18 @@ def build_tiny_sdxl(folder: Path, *, sample_size: int = 16, text_widths=(32, 48)
     vae = _tiny_vae(sample_size, scaling_factor=0.13025, force_upcast=True)
     text_encoder = CLIPTextModel(_text_config(text_widths[0]))
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(text_widths[1], hidden_act="gelu"))
-    scheduler = EulerDiscreteScheduler(**{k: v for k, v in SD_SCHEDULER.items()
-                                          if k not in ("clip_sample", "set_alpha_to_one")},
-                                       timestep_spacing="leading")
 
     folder.mkdir(parents=True, exist_ok=True)
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
     text_encoder_2.save_pretrained(folder / "text_encoder_2", safe_serialization=True)
-    scheduler.save_pretrained(folder / "scheduler")
+    # Written as SDXL base's is: an Euler config that still carries the DDIM keys
+    # (clip_sample, set_alpha_to_one) a DDIM scheduler built from it must read.
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "EulerDiscreteScheduler", **SD_SCHEDULER, "interpolation_type": "linear",
+         "timestep_spacing": "leading", "use_karras_sigmas": False}, indent=2), encoding="utf-8")
     write_tokenizer_files(folder / "tokenizer")
     write_tokenizer_files(folder / "tokenizer_2", pad_token="!")  # OpenCLIP pads with "!"
     index = {

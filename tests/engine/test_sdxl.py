@@ -35,6 +35,8 @@ def test_tiny_sdxl_loads_through_the_model_loader(tiny_sdxl, tiny_sdxl_path):
     assert m.unet.config.addition_embed_type == "text_time"
     assert m.unet.config.cross_attention_dim == sum(e.config.hidden_size for e in m.text_encoders)
     assert m.vae.config.scaling_factor == 0.13025
+    assert m.scheduler_config["_class_name"] == "EulerDiscreteScheduler"
+    assert m.scheduler_config["clip_sample"] is False and m.scheduler_config["set_alpha_to_one"] is False
     assert (m.native_size, m.vae_scale_factor, m.size_multiple) == (128, 8, 32)
     assert not any(module.training for e in (m.unet, m.vae, *m.text_encoders) for module in e.modules())
     by_name = load_model("tiny-sdxl", device="cpu")

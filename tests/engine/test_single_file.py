@@ -453,6 +453,12 @@ def test_shipped_sdxl_configs_match_the_real_architecture():
     folder = config_folder_for("sdxl")
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionXLPipeline" and index["force_zeros_for_empty_prompt"]
+    # A DDIM scheduler built from it must not clip x0 to [-1, 1] (DDIM's default): latents are
+    # not pixels. SDXL base's Euler config carries clip_sample and set_alpha_to_one for this.
+    from diffusers import DDIMScheduler
+
+    ddim = DDIMScheduler.from_config(DDIMScheduler.load_config(folder, subfolder="scheduler"))
+    assert not ddim.config.clip_sample and float(ddim.final_alpha_cumprod) == float(ddim.alphas_cumprod[0])
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder, subfolder="unet"))
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder, subfolder="vae"))
