@@ -17,7 +17,6 @@ from engine import families
 from engine.errors import ModelError
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
-REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 # Text encoders per family, in the order their features are concatenated:
 # (folder, transformers class, tokenizer folder).
 TEXT_ENCODERS = {
