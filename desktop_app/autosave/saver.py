@@ -82,8 +82,8 @@ class Autosaver(QObject):
         doc.base_changed.connect(self._on_base)
         doc.mask_changed.connect(self._on_mask)
         doc.paint_changed.connect(self._on_paint)
-        for signal in (doc.heatmap_changed, doc.history_changed, doc.preview_changed,
-                       doc.work_changed):
+        for signal in (doc.heatmap_changed, doc.threshold_changed, doc.history_changed,
+                       doc.preview_changed, doc.work_changed):
             signal.connect(self.schedule)
         for kind, signal in PANEL_EDITORS if panel is not None else ():
             for editor in panel.findChildren(kind):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from desktop_app.document import HistoryEntry, MaskLayers, PaintLayer, Segment
+from desktop_app.document import HistoryEntry
+from desktop_app.mask_layers import MaskLayers, PaintLayer, Segment
 from engine.imaging import Photo
 from engine.methods import METHODS
 from engine.params import EditParams
