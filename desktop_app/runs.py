@@ -14,7 +14,7 @@ from PySide6.QtCore import QObject, Signal
 
 from desktop_app.dialogs import APP_TITLE, TINY_NOTE
 from desktop_app.method_runs import run_inputs
-from desktop_app.methods import finds_mask, needs_source, shows
+from desktop_app.methods import finds_mask, needs_source
 from desktop_app.worker import EditRequest, MaskRequest
 from engine.errors import InputError
 
@@ -133,24 +133,20 @@ class RunController(QObject):
         if self.job is not None:
             return
         source, target = self.check_ready()
-        params = self.params.run_params()
+        seeds = self.params.run_seeds()
+        params = self.params.run_params().replace(seed=seeds[0])
         try:  # the method's own needs (a mask, paint, valid options) are checked before the run
             inputs = run_inputs(self.params.method_key(), self.params.options(), params, self.doc,
-                                source, target)
+                                source, target, variations=len(seeds))
         except InputError as exc:
             title = "The mask is empty" if "mask is empty" in str(exc) else "Check the inputs"
             raise RunRefused(title, str(exc)) from None
-        seeds = self.params.run_seeds()
-        if not shows(inputs.method, "variations", inputs.options):
-            seeds = seeds[:1]  # candidates (Blended) or a deterministic method (P2P): one run
-        params = params.replace(seed=seeds[0])
+        request = inputs.request
         job_id = self.engine.next_job_id()
         self._start(Job("edit", job_id, self.doc.generation, self.doc.photo_key,
-                        group=self.doc.new_group(), mask=inputs.mask, variations=len(seeds),
-                        plan=inputs.plan),
-                    EditRequest(job_id, self.doc.photo_key, self.doc.current_photo(), source,
-                                target, inputs.mask, params, seeds, inputs.method, inputs.options,
-                                inputs.paint))
+                        group=self.doc.new_group(), mask=request.mask,
+                        variations=request.variations, plan=inputs.plan),
+                    EditRequest(job_id, request))
 
     def _start(self, job: Job, request) -> None:
         self.job = job
@@ -256,7 +252,7 @@ class RunController(QObject):
             entry = self.doc.add_result(
                 job.group, result.variation, image=result.image, mask=result.mask,
                 source=result.source, target=result.target, method=result.method,
-                params=result.params, seconds=result.seconds, metadata=result.metadata,
+                params=result.params, seconds=result.seconds, metadata=result.metadata(),
                 stats=result.stats, warnings=result.warnings, options=result.options,
                 # A heatmap the method made itself (P2P's local blend) stays with its result for
                 # "Use its mask"; the auto mask of a method that finds one is the document's.

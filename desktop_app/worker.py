@@ -2,25 +2,23 @@
 
 Requests are frozen dataclasses (data only). Cancel is a threading.Event set straight from the GUI
 thread, because a queued signal would wait behind the very job it should stop. Results travel as
-fresh numpy copies. torch is imported here, on the worker thread, the first time a model loads.
+the engine's own records (engine.results.EditResult: it keeps no reference to their arrays).
+torch is imported here, on the worker thread, the first time a model loads.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import threading
-import time
 import traceback
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine import masks
 from engine.errors import Cancelled, InputError
 from engine.params import EditParams
+from engine.runs import RunRequest
 
 TINY_MODEL = "tiny"  # LoadModelRequest.source for the random-weight test model
 SESSIONS_KEPT = 2  # the current photo and the one before "Apply", so undo + re-edit stays cached
@@ -50,18 +48,7 @@ class MaskRequest:
 @dataclass(frozen=True)
 class EditRequest:
     job_id: int
-    photo_key: str
-    photo: object
-    source: str
-    target: str
-    mask: np.ndarray | None  # None: find the mask first and threshold it at params.mask_threshold
-    params: EditParams
-    seeds: tuple[int, ...] = (0,)  # one run per seed (variations); a run may return several results
-    method: str = "diffedit"  # an engine.methods.METHODS name
-    options: dict = field(default_factory=dict)  # the method's own options (plain values)
-    # Blended scribble: the paint layer, ((H, W, 3) uint8 colours, (H, W) float32 coverage),
-    # laid over the photo inside the mask (engine.methods.blended.scribble_photo) before the run.
-    paint: tuple | None = None
+    run: RunRequest  # the engine's request: photo, method, texts, mask, params, variations, paint
 
 
 # ----------------------------------------------------------------------------- reports
@@ -75,26 +62,6 @@ class Progress:
     total: int
     variation: int  # 0-based
     variations: int
-
-
-@dataclass
-class ResultData:
-    """One edit result as plain data (copies), ready for the document's history."""
-
-    job_id: int
-    variation: int
-    image: np.ndarray
-    mask: np.ndarray
-    heatmap: np.ndarray | None
-    source: str
-    target: str
-    method: str
-    params: EditParams
-    seconds: float
-    options: dict = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)
-    warnings: list = field(default_factory=list)
-    metadata: dict = field(default_factory=dict)
 
 
 class EngineBackend:
@@ -150,7 +117,7 @@ class EngineWorker(QObject):
     progress = Signal(object)  # Progress
     preview = Signal(int, object)  # job_id, (h, w, 3) uint8
     mask_ready = Signal(int, object)  # job_id, heatmap (H, W) float32
-    result_ready = Signal(int, object)  # job_id, ResultData
+    result_ready = Signal(int, object)  # job_id, engine.results.EditResult (its own arrays)
     job_failed = Signal(int, str, str)  # job_id, message, details
     job_cancelled = Signal(int)
     job_finished = Signal(int)  # always last, whatever happened
@@ -213,86 +180,34 @@ class EngineWorker(QObject):
         self.sessions.move_to_end(photo_key)
         return session
 
-    def _callbacks(self, job_id: int, variation: int, variations: int):
+    def _on_step(self, job_id: int, variation: list[int]):
+        """An engine on_step that reports Progress (at ``variation`` = [index, count]) and previews."""
         def on_step(stage, step, total, preview):
-            self.progress.emit(Progress(job_id, stage, int(step), int(total), variation, variations))
+            self.progress.emit(Progress(job_id, stage, int(step), int(total), *variation))
             if preview is not None:
                 self.preview.emit(job_id, np.array(preview, dtype=np.uint8, copy=True))
 
-        return on_step, self.cancel.is_set
+        return on_step
 
     def _find_mask(self, request: MaskRequest) -> None:
         session = self._session(request.photo_key, request.photo)
-        on_step, should_stop = self._callbacks(request.job_id, 0, 1)
         heatmap = session.estimate_mask(request.source, request.target, request.params,
-                                        on_step=on_step, should_stop=should_stop)
+                                        on_step=self._on_step(request.job_id, [0, 1]),
+                                        should_stop=self.cancel.is_set)
         self.mask_ready.emit(request.job_id, np.array(heatmap, dtype=np.float32, copy=True))
 
     def _edit(self, request: EditRequest) -> None:
-        photo, key = request.photo, request.photo_key
-        if request.method == "blended" and request.options.get("action") == "scribble":
-            photo, key = self._scribble_input(request)
-        session = self._session(key, photo)
-        mask, heatmap = request.mask, None
-        seeds = request.seeds or (request.params.seed,)
-        if mask is None and request.method == "diffedit":
-            # Found once and shared by every variation (and shown to the user for refining).
-            on_step, should_stop = self._callbacks(request.job_id, 0, len(seeds))
-            params = request.params.replace(seed=seeds[0])
-            heatmap = session.estimate_mask(request.source, request.target, params,
-                                            on_step=on_step, should_stop=should_stop)
-            heatmap = np.array(heatmap, dtype=np.float32, copy=True)
-            mask = masks.threshold(heatmap, request.params.mask_threshold)
-        variation = 0
-        for index, seed in enumerate(seeds):
-            on_step, should_stop = self._callbacks(request.job_id, index, len(seeds))
-            params = request.params.replace(seed=int(seed))
-            started = time.perf_counter()
-            results = session.run(request.method, request.source, request.target, mask, params,
-                                  dict(request.options), on_step=on_step, should_stop=should_stop)
-            seconds = (time.perf_counter() - started) / max(1, len(results))
-            for result in results:  # candidates of one run arrive in the engine's (ranked) order
-                metadata = result.metadata() if hasattr(result, "metadata") else {}
-                self.result_ready.emit(request.job_id, ResultData(
-                    job_id=request.job_id, variation=variation,
-                    image=np.array(result.image, dtype=np.uint8, copy=True),
-                    mask=np.array(result.mask, dtype=np.float32, copy=True),
-                    heatmap=heatmap if heatmap is not None else _copy_or_none(result.heatmap),
-                    source=request.source, target=request.target,
-                    method=getattr(result, "method", request.method),
-                    params=getattr(result, "params", params), seconds=seconds,
-                    options=dict(getattr(result, "options", None) or request.options),
-                    stats=dict(getattr(result, "stats", {}) or {}),
-                    warnings=list(getattr(result, "warnings", []) or []), metadata=dict(metadata),
-                ))
-                variation += 1
+        """engine.runs.execute; results go out one by one as engine.results.EditResult records."""
+        from engine.runs import execute
 
-    @staticmethod
-    def _scribble_input(request: EditRequest):
-        """(photo with the paint laid over it inside the mask, its session key).
+        variation = [0, request.run.variations]
 
-        A painted photo is a different photo: its key carries a digest of the pixels, so the
-        session (and its cached latents) of the unpainted photo is never reused for it.
-        """
-        from engine.methods.blended import scribble_photo
+        def on_variation(index, count):
+            variation[:] = [index, count]
 
-        if request.mask is None:
-            raise InputError("Scribble needs a mask: paint the area to change with the Brush (B), "
-                             "then rough colours inside it with Paint (P)")
-        if request.paint is None or not np.any(request.paint[1] > 0):
-            raise InputError("Scribble starts from colours you paint: choose Paint (P), pick a "
-                             "colour and paint rough shapes inside the mask")
-        colours, coverage = request.paint
-        rgb = np.asarray(getattr(request.photo, "rgb", request.photo))
-        painted = scribble_photo(rgb, colours, coverage, request.mask)
-        digest = hashlib.blake2b(painted.tobytes(), digest_size=12).hexdigest()
-        photo = (dataclasses.replace(request.photo, rgb=painted)
-                 if dataclasses.is_dataclass(request.photo) else painted)
-        return photo, f"{request.photo_key}+scribble-{digest}"
-
-
-def _copy_or_none(array):
-    return None if array is None else np.array(array, dtype=np.float32, copy=True)
+        execute(request.run, self._session, on_step=self._on_step(request.job_id, variation),
+                should_stop=self.cancel.is_set, on_variation=on_variation,
+                on_result=lambda result: self.result_ready.emit(request.job_id, result))
 
 
 # ----------------------------------------------------------------------------- GUI-side handle

@@ -15,12 +15,11 @@ import time
 import traceback
 from pathlib import Path
 
-from engine import batch, files, methods
+from engine import batch, fields, files, methods
 from engine.errors import Cancelled, EngineError, InputError
-from engine.params import EditParams
+from engine.params import EditParams, field_table
 
 SUBCOMMANDS = ("edit", "mask", "batch", "models")
-DEFAULTS = EditParams()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--save-heatmap", type=Path, help="also write the automatic mask's heatmap")
     edit.add_argument("--overwrite", action="store_true",
                       help="allow the output to replace the input photo")
+    edit.add_argument("--variations", type=int, default=1,
+                      help="runs with the seeds SEED, SEED+1, ... (default %(default)s); several "
+                           "results are written as OUT-1, OUT-2, ...")
     _add_edit_flags(edit)
 
     batch_command = commands.add_parser(
@@ -72,15 +74,7 @@ def _add_common(sub: argparse.ArgumentParser, target_required: bool = True) -> N
     sub.add_argument("--source", default="", help="what is in the photo now (default: nothing said)")
     sub.add_argument("--model", default=None, help="diffusers folder, .safetensors file, hub id in "
                      "the local cache, or 'tiny' (random weights); default: the configured model")
-    sub.add_argument("--mask-threshold", type=float, default=DEFAULTS.mask_threshold,
-                     help="heatmap level that becomes the mask (default %(default)s)")
-    sub.add_argument("--mask-samples", type=int, default=DEFAULTS.mask_samples,
-                     help="noise samples averaged for the mask (default %(default)s)")
-    sub.add_argument("--mask-noise", type=float, default=DEFAULTS.mask_noise,
-                     help="noise strength for the mask estimate (default %(default)s)")
-    sub.add_argument("--resolution", type=int, default=0,
-                     help="working side in px (default: the model's native size)")
-    sub.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed (default %(default)s)")
+    _add_params(sub, ("mask_threshold", "mask_samples", "mask_noise", "resolution", "seed"))
     sub.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     sub.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     sub.add_argument("--memory", default=None, choices=["auto", "full", "sliced", "offload"],
@@ -95,22 +89,25 @@ def _add_common(sub: argparse.ArgumentParser, target_required: bool = True) -> N
 
 def _add_edit_flags(sub: argparse.ArgumentParser) -> None:
     """The settings of an edit (`edit`, and every item's defaults in `batch`)."""
-    sub.add_argument("--steps", type=int, default=DEFAULTS.steps, help="DDIM steps (default %(default)s)")
-    sub.add_argument("--strength", type=float, default=DEFAULTS.strength,
-                     help="encoding ratio: how far the photo is encoded before decoding (default %(default)s)")
-    sub.add_argument("--guidance", type=float, default=DEFAULTS.guidance,
-                     help="classifier-free guidance scale (default %(default)s)")
-    sub.add_argument("--negative", default="", help="negative prompt (default: the source text)")
-    sub.add_argument("--feather", type=int, default=DEFAULTS.feather,
-                     help="soft edge in px outside the mask when pasting back (default %(default)s)")
-    sub.add_argument("--eta", type=float, default=DEFAULTS.eta,
-                     help="DDIM stochasticity while decoding, 0..1 (default %(default)s)")
+    _add_params(sub, ("steps", "strength", "guidance", "negative_prompt", "feather", "eta"))
     sub.add_argument("--strip-gps", action="store_true",
                      help="leave the photo's GPS location out of the exported file")
     sub.add_argument("--method", default="diffedit", choices=list(methods.METHODS),
                      help="editing method (default %(default)s); several results are written "
                           "as OUT-1, OUT-2, ...")
     _add_method_options(sub)
+
+
+def _add_params(sub: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """One flag per EditParams field, generated from its description (help, default, zero)."""
+    table = field_table()
+    for name in names:
+        f = table[name]
+        default = f"default: {f.metadata['zero']}" if f.metadata.get("zero") and not f.default \
+            else f"default {f.default!r}" if isinstance(f.default, str) else f"default {f.default}"
+        sub.add_argument(fields.flag(f), dest=name, type=fields.kind(f), default=f.default,
+                         metavar={int: "N", float: "X"}.get(fields.kind(f), "TEXT"),
+                         help=f"{f.metadata['help']} ({default})".replace("%", "%%"))
 
 
 def _add_method_options(sub: argparse.ArgumentParser) -> None:
@@ -123,13 +120,12 @@ def _add_method_options(sub: argparse.ArgumentParser) -> None:
                 continue
             seen[f.name] = info.name
             group = group or sub.add_argument_group(f"{info.title} options (--method {info.name})")
-            flag = "--" + f.name.replace("_", "-")
-            kind = {"int": int, "float": float, "str": str}.get(getattr(f.type, "__name__", f.type))
-            if f.type in (bool, "bool"):
+            flag, kind = fields.flag(f), fields.kind(f)
+            if kind is bool:
                 group.add_argument(flag, dest=f"opt_{f.name}", action="store_true", default=None,
                                    help=f.metadata["help"])
             else:
-                group.add_argument(flag, dest=f"opt_{f.name}", type=kind or str, default=None,
+                group.add_argument(flag, dest=f"opt_{f.name}", type=kind, default=None,
                                    choices=f.metadata.get("choices"),
                                    metavar=None if f.metadata.get("choices") else
                                    {int: "N", float: "X"}.get(kind, "TEXT"),
@@ -200,14 +196,9 @@ def _models() -> int:
 
 
 def _params(args) -> EditParams:
-    return EditParams(
-        steps=getattr(args, "steps", DEFAULTS.steps), strength=getattr(args, "strength", DEFAULTS.strength),
-        guidance=getattr(args, "guidance", DEFAULTS.guidance), mask_threshold=args.mask_threshold,
-        mask_samples=args.mask_samples, mask_noise=args.mask_noise,
-        feather=getattr(args, "feather", DEFAULTS.feather), seed=args.seed,
-        eta=getattr(args, "eta", DEFAULTS.eta), negative_prompt=getattr(args, "negative", ""),
-        resolution=args.resolution,
-    ).validate()
+    """EditParams from the flags _add_params made (the others keep their defaults)."""
+    given = {name: getattr(args, name) for name in field_table() if hasattr(args, name)}
+    return EditParams(**given).validate()
 
 
 def _run(args) -> int:
@@ -221,9 +212,14 @@ def _run(args) -> int:
     user_mask = None
     if getattr(args, "mask", None) is not None:
         user_mask = files.load_mask(args.mask, photo.size)
-    if args.command == "edit":  # before the model loads: the sentence the app and worker give
-        methods.check_inputs(args.method, args.source, args.target, user_mask, params,
-                             _method_options(args), methods.PAINT_IN_PHOTO)
+    request = None
+    if args.command == "edit":  # checked before the model loads, in the app's and worker's words
+        from engine.runs import RunRequest
+
+        request = RunRequest(photo, str(args.image), args.method, args.source, args.target,
+                             user_mask, params, _method_options(args), args.variations,
+                             methods.PAINT_IN_PHOTO)
+        request.check()
     for warning in photo.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -242,8 +238,9 @@ def _run(args) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         report = {"command": "mask", "output": str(args.output), **session.mask_stats}
     else:
-        results = session.run(args.method, args.source, args.target, user_mask, params,
-                              _method_options(args), on_step=progress)
+        from engine.runs import execute
+
+        results = execute(request, lambda key, pixels: session, on_step=progress)
         _finish(progress)
         outputs = files.output_names(args.output, len(results))
         for path, each in zip(outputs, results):
@@ -316,7 +313,8 @@ def _check_outputs(args) -> None:
     is written under its own name). A run with several results writes OUT-1..OUT-N instead of
     OUT: those are the names checked."""
     inputs = {"the input photo": args.image, "the --mask file": getattr(args, "mask", None)}
-    count = methods.result_count(args.method, _method_options(args)) if args.command == "edit" else 1
+    count = (methods.result_count(args.method, _method_options(args)) * args.variations
+             if args.command == "edit" else 1)
     writes = [("-o", path, True) if count == 1 else (f"-o (result {i + 1} of {count})", path, True)
               for i, path in enumerate(files.output_names(args.output, count))]
     for flag in ("save_mask", "save_heatmap", "heatmap", "report"):

@@ -17,6 +17,16 @@ def threshold(heatmap: np.ndarray, level: float) -> np.ndarray:
     return (np.asarray(heatmap) > level).astype(np.float32)
 
 
+def threshold_auto(heatmap: np.ndarray, level: float) -> np.ndarray:
+    """An automatic mask: ``threshold`` refused when it selects nothing (the one sentence)."""
+    mask = threshold(heatmap, level)
+    if not mask.any():
+        raise InputError("the automatic mask is empty: the two texts predict the same noise "
+                         "at this threshold; lower the mask threshold (--mask-threshold in the "
+                         "CLI) or paint a mask")
+    return mask
+
+
 def compose(
     heatmap: np.ndarray | None,
     level: float,

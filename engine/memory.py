@@ -31,12 +31,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def model_bytes(model) -> int:
-    return sum(p.numel() * p.element_size()
-               for module in (model.unet, model.vae, model.text_encoder)
-               for p in module.parameters())
-
-
 def choose_tier(model, requested: str = "auto") -> str:
     """The requested tier, or for "auto" the most generous one the free VRAM allows."""
     if requested != "auto":
@@ -82,6 +76,36 @@ def _tile_vae_above(model, side: int) -> None:
     vae.enable_tiling()
     vae.tile_sample_min_size = side
     vae.tile_latent_min_size = side // model.vae_scale_factor
+
+
+def with_fallback(model, work, warn):
+    """``work()``, tried once more at the next memory tier if it runs out of memory (the one
+    retry of every run). ``warn(text)`` records that it happened. A second out-of-memory in the
+    same run, or none left to try, is OutOfMemory saying what to do; the lower tier stays, so the
+    next run starts there."""
+    retried = False
+    while True:
+        try:
+            return work()
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            free_cached_memory()
+            tier = getattr(model, "memory_tier", "full")
+            lower = next_tier(tier)
+            if lower is not None:
+                apply_tier(model, lower)
+            if retried or lower is None:
+                device = model.device.type.upper()
+                where = f"at the '{tier}' memory tier" + (
+                    f"; the next run uses '{lower}'" if lower else ", the most frugal one")
+                raise OutOfMemory(
+                    f"out of {device} memory {where}. Try again, or use a smaller working "
+                    "resolution or fewer mask samples, close other programs using the GPU, choose "
+                    "the 'offload' memory setting (--memory offload), or run on the CPU (--device "
+                    "cpu)") from None
+            warn(f"ran out of memory at the '{tier}' memory tier; retried at '{lower}'")
+            retried = True
 
 
 def next_tier(tier: str) -> str | None:

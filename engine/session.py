@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,45 +22,10 @@ from engine.inversion import Schedule, ddim_invert
 from engine import methods
 from engine.methods import diffedit
 from engine.params import EditParams
+from engine.results import EditResult
 from engine.runtime import OnStep, RunContext, ShouldStop
 
 MIN_PHOTO_SIDE = 8
-_RUN_FIGURES = ("seconds", "peak_memory_bytes")  # stats that differ between identical runs
-
-
-@dataclass
-class EditResult:
-    """One finished edit at the photo's full resolution."""
-
-    image: np.ndarray  # (H, W, 3) uint8, pasted back: outside the mask it is the original
-    mask: np.ndarray  # (H, W) float32 mask the edit used
-    heatmap: np.ndarray | None  # (H, W) float32 auto-mask heatmap, when one was estimated
-    source: str
-    target: str
-    params: EditParams
-    model_name: str
-    method: str = "diffedit"
-    options: dict = field(default_factory=dict)  # the method's own options, as plain values
-    stats: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    def metadata(self) -> dict:
-        """PNG text chunks: a `parameters` line other SD tools read, and the full JSON."""
-        import json
-
-        p = self.params
-        negative = p.negative_prompt or self.source
-        parameters = (f"{self.target}\nNegative prompt: {negative}\n"
-                      f"Steps: {p.steps}, Sampler: DDIM, CFG scale: {p.guidance}, Seed: {p.seed}, "
-                      f"Denoising strength: {p.strength}, Model: {self.model_name}, "
-                      f"Edit: {self.method}, Source prompt: {self.source}")
-        record = {"method": self.method, "source": self.source, "target": self.target,
-                  "model": self.model_name, "params": p.to_dict(), "options": self.options,
-                  # What made the pixels, not how long it took: the same settings give the same
-                  # file bytes (batch reruns, Ray vs local); timings and memory go to --report.
-                  "stats": {k: v for k, v in self.stats.items() if k not in _RUN_FIGURES},
-                  "software": "DiffEdit Studio"}
-        return {"parameters": parameters, "diffedit": json.dumps(record)}
 
 
 def _widen(low: int, high: int, size: int, limit: int) -> tuple[int, int]:
@@ -167,34 +131,8 @@ class EditSession:
 
     def _with_memory_fallback(self, work, on_step, should_stop):
         """``work(ctx)``, tried once more at the next memory tier if it runs out of memory."""
-        retried = False
-        while True:
-            try:
-                return work(RunContext(self.model, on_step, should_stop))
-            except Exception as exc:
-                if not memory.is_out_of_memory(exc):
-                    raise
-                self._fall_back_after_oom(retried)
-                retried = True
-
-    def _fall_back_after_oom(self, retried: bool) -> None:
-        """Free memory and move the model to the next memory tier for one more try; a second
-        out-of-memory in the same run (or none left to try) is an error saying what to do. The
-        lower tier stays, so the next run starts there."""
-        memory.free_cached_memory()
-        tier = getattr(self.model, "memory_tier", "full")
-        lower = memory.next_tier(tier)
-        if lower is not None:
-            memory.apply_tier(self.model, lower)
-        if retried or lower is None:
-            device = self.model.device.type.upper()
-            where = f"at the '{tier}' memory tier" + (f"; the next run uses '{lower}'" if lower else
-                                                     ", the most frugal one")
-            raise memory.OutOfMemory(
-                f"out of {device} memory {where}. Try again, or use a smaller working resolution or "
-                "fewer mask samples, close other programs using the GPU, choose the 'offload' "
-                "memory setting (--memory offload), or run on the CPU (--device cpu)") from None
-        self.warnings.append(f"ran out of memory at the '{tier}' memory tier; retried at '{lower}'")
+        return memory.with_fallback(self.model, lambda: work(RunContext(self.model, on_step, should_stop)),
+                                    self.warnings.append)
 
     # ---- shared building blocks (also used by other methods) ---------------------------------
 
@@ -212,12 +150,7 @@ class EditSession:
                   params: EditParams) -> tuple[np.ndarray, np.ndarray]:
         """(heatmap, mask) at the photo's size: the DiffEdit estimate thresholded at the params'."""
         heatmap = geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
-        mask = masks.threshold(heatmap, params.mask_threshold)
-        if not mask.any():
-            raise InputError("the automatic mask is empty: the two texts predict the same noise "
-                             "at this threshold; lower the mask threshold (--mask-threshold in the "
-                             "CLI) or paint a mask")
-        return heatmap, mask
+        return heatmap, masks.threshold_auto(heatmap, params.mask_threshold)
 
     def encode(self, ctx: RunContext, geometry: WorkingGeometry, schedule: Schedule,
                params: EditParams) -> list[torch.Tensor]:

@@ -8,6 +8,7 @@ import pytest
 from desktop_app.worker import EditRequest, LoadModelRequest, MaskRequest
 from engine.errors import InputError
 from engine.params import EditParams
+from engine.runs import RunRequest
 
 FAST = EditParams(steps=10, strength=0.5, mask_samples=3)
 
@@ -20,8 +21,9 @@ def load(qtbot, controller):
 
 
 def edit_request(controller, photo, mask=None, seeds=(1,)):
-    return EditRequest(job_id=controller.next_job_id(), photo_key="p1", photo=photo, source="a cat",
-                       target="a dog", mask=mask, params=FAST, seeds=seeds)
+    run = RunRequest(photo, "p1", "diffedit", "a cat", "a dog", mask, FAST.replace(seed=seeds[0]),
+                     variations=len(seeds))
+    return EditRequest(job_id=controller.next_job_id(), run=run)
 
 
 def test_edit_runs_on_the_worker_thread_and_reports(qtbot, engine_controller, photo):
@@ -34,7 +36,7 @@ def test_edit_runs_on_the_worker_thread_and_reports(qtbot, engine_controller, ph
     assert [r.params.seed for r in results] == [4, 5]
     assert results[0].heatmap is not None  # no mask given: found first
     assert stages[:3] == ["mask"] * 3 and "encode" in stages and stages[-1] == "decode"
-    assert results[0].metadata["parameters"].startswith("a cat -> a dog")
+    assert results[0].metadata()["parameters"].startswith("a cat -> a dog")
     assert not engine_controller.busy
 
 

@@ -580,6 +580,7 @@ def run_gui_stall(model_source: str, photo, params, source: str, target: str, de
     from PySide6.QtWidgets import QApplication
 
     from desktop_app.worker import EditRequest, EngineController, LoadModelRequest
+    from engine.runs import RunRequest
     from engine.errors import ModelError
 
     app = QApplication.instance() or QApplication([])
@@ -625,8 +626,8 @@ def run_gui_stall(model_source: str, photo, params, source: str, target: str, de
             previews[0] = 0
             timer.start()
             start = time.perf_counter()
-            controller.submit(EditRequest(job_id=controller.next_job_id(), photo_key=key, photo=photo,
-                                          source=source, target=target, mask=None, params=params))
+            run = RunRequest(photo, key, "diffedit", source, target, None, params)
+            controller.submit(EditRequest(job_id=controller.next_job_id(), run=run))
             loop.exec()
             end = time.perf_counter()
             timer.stop()
