@@ -1,8 +1,9 @@
-"""One run's plumbing: UNet calls that count, poll for cancel and report progress; stage timing.
+"""One run's plumbing: model calls that count, poll for cancel and report progress; stage timing.
 
-Every method calls the UNet through ``RunContext.predict_noise`` so that sample-evaluations are
-counted per stage, ``should_stop()`` is polled before every call, and v-prediction models are
-handled in one place (the methods work in noise space).
+Every method calls the model through ``RunContext.predict_noise`` so that sample-evaluations
+are counted per stage, ``should_stop()`` is polled before every call, and the backbone's native
+prediction is turned into noise in one place (the methods work in noise space); guidance goes
+through ``RunContext.guide``, the backbone's one formula.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from engine.backbones.base import as_conditioning
 from engine.errors import Cancelled
 
 OnStep = Callable[[str, int, int, Optional[np.ndarray]], None]
@@ -24,8 +26,12 @@ ShouldStop = Callable[[], bool]
 class RunContext:
     """Counts, times and reports one run on one model."""
 
-    def __init__(self, model, on_step: OnStep | None = None, should_stop: ShouldStop | None = None):
+    def __init__(self, model, on_step: OnStep | None = None, should_stop: ShouldStop | None = None,
+                 backbone=None):
+        from engine.backbones import for_model
+
         self.model = model
+        self.backbone = backbone or for_model(model)
         self.on_step = on_step
         self.should_stop = should_stop
         self.unet_evals: dict[str, int] = {}
@@ -63,36 +69,27 @@ class RunContext:
             self.on_step(self.stage, index, total, latent_preview(latents, content))
 
     @torch.no_grad()
-    def predict_noise(
-        self,
-        latents: torch.Tensor,
-        timestep: int,
-        embeddings: torch.Tensor,
-        alpha_cumprod: float,
-        **unet_kwargs,
-    ) -> torch.Tensor:
-        """The UNet's noise prediction (epsilon) for a batch, in float32.
+    def predict_noise(self, latents: torch.Tensor, timestep: int, cond, level: float,
+                      **kwargs) -> torch.Tensor:
+        """The backbone's prediction for a batch as noise (epsilon), in float32.
 
-        ``embeddings`` has the batch size of ``latents`` (or 1, broadcast).
+        ``cond`` is an engine.backbones.Conditioning (or a bare embeddings tensor) with the batch
+        of ``latents``, or batch 1 (broadcast); ``level`` is the noise level the latents are at
+        (the cumulative alpha at ``timestep`` for DDPM models).
         """
         self.check()
-        model = self.model
         batch = latents.shape[0]
-        if embeddings.shape[0] == 1 and batch > 1:
-            embeddings = embeddings.expand(batch, -1, -1)
-        out = model.unet(
-            latents.to(model.dtype),
-            timestep,
-            encoder_hidden_states=embeddings.to(model.dtype),
-            return_dict=False,
-            **unet_kwargs,
-        )[0].float()
+        cond = as_conditioning(cond)
+        if cond.batch == 1 and batch > 1:
+            cond = cond.expand(batch)
+        out = self.backbone.predict(latents, timestep, cond, **kwargs)
         self.unet_evals[self.stage] = self.unet_evals.get(self.stage, 0) + batch
-        if model.prediction_type == "v_prediction":
-            # v = sqrt(a) * eps - sqrt(1 - a) * x0  =>  eps = sqrt(a) * v + sqrt(1 - a) * x_t
-            a = alpha_cumprod
-            out = (a**0.5) * out + ((1 - a) ** 0.5) * latents.float()
-        return out
+        return self.backbone.to_noise(out, latents, level)
+
+    def guide(self, unconditional: torch.Tensor, conditional: torch.Tensor,
+              scale: float) -> torch.Tensor:
+        """The backbone's guidance of two predictions (true CFG for SD)."""
+        return self.backbone.guide(unconditional, conditional, scale)
 
     def stats(self) -> dict:
         model = self.model

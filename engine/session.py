@@ -15,7 +15,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from engine import masks, memory
+from engine import backbones, masks, memory
+from engine.backbones import Conditioning
 from engine.errors import InputError
 from engine.geometry import WorkingGeometry
 from engine.inversion import Schedule, ddim_invert
@@ -72,6 +73,7 @@ class EditSession:
             raise InputError(f"{model.name} is an SDXL model: it loads, but the editing methods "
                              "do not run on SDXL yet; use an SD 1.x/2.x model for now")
         self.model = model
+        self.backbone = backbones.for_model(model)  # every model call of the methods goes here
         self.rgb = rgb
         self.photo = photo
         self._embeddings = _Lru(16)
@@ -131,8 +133,9 @@ class EditSession:
 
     def _with_memory_fallback(self, work, on_step, should_stop):
         """``work(ctx)``, tried once more at the next memory tier if it runs out of memory."""
-        return memory.with_fallback(self.model, lambda: work(RunContext(self.model, on_step, should_stop)),
-                                    self.warnings.append)
+        return memory.with_fallback(
+            self.model, lambda: work(RunContext(self.model, on_step, should_stop, self.backbone)),
+            self.warnings.append)
 
     # ---- shared building blocks (also used by other methods) ---------------------------------
 
@@ -185,7 +188,7 @@ class EditSession:
         more detail than editing the whole photo. Boxes snap to a grid so that refining the mask
         a little keeps the same box, and with it the cached encoding.
         """
-        side = params.resolution or self.model.native_size
+        side = params.resolution or self.backbone.native_side
         width, height = self.size
         if not params.crop_to_mask or width * height < 2 * side * side:
             return None
@@ -236,53 +239,30 @@ class EditSession:
         return dataclasses.replace(result, image=image, mask=mask, heatmap=heatmap)
 
     def schedule(self, steps: int) -> Schedule:
-        """The DDIM schedule of a ``steps``-step run on this model (cached)."""
-        return self._schedules.get_or(steps, lambda: Schedule.from_config(self.model.scheduler_config, steps))
+        """The schedule of a ``steps``-step run on this backbone (cached)."""
+        return self._schedules.get_or(steps, lambda: self.backbone.schedule(steps))
 
     def geometry(self, params: EditParams) -> WorkingGeometry:
-        side = params.resolution or self.model.native_size
-        return WorkingGeometry.fit(self.size, side, self.model.size_multiple,
-                                   self.model.vae_scale_factor)
+        backbone = self.backbone
+        return WorkingGeometry.fit(self.size, params.resolution or backbone.native_side,
+                                   backbone.size_multiple, backbone.latent_factor)
 
-    @torch.no_grad()
-    def embed(self, prompt: str) -> torch.Tensor:
-        """Text-encoder features (1, 77, D) for ``prompt``; long prompts are cut with a warning
+    def embed(self, prompt: str) -> Conditioning:
+        """The backbone's conditioning for ``prompt`` (cached); long prompts are cut with a warning
         (given again whenever the cached features are used, so every run that uses them says so)."""
-        def build():
-            tokenizer = self.model.tokenizer
-            limit = tokenizer.model_max_length
-            ids = tokenizer(prompt, truncation=False).input_ids
-            note = None
-            if len(ids) > limit:
-                dropped = tokenizer.decode(ids[limit - 1:-1])
-                note = (f"the prompt is longer than the text encoder's {limit} tokens; "
-                        f"ignored: \"{dropped}\"")
-            tokens = tokenizer(prompt, padding="max_length", max_length=limit, truncation=True,
-                               return_tensors="pt").input_ids.to(self.model.device)
-            return self.model.text_encoder(tokens)[0].float(), note
-        features, note = self._embeddings.get_or(prompt, build)
+        conditioning, note = self._embeddings.get_or(prompt, lambda: self.backbone.encode_text(prompt))
         if note and note not in self.warnings:
             self.warnings.append(note)
-        return features
+        return conditioning
 
-    @torch.no_grad()
     def image_latent(self, geometry: WorkingGeometry) -> torch.Tensor:
-        """The photo's VAE latent at the working geometry (the distribution's mean: no noise)."""
-        def build():
-            vae = self.model.vae
-            pixels = torch.from_numpy(geometry.to_working(self.rgb)).to(self.model.device)
-            pixels = pixels.permute(2, 0, 1)[None].to(vae.dtype) / 127.5 - 1.0
-            latent = vae.encode(pixels).latent_dist.mean
-            return latent.float() * vae.config.scaling_factor
-        return self._latents.get_or(geometry, build)
+        """The photo's latent at the working geometry (cached)."""
+        return self._latents.get_or(
+            geometry, lambda: self.backbone.encode_image(geometry.to_working(self.rgb)))
 
-    @torch.no_grad()
     def decode_latent(self, latent: torch.Tensor) -> np.ndarray:
         """(ph, pw, 3) uint8 pixels of a working-size latent."""
-        vae = self.model.vae
-        pixels = vae.decode((latent / vae.config.scaling_factor).to(vae.dtype)).sample
-        pixels = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return pixels.permute(1, 2, 0).cpu().numpy()
+        return self.backbone.decode(latent)
 
     # ---- cached stages ----------------------------------------------------------------------
 
@@ -304,6 +284,6 @@ class EditSession:
                 heat = diffedit.estimate_heatmap(
                     ctx, schedule, self.image_latent(geometry), self.embed(source),
                     self.embed(target), params.mask_samples, params.mask_noise, params.seed,
-                    self.model.max_batch)
+                    self.backbone.max_batch)
                 return heat.cpu().numpy()
         return self._heatmaps.get_or(key, build)

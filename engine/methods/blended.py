@@ -34,6 +34,7 @@ import torch
 
 from engine import masks, methods
 from engine.errors import InputError
+from engine.backbones.base import Conditioning, as_conditioning
 from engine.inversion import Schedule, ddim_step
 
 Scorer = Callable[[np.ndarray, str], float]  # (RGB crop, text) -> higher is a better match
@@ -41,7 +42,9 @@ Scorer = Callable[[np.ndarray, str], float]  # (RGB crop, text) -> higher is a b
 
 def run(session, ctx, source, target, mask, params, options) -> list:
     """Generate ``options.candidates`` results inside the action's mask; paste each back."""
+    # 1. Check inputs
     methods.check_own("blended", source, target, mask, params, options)
+    # 2. The area to generate (and for extend, the grown canvas)
     warnings = []
     if options.action == "extend":
         session, mask = extended_session(session, mask, methods.info("blended").margins(options))
@@ -51,30 +54,35 @@ def run(session, ctx, source, target, mask, params, options) -> list:
                             "they were ignored")
         mask = action_mask(options.action, mask)
 
+    # 3. The ranking model, loaded first: a wrong path is reported without waiting for the run
     scorer = None
-    if options.clip_model:  # loaded first: a wrong path is reported without waiting for the run
+    if options.clip_model:
         with ctx.timed("rank"):
             scorer = load_clip_scorer(options.clip_model)
         if scorer is None:
             warnings.append(f"no CLIP model could be loaded from {options.clip_model!r} (a local "
                             "folder, or a hub id already downloaded); the candidates are unranked")
 
+    # 4. Prepare the schedule: scribble starts part way from the painted photo, the others from
+    #    pure noise; candidate i takes seed + i
     geometry = session.geometry(params)
     schedule = session.schedule(params.steps)
     from_photo = options.action == "scribble"
-    # Scribble keeps the painted colours by starting part way; the others start from pure noise.
     timesteps = schedule.tail(params.encode_steps) if from_photo else schedule.timesteps
     seeds = [params.seed + i for i in range(options.candidates)]
+    # 5. Encode the texts and denoise every candidate, the photo blended in outside the mask
     negative = params.negative_prompt or source
     with ctx.timed("decode"):
         latents = generate(ctx, schedule, timesteps, session.image_latent(geometry),
                            torch.from_numpy(geometry.mask_to_latent(mask)), session.embed(negative),
                            session.embed(target), params.guidance, params.eta, seeds, from_photo,
-                           max_batch(session.model), geometry.latent_content)
+                           session.backbone.max_batch, geometry.latent_content)
+    # 6. Decode and paste back each candidate
     results = [session.finish(ctx, geometry, latent[None], mask, params.replace(seed=seed), source,
                               target, "blended", options)
                for seed, latent in zip(seeds, latents)]
 
+    # 7. Rank the candidates (best first)
     if scorer is not None:
         try:
             with ctx.timed("rank"):
@@ -152,11 +160,6 @@ def add_noise(z0: torch.Tensor, noise: torch.Tensor, alpha: float) -> torch.Tens
     return alpha**0.5 * z0 + (1.0 - alpha) ** 0.5 * noise
 
 
-def max_batch(model) -> int:
-    """Most UNet sample-evaluations per call the model's memory allows (set when it loads)."""
-    return int(getattr(model, "max_batch", 0) or 8)
-
-
 def seeded_noise(generators: list[torch.Generator], shape, device) -> torch.Tensor:
     """One standard-normal sample per generator, stacked on the batch axis."""
     return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generators]).to(device)
@@ -164,7 +167,7 @@ def seeded_noise(generators: list[torch.Generator], shape, device) -> torch.Tens
 
 @torch.no_grad()
 def generate(ctx, schedule: Schedule, timesteps, z0: torch.Tensor, latent_mask: torch.Tensor,
-             uncond: torch.Tensor, cond: torch.Tensor, guidance: float, eta: float,
+             uncond: Conditioning, cond: Conditioning, guidance: float, eta: float,
              seeds: list[int], from_photo: bool, batch: int,
              preview_content: tuple[int, int] | None = None) -> torch.Tensor:
     """One final latent per seed, (len(seeds), C, h, w), in UNet calls of at most ``batch``
@@ -185,8 +188,8 @@ def generate(ctx, schedule: Schedule, timesteps, z0: torch.Tensor, latent_mask: 
 
 @torch.no_grad()
 def blended_denoise(ctx, schedule: Schedule, timesteps, x: torch.Tensor, z0: torch.Tensor,
-                    noise: torch.Tensor, latent_mask: torch.Tensor | None, uncond: torch.Tensor,
-                    cond: torch.Tensor, guidance: float, eta: float = 0.0,
+                    noise: torch.Tensor, latent_mask: torch.Tensor | None, uncond: Conditioning,
+                    cond: Conditioning, guidance: float, eta: float = 0.0,
                     generators: list[torch.Generator] | None = None, *,
                     progress: tuple[int, int | None] = (0, None),
                     preview_content: tuple[int, int] | None = None) -> torch.Tensor:
@@ -207,8 +210,9 @@ def blended_denoise(ctx, schedule: Schedule, timesteps, x: torch.Tensor, z0: tor
 
     count = x.shape[0]
     use_cfg = guidance != 1.0
-    texts = (torch.cat([uncond.expand(count, -1, -1), cond.expand(count, -1, -1)]) if use_cfg
-             else cond.expand(count, -1, -1))
+    uncond, cond = as_conditioning(uncond), as_conditioning(cond)
+    texts = (Conditioning.cat([uncond.expand(count), cond.expand(count)]) if use_cfg
+             else cond.expand(count))
     done, total = progress
     total = total or len(timesteps)
     x = blend(x, schedule.alpha(timesteps[0]))
@@ -216,8 +220,8 @@ def blended_denoise(ctx, schedule: Schedule, timesteps, x: torch.Tensor, z0: tor
         alpha_t = schedule.alpha(t)
         level = schedule.alpha(schedule.previous(t))  # where this step arrives
         if use_cfg:
-            eps_uncond, eps_cond = ctx.predict_noise(torch.cat([x, x]), t, texts, alpha_t).chunk(2)
-            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+            eps = ctx.guide(*ctx.predict_noise(torch.cat([x, x]), t, texts, alpha_t).chunk(2),
+                            guidance)
         else:
             eps = ctx.predict_noise(x, t, texts, alpha_t)
         step_noise = seeded_noise(generators, x.shape, x.device) if eta > 0 and generators else None

@@ -5,36 +5,43 @@ from __future__ import annotations
 
 import torch
 
+from engine.backbones.base import Conditioning, as_conditioning
 from engine.inversion import Schedule, ddim_step
 
 
 def run(session, ctx, source, target, mask, params, options) -> list:
     """The full edit: auto mask (unless given), unconditional encoding, masked decoding, paste-back."""
+    # 1. Check inputs (DiffEdit needs nothing beyond check_inputs' shared checks)
     geometry = session.geometry(params)
+    # 2. Find the mask where the two texts disagree (unless one is given)
     heatmap = None
     if mask is None:
         heatmap, mask = session.auto_mask(ctx, geometry, source, target, params)
+    # 3. A big photo with a small mask: edit the mask's region at full model detail
     box = session.region_for(mask, params)
     if box is not None:
         left, top, right, bottom = box
         region = session.sub_session(box)
         [result] = run(region, ctx, source, target, mask[top:bottom, left:right], params, options)
         return [session.place(result, box, heatmap)]
+    # 4. Encode the photo without text (cached: independent of the texts)
     latent_mask = torch.from_numpy(geometry.mask_to_latent(mask))
     schedule = session.schedule(params.steps)
     trajectory = session.encode(ctx, geometry, schedule, params)
+    # 5. Encode the texts and decode under the target, the encoding kept outside the mask
     with ctx.timed("decode"):
         negative = params.negative_prompt or source
         latent = masked_decode(ctx, schedule, trajectory, latent_mask, session.embed(negative),
                                session.embed(target), params.guidance, params.eta, params.seed,
                                geometry.latent_content)
+    # 6. Decode the latent and paste it back into the photo through the mask
     return [session.finish(ctx, geometry, latent, mask, params, source, target, "diffedit",
                            options, heatmap)]
 
 
 @torch.no_grad()
-def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: torch.Tensor,
-                     target: torch.Tensor, samples: int, noise_ratio: float, seed: int,
+def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: Conditioning,
+                     target: Conditioning, samples: int, noise_ratio: float, seed: int,
                      batch: int) -> torch.Tensor:
     """Where the two texts disagree about the noise: an (h, w) latent-size map in [0, 1].
 
@@ -44,6 +51,7 @@ def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: torch.Te
     the samples are averaged, values beyond mean + 3 std are clipped (extreme predictions), and
     the map is rescaled to [0, 1].
     """
+    source, target = as_conditioning(source), as_conditioning(target)
     t = schedule.timestep_at(noise_ratio)
     alpha = schedule.alpha(t)
     generator = torch.Generator("cpu").manual_seed(seed)
@@ -55,7 +63,7 @@ def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: torch.Te
     for call, start in enumerate(range(0, samples, pairs_per_call)):
         chunk = noisy[start:start + pairs_per_call]
         n = chunk.shape[0]
-        texts = torch.cat([source.expand(n, -1, -1), target.expand(n, -1, -1)])
+        texts = Conditioning.cat([source.expand(n), target.expand(n)])
         eps = ctx.predict_noise(torch.cat([chunk, chunk]), t, texts, alpha)
         eps_source, eps_target = eps[:n], eps[n:]
         total = total + (eps_target - eps_source).abs().mean(dim=1).sum(dim=0)
@@ -71,7 +79,7 @@ def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: torch.Te
 
 @torch.no_grad()
 def masked_decode(ctx, schedule: Schedule, trajectory: list[torch.Tensor], latent_mask: torch.Tensor,
-                  uncond: torch.Tensor, cond: torch.Tensor, guidance: float, eta: float, seed: int,
+                  uncond: Conditioning, cond: Conditioning, guidance: float, eta: float, seed: int,
                   preview_content: tuple[int, int] | None = None) -> torch.Tensor:
     """Decode from the encoded latent under ``cond`` with classifier-free guidance.
 
@@ -84,14 +92,15 @@ def masked_decode(ctx, schedule: Schedule, trajectory: list[torch.Tensor], laten
     mask = latent_mask.to(trajectory[0].device, torch.float32)[None, None]
     generator = torch.Generator("cpu").manual_seed(seed)
     use_cfg = guidance != 1.0
-    texts = torch.cat([uncond, cond]) if use_cfg else cond
+    uncond, cond = as_conditioning(uncond), as_conditioning(cond)
+    texts = Conditioning.cat([uncond, cond]) if use_cfg else cond
     x = trajectory[-1]
     for index, t in enumerate(timesteps):
         alpha_t = schedule.alpha(t)
         alpha_next = schedule.alpha(schedule.previous(t))
         if use_cfg:
-            eps_uncond, eps_cond = ctx.predict_noise(torch.cat([x, x]), t, texts, alpha_t).chunk(2)
-            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+            eps = ctx.guide(*ctx.predict_noise(torch.cat([x, x]), t, texts, alpha_t).chunk(2),
+                            guidance)
         else:
             eps = ctx.predict_noise(x, t, texts, alpha_t)
         noise = None

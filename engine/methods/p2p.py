@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from engine import attention, masks, methods
 from engine.errors import InputError
+from engine.backbones.base import Conditioning, as_conditioning
 from engine.inversion import Schedule, ddim_invert, ddim_step
 
 BLEND_START = 0.2  # attention maps are still vague in the first steps; P2P starts blending here
@@ -233,14 +234,14 @@ class Control:
         return scaled.amax(dim=0).clamp(0.0, 1.0)
 
 
-def processors(unet, control: Control, cross: bool, self_attention: bool) -> dict[str, object]:
+def processors(backbone, control: Control, cross: bool, self_attention: bool) -> dict[str, object]:
     """Controlled processors for the layers P2P controls: every cross-attention layer (when
     cross-attention is injected or blended) and the self-attention layers at 1/SELF_MIN_FACTOR
     of the latent and coarser (when self-attention is injected). Each delegates to its
     original processor in the steps it is idle."""
-    saved = unet.attn_processors
+    saved = backbone.attention_processors()
     out = {}
-    for layer in attention.attention_layers(unet):
+    for layer in backbone.attention_layers():
         original = saved[layer.name]
         if layer.cross and cross:
             out[layer.name] = attention.CrossAttentionEdit(original, control.cross_active, control.edit)
@@ -253,8 +254,10 @@ def processors(unet, control: Control, cross: bool, self_attention: bool) -> dic
 
 def run(session, ctx, source, target, mask, params, options) -> list:
     """Invert under the source text, decode both branches with attention control, paste back."""
+    # 1. Check inputs, and align the two texts' tokens (bad words are refused here)
     methods.check_own("p2p", source, target, mask, params, options)
-    plan = plan_tokens(session.model.tokenizer, source, target, options)
+    plan = plan_tokens(session.backbone.tokenizer, source, target, options)
+    # 2. Invert the photo under the source text (cached)
     geometry = session.geometry(params)
     schedule = session.schedule(params.steps)
     trajectory = invert(session, ctx, geometry, schedule, params, source)
@@ -265,19 +268,22 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     if params.eta > 0:
         warnings.append("Prompt-to-Prompt decodes deterministically (the inversion must be "
                         "retraced); eta was not used")
+    # 3. Encode the texts and decode both branches with the target's attention controlled
     latent_mask = None
     if mask is not None:
         latent_mask = torch.from_numpy(geometry.mask_to_latent(mask))
     with ctx.timed("decode"):
-        latents, blend = sample(ctx, session.model.unet, schedule, trajectory, session.embed(source),
+        latents, blend = sample(ctx, session.backbone, schedule, trajectory, session.embed(source),
                                 session.embed(target), plan, params.guidance, options, latent_mask,
                                 geometry.latent_content)
+    # 4. The local blend's attention map becomes the mask, unless one was given
     heatmap = None
     if mask is None and blend is not None:
         heatmap = geometry.latent_map_to_photo(blend.cpu().numpy())
         mask = masks.threshold(heatmap, options.blend_threshold)
         if not mask.any():
             raise InputError("the local blend mask is empty at this blend_threshold; lower it")
+    # 5. Decode the target branch and paste it back
     result = session.finish(ctx, geometry, latents[-1:], mask, params, source, target, "p2p",
                             options, heatmap)
     result.warnings.extend(warnings)
@@ -313,8 +319,8 @@ def _count(fraction: float, steps: int) -> int:
 
 
 @torch.no_grad()
-def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source: torch.Tensor,
-           target: torch.Tensor, plan: TokenPlan, guidance: float, options,
+def sample(ctx, backbone, schedule: Schedule, trajectory: list[torch.Tensor], source: Conditioning,
+           target: Conditioning, plan: TokenPlan, guidance: float, options,
            latent_mask: torch.Tensor | None = None, preview_content=None, observer=None):
     """Decode the source and target branches together from the inverted latent.
 
@@ -327,9 +333,10 @@ def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source
     x_T = trajectory[-1]
     latent_size = tuple(x_T.shape[-2:])
     use_cfg = guidance != 1.0
-    texts = torch.cat([source, source, target]) if use_cfg else torch.cat([source, target])
+    source, target = as_conditioning(source), as_conditioning(target)
+    texts = Conditioning.cat([source, source, target] if use_cfg else [source, target])
     control = Control(plan, latent_size, observer)
-    control.rows = texts.shape[0]
+    control.rows = texts.batch
     control.blend = control.blend and latent_mask is None  # a user mask replaces the attention mask
     user_mask = None
     if latent_mask is not None:
@@ -337,8 +344,8 @@ def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source
     cross_steps, self_steps = _count(options.cross_fraction, count), _count(options.self_fraction, count)
     blend_from = _count(BLEND_START, count)
     x_src, x_tgt = x_T, x_T.clone()
-    controlled = processors(unet, control, cross_steps > 0 or control.blend, self_steps > 0)
-    with attention.installed(unet, controlled):
+    controlled = processors(backbone, control, cross_steps > 0 or control.blend, self_steps > 0)
+    with backbone.hooked(controlled):
         for index, t in enumerate(timesteps):
             control.cross = index < cross_steps
             control.self_attention = index < self_steps
@@ -348,7 +355,7 @@ def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source
             eps = ctx.predict_noise(torch.cat(rows), t, texts, alpha_t)
             eps_src = eps[:1]
             if use_cfg:
-                eps_tgt = eps[1:2] + guidance * (eps[2:3] - eps[1:2])
+                eps_tgt = ctx.guide(eps[1:2], eps[2:3], guidance)
             else:
                 eps_tgt = eps[1:2]
             x_src = ddim_step(x_src, eps_src, alpha_t, alpha_next)

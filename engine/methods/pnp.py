@@ -22,15 +22,16 @@ from __future__ import annotations
 import torch
 
 from engine import attention
+from engine.backbones.base import Conditioning, as_conditioning
 from engine.inversion import Schedule, ddim_step
 
 SD_DECODER_LAYERS = 12
 SD_FEATURE_LAYER = 4  # paper: decoder layer 4 (features); attention: layers 4-11
 
 
-def injection_layers(unet) -> tuple[attention.DecoderLayer, list[str]]:
-    """(decoder layer whose residual features are injected, self-attention processor keys)."""
-    layers = attention.decoder_layers(unet)
+def injection_layers(layers: list[attention.DecoderLayer]) -> tuple[attention.DecoderLayer, list[str]]:
+    """(decoder layer whose residual features are injected, self-attention processor keys), from
+    the backbone's decoder layers (``backbone.decoder_layers()``)."""
     first = round(SD_FEATURE_LAYER * len(layers) / SD_DECODER_LAYERS)
     first = min(first, len(layers) - 1)
     names = []
@@ -43,15 +44,19 @@ def injection_layers(unet) -> tuple[attention.DecoderLayer, list[str]]:
 
 def run(session, ctx, source, target, mask, params, options) -> list:
     """Unconditional inversion, then guided generation under the target with injection."""
+    # 1. Check inputs (nothing beyond check_inputs' shared checks; the mask is not used)
+    # 2. Encode the photo without text (cached, shared with DiffEdit)
     geometry = session.geometry(params)
     schedule = session.schedule(params.steps)
     trajectory = session.encode(ctx, geometry, schedule, params)
+    # 3. Encode the texts and generate under the target, features injected from the photo's
     with ctx.timed("decode"):
         negative = params.negative_prompt or source  # the app's convention (see EditResult.metadata)
-        latent = sample(ctx, session.model.unet, schedule, trajectory, session.embed(""),
+        latent = sample(ctx, session.backbone, schedule, trajectory, session.embed(""),
                         session.embed(negative), session.embed(target), params.guidance,
                         options.feature_fraction, options.attention_fraction, params.eta,
                         params.seed, geometry.latent_content)
+    # 4. Decode (the whole photo changes: nothing to paste back)
     return [session.finish(ctx, geometry, latent, None, params, source, target, "pnp", options)]
 
 
@@ -61,8 +66,8 @@ def _count(fraction: float, steps: int) -> int:
 
 
 @torch.no_grad()
-def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source: torch.Tensor,
-           negative: torch.Tensor, target: torch.Tensor, guidance: float,
+def sample(ctx, backbone, schedule: Schedule, trajectory: list[torch.Tensor], source: Conditioning,
+           negative: Conditioning, target: Conditioning, guidance: float,
            feature_fraction: float, attention_fraction: float, eta: float = 0.0, seed: int = 0,
            preview_content=None) -> torch.Tensor:
     """Generate from ``trajectory[-1]`` under ``target`` with features injected from the source.
@@ -75,7 +80,8 @@ def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source
     feature_steps = _count(feature_fraction, count)
     attention_steps = _count(attention_fraction, count)
     use_cfg = guidance != 1.0
-    target_texts = torch.cat([negative, target]) if use_cfg else target
+    source, negative, target = (as_conditioning(c) for c in (source, negative, target))
+    target_texts = Conditioning.cat([negative, target]) if use_cfg else target
     state = {"features": False, "attention": False, "rows": 0}
 
     def target_rows():
@@ -88,14 +94,14 @@ def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source
         output[1:] = output[:1]
         return output
 
-    feature_layer, attention_names = injection_layers(unet)
-    saved = unet.attn_processors
+    feature_layer, attention_names = injection_layers(backbone.decoder_layers())
+    saved = backbone.attention_processors()
     processors = {name: attention.QueryKeyInjection(
         saved[name], lambda tokens: target_rows() if state["attention"] else [])
         for name in attention_names}
     generator = torch.Generator("cpu").manual_seed(seed)
     x = trajectory[-1]
-    with attention.installed(unet, processors, [(feature_layer.resnet.conv2, inject_features)]):
+    with backbone.hooked(processors, [(feature_layer.resnet.conv2, inject_features)]):
         for index, t in enumerate(timesteps):
             state["features"] = index < feature_steps
             state["attention"] = index < attention_steps
@@ -107,14 +113,13 @@ def sample(ctx, unet, schedule: Schedule, trajectory: list[torch.Tensor], source
             if with_source:
                 # trajectory[count - index] is the inverted latent at timestep t.
                 rows = [trajectory[count - index]] + rows
-                texts = torch.cat([source, texts])
+                texts = Conditioning.cat([source, texts])
             state["rows"] = len(rows) if with_source else 0
             eps = ctx.predict_noise(torch.cat(rows), t, texts, alpha_t)
             if with_source:
                 eps = eps[1:]
             if use_cfg:
-                eps_negative, eps_target = eps.chunk(2)
-                eps = eps_negative + guidance * (eps_target - eps_negative)
+                eps = ctx.guide(*eps.chunk(2), guidance)
             noise = torch.randn(x.shape, generator=generator).to(x.device) if eta > 0 else None
             x = ddim_step(x, eps, alpha_t, alpha_next, eta, noise)
             ctx.step_with_preview(index + 1, count, x, preview_content)

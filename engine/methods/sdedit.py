@@ -16,6 +16,7 @@ from engine.methods.blended import add_noise, blended_denoise
 
 def run(session, ctx, source, target, mask, params, options) -> list:
     """One result: the whole photo re-imagined, or the masked part of it pasted back."""
+    # 1. Check inputs
     methods.check_own("sdedit", source, target, mask, params, options)
     warnings = []
     if not options.masked and mask is not None:
@@ -23,6 +24,7 @@ def run(session, ctx, source, target, mask, params, options) -> list:
                         "to keep everything outside it")
         mask = None
 
+    # 2. Prepare the schedule and noise the photo's latent to the strength
     geometry = session.geometry(params)
     schedule = session.schedule(params.steps)
     timesteps = schedule.tail(params.encode_steps)
@@ -31,12 +33,14 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     noise = torch.randn(z0.shape, generator=generator).to(z0.device)
     latent_mask = None if mask is None else torch.from_numpy(geometry.mask_to_latent(mask))
     start = add_noise(z0, noise, schedule.alpha(timesteps[0]))
+    # 3. Encode the texts and denoise (the photo blended in outside a mask)
     negative = params.negative_prompt or source
     with ctx.timed("decode"):
         latent = blended_denoise(ctx, schedule, timesteps, start, z0, noise, latent_mask,
                                  session.embed(negative), session.embed(target), params.guidance,
                                  params.eta, [generator],
                                  preview_content=geometry.latent_content)
+    # 4. Decode and paste back
     result = session.finish(ctx, geometry, latent, mask, params, source, target, "sdedit", options)
     result.warnings.extend(warnings)
     return [result]

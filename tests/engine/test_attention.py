@@ -246,7 +246,7 @@ def test_prompt_to_prompt_on_an_sd_shaped_unet_at_a_non_square_size(tiny_model):
     def observe(source, own, new):
         sizes.append(attention.spatial_size(source.shape[1], (24, 40)))
 
-    latents, blend = p2p.sample(ctx, unet, schedule, trajectory, session.embed(text),
+    latents, blend = p2p.sample(ctx, ctx.backbone, schedule, trajectory, session.embed(text),
                                 session.embed(text), plan, 7.5, options, observer=observe)
     assert set(sizes) == {(24, 40), (12, 20), (6, 10), (3, 5)}
     assert blend.shape == (24, 40)

@@ -202,6 +202,11 @@ class _RecordingContext:
     def step_with_preview(self, step, total, latent, content):
         self.latents.append(latent.clone())
 
+    def guide(self, unconditional, conditional, scale):
+        from engine.backbones import classifier_free
+
+        return classifier_free(unconditional, conditional, scale)
+
 
 def test_masked_decode_follows_the_encoding_at_the_matching_level_outside_the_mask(tiny_model):
     import torch

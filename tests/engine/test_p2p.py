@@ -56,7 +56,7 @@ def test_identical_prompts_reproduce_the_inversions_reconstruction(tiny_model, c
     options = _options(mode=mode, self_fraction=0.6, cross_fraction=1.0)
     embedding = session.embed(SOURCE)
     plan = p2p.plan_tokens(tiny_model.tokenizer, SOURCE, SOURCE, options)
-    latents, _ = p2p.sample(ctx, tiny_model.unet, schedule, trajectory, embedding, embedding, plan,
+    latents, _ = p2p.sample(ctx, ctx.backbone, schedule, trajectory, embedding, embedding, plan,
                             params.guidance, options)
     # The target branch is the source branch (the reconstruction) bit for bit, whatever the
     # guidance scale: negative-prompt inversion makes guidance cancel out on identical texts.
@@ -104,7 +104,7 @@ def test_word_swap_changes_attention_only_for_the_swapped_tokens(tiny_model, cat
     options = _options(mode="swap", cross_fraction=1.0, self_fraction=0.0)
     plan = p2p.plan_tokens(tokenizer, SOURCE, target, options)
     calls = []
-    p2p.sample(ctx, tiny_model.unet, schedule, trajectory, session.embed(SOURCE),
+    p2p.sample(ctx, ctx.backbone, schedule, trajectory, session.embed(SOURCE),
                session.embed(target), plan, FAST.guidance, options,
                observer=lambda s, own, new: calls.append((s, own, new)))
     count = len(trajectory) - 1
@@ -188,7 +188,7 @@ def test_local_blend_returns_its_mask_and_keeps_everything_outside(tiny_model, c
     options = _options(blend_words="cat dog", blend_threshold=0.7)
     target = "a photo of a dog on a sofa"
     plan = p2p.plan_tokens(tiny_model.tokenizer, SOURCE, target, options)
-    latents, blend = p2p.sample(ctx, tiny_model.unet, schedule, trajectory, session.embed(SOURCE),
+    latents, blend = p2p.sample(ctx, ctx.backbone, schedule, trajectory, session.embed(SOURCE),
                                 session.embed(target), plan, FAST.guidance, options)
     assert blend.shape == latents.shape[-2:]
     keep = blend <= 0.7

@@ -53,7 +53,7 @@ def test_zero_fractions_equal_plain_generation_from_the_inverted_latent(tiny_mod
 def test_features_are_injected_for_the_chosen_fraction_of_steps(tiny_model, cat):
     """Watch decoder layer 4's residual branch (conv2) after the injection hook: the target rows
     equal the source row in exactly the first round(0.5 * 8) = 4 steps."""
-    layer, _ = pnp.injection_layers(tiny_model.unet)
+    layer, _ = pnp.injection_layers(attention.decoder_layers(tiny_model.unet))
     seen = []
 
     def watch(module, inputs, output):
@@ -91,7 +91,7 @@ def test_layer_choice_follows_the_paper_on_an_sd_shaped_unet():
         block_out_channels=(8, 8, 16, 16), norm_num_groups=4, cross_attention_dim=8,
         attention_head_dim=2, layers_per_block=2,
     )
-    layer, names = pnp.injection_layers(unet)
+    layer, names = pnp.injection_layers(attention.decoder_layers(unet))
     assert (layer.number, layer.block, layer.index) == (4, 1, 1)
     assert layer.resnet is unet.up_blocks[1].resnets[1]
     expected = [f"up_blocks.{b}.attentions.{a}.transformer_blocks.0.attn1.processor"
@@ -102,7 +102,7 @@ def test_layer_choice_follows_the_paper_on_an_sd_shaped_unet():
 def test_layer_choice_degrades_proportionally_on_the_tiny_unet(tiny_model):
     unet = tiny_model.unet
     assert len(attention.decoder_layers(unet)) == 4
-    layer, names = pnp.injection_layers(unet)
+    layer, names = pnp.injection_layers(attention.decoder_layers(unet))
     assert (layer.block, layer.index) == (0, 1)  # round(4 / 12 * 4) = layer 1, at 1/2 resolution
     assert names == ["up_blocks.0.attentions.1.transformer_blocks.0.attn1.processor"]
 

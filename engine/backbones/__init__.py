@@ -1,0 +1,26 @@
+"""Backbones: one module per model family, behind one interface the methods are written against.
+
+``for_model(model)`` gives the loaded model's backbone. A family adds a module here with a
+``Backbone`` subclass and an entry in FAMILIES; the methods do not change (see README,
+"Architecture").
+"""
+
+from __future__ import annotations
+
+from engine.backbones.base import Backbone, Conditioning, classifier_free, to_noise, to_velocity
+from engine.errors import ModelError
+
+__all__ = ["Backbone", "Conditioning", "classifier_free", "for_model", "to_noise", "to_velocity"]
+
+
+def for_model(model) -> Backbone:
+    """The backbone of a loaded model (engine.models.LoadedModel), by its family."""
+    from engine.backbones import sd
+
+    families = {family: sd.StableDiffusion for family in sd.FAMILIES}
+    family = getattr(model, "family", "sd1")
+    try:
+        return families[family](model)
+    except KeyError:
+        raise ModelError(f"no backbone for the model family {family!r}: "
+                         f"{', '.join(sorted(families))} are supported") from None

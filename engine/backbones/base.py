@@ -1,0 +1,171 @@
+"""The backbone interface: text conditioning, latents, one prediction parameterisation, the
+schedule, guidance and attention hooks; what every editing method is written against.
+
+Noise-space methods (DDIM inversion, masked decoding, the DiffEdit contrast) ask for the noise
+(epsilon); ``to_noise``/``to_velocity`` convert any family's native output in this one place:
+
+- epsilon models predict the noise eps;
+- v-prediction models predict v = sqrt(a) eps - sqrt(1 - a) x0 (a: cumulative alpha at t), so
+  eps = sqrt(a) v + sqrt(1 - a) x_t;
+- flow-matching models predict the velocity u = eps - x0 along x_t = (1 - s) x0 + s eps
+  (s: the flow time in [0, 1]), so eps = x_t + (1 - s) u.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """A text's conditioning, batched on the first axis: per-token embeddings, plus what later
+    families need besides (SDXL and SD3: a pooled embedding and time ids; FLUX: text ids)."""
+
+    embeds: torch.Tensor  # (B, L, D) per-token features (SD: the CLIP text encoder's last layer)
+    pooled: torch.Tensor | None = None  # (B, P) pooled text embedding, for families that take one
+    extra: dict = field(default_factory=dict)  # name -> (B, ...) tensor of family-specific ids
+
+    @property
+    def batch(self) -> int:
+        return self.embeds.shape[0]
+
+    def expand(self, batch: int) -> "Conditioning":
+        """This (batch 1) conditioning repeated ``batch`` times, without copying."""
+        if batch == self.batch:
+            return self
+        return Conditioning(self.embeds.expand(batch, *self.embeds.shape[1:]),
+                            None if self.pooled is None else self.pooled.expand(batch, -1),
+                            {k: v.expand(batch, *v.shape[1:]) for k, v in self.extra.items()})
+
+    @staticmethod
+    def cat(parts: list["Conditioning"]) -> "Conditioning":
+        """The parts' rows stacked in order (one UNet batch for several texts)."""
+        pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
+        return Conditioning(torch.cat([p.embeds for p in parts]), pooled,
+                            {k: torch.cat([p.extra[k] for p in parts]) for k in parts[0].extra})
+
+
+def as_conditioning(value) -> Conditioning:
+    """A Conditioning as is; a bare (B, L, D) embeddings tensor as the Conditioning it is (tests
+    and scripts pass those)."""
+    return value if isinstance(value, Conditioning) else Conditioning(value)
+
+
+def to_noise(output: torch.Tensor, latents: torch.Tensor, prediction_type: str,
+             level: float) -> torch.Tensor:
+    """The noise eps from a model's native ``output`` at ``latents`` (see the module docstring).
+    ``level``: the cumulative alpha at t (epsilon, v_prediction) or the flow time (flow)."""
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "v_prediction":
+        return (level**0.5) * output + ((1 - level) ** 0.5) * latents.float()
+    if prediction_type == "flow":
+        return latents.float() + (1 - level) * output
+    raise ValueError(f"unknown prediction type {prediction_type!r}")
+
+
+def to_velocity(noise: torch.Tensor, latents: torch.Tensor, prediction_type: str,
+                level: float) -> torch.Tensor:
+    """The inverse of ``to_noise``: the native output that predicts ``noise`` at ``latents``."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        # x0 = (x - sqrt(1 - a) eps) / sqrt(a), v = sqrt(a) eps - sqrt(1 - a) x0
+        x0 = (latents.float() - (1 - level) ** 0.5 * noise) / level**0.5
+        return level**0.5 * noise - (1 - level) ** 0.5 * x0
+    if prediction_type == "flow":
+        return (noise - latents.float()) / (1 - level)
+    raise ValueError(f"unknown prediction type {prediction_type!r}")
+
+
+def classifier_free(unconditional: torch.Tensor, conditional: torch.Tensor,
+                    scale: float) -> torch.Tensor:
+    """True classifier-free guidance: u + scale * (c - u) (scale 1 is the conditional alone)."""
+    return unconditional + scale * (conditional - unconditional)
+
+
+class Backbone:
+    """One model family's way of doing what the methods need. Subclasses set the attributes and
+    implement the methods below; the defaults here are the SD-like ones.
+
+    Attributes: ``family`` (e.g. "sd1"), ``prediction_type`` ("epsilon" | "v_prediction" |
+    "flow"), ``latent_factor`` (pixels per latent cell per side), ``native_area`` (px^2 the model
+    was trained at), ``size_multiple`` (working sizes are multiples of it, in px),
+    ``max_batch`` (most sample-evaluations per model call), ``tokenizer`` (word-to-token
+    alignment for Prompt-to-Prompt), ``methods`` (the method names it supports).
+    """
+
+    family: str
+    prediction_type: str
+    latent_factor: int
+    native_area: int
+    size_multiple: int
+    methods: frozenset[str]
+
+    @property
+    def native_side(self) -> int:
+        """The side of a square at the native area: the default working resolution."""
+        return math.isqrt(self.native_area)
+
+    # ---- text
+    def encode_text(self, text: str) -> tuple[Conditioning, str | None]:
+        """(conditioning of batch 1, a note when the text was cut to the encoder's length)."""
+        raise NotImplementedError
+
+    def empty(self) -> Conditioning:
+        """The unconditional branch's conditioning (SD: the empty text)."""
+        return self.encode_text("")[0]
+
+    # ---- latents
+    def encode_image(self, pixels) -> torch.Tensor:
+        """(h, w, 3) uint8 working-size pixels -> (1, C, h/f, w/f) float32 latent (no noise)."""
+        raise NotImplementedError
+
+    def decode(self, latent: torch.Tensor):
+        """(1, C, h, w) latent -> (h*f, w*f, 3) uint8 pixels."""
+        raise NotImplementedError
+
+    # ---- sampling
+    def schedule(self, steps: int):
+        """The ``steps``-step schedule (engine.inversion.Schedule for DDPM models); a run of
+        strength r uses its last ``EditParams.encode_steps`` timesteps (``schedule.tail``)."""
+        raise NotImplementedError
+
+    def predict(self, latents: torch.Tensor, timestep, cond: Conditioning, **kwargs) -> torch.Tensor:
+        """The model's native output (``prediction_type``) for a batch, in float32; ``cond`` has
+        the batch of ``latents``. Called only through RunContext.predict_noise (counts, cancel)."""
+        raise NotImplementedError
+
+    def to_noise(self, output: torch.Tensor, latents: torch.Tensor, level: float) -> torch.Tensor:
+        return to_noise(output, latents, self.prediction_type, level)
+
+    def guide(self, unconditional: torch.Tensor, conditional: torch.Tensor,
+              scale: float) -> torch.Tensor:
+        """This family's guidance of two predictions (true CFG here; embedded-guidance families
+        override it and take the scale in ``predict``)."""
+        return classifier_free(unconditional, conditional, scale)
+
+    # ---- attention and feature hooks (Prompt-to-Prompt, Plug-and-Play)
+    def attention_layers(self) -> list:
+        """engine.attention.AttentionLayer of every attention layer (cross and self)."""
+        raise NotImplementedError
+
+    def decoder_layers(self) -> list:
+        """engine.attention.DecoderLayer of the decoder's feature layers, in execution order."""
+        raise NotImplementedError
+
+    def attention_processors(self) -> dict:
+        """Processor key -> the processor now installed (the originals new ones delegate to)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def hooked(self, processors: dict, hooks=()) -> Iterator[None]:
+        """Inside the block: ``processors`` on the named attention layers and forward ``hooks``
+        ((module, hook) pairs) on feature modules; everything restored after, also on error."""
+        raise NotImplementedError
+        yield
