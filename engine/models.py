@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine import families
 from engine.errors import ModelError
+from engine.libraries import quiet_libraries
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 # Text encoders per family, in the order their features are concatenated:
@@ -166,17 +167,6 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
         folder = _resolve_hub_id(source, allow_download, on_download)
         return _load_folder(folder, source, torch_device, torch_dtype, allow_pickle)
     raise ModelError(f"model not found: {source!r} is neither a file, a folder nor a hub id (org/name)")
-
-
-def quiet_libraries() -> None:
-    """Loading chatter and per-file progress bars belong to the libraries' own CLIs, not ours."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _resolve_hub_id(repo_id: str, allow_download: bool, on_download=None) -> Path:

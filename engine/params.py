@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from engine import fields
+from engine.fields import validate as validate_fields
 from engine.fields import described
 
 SEED_RANGE = (0, 2**31 - 1)  # every surface's seeds: a 32-bit spin box holds all, torch takes all
@@ -46,7 +46,7 @@ class EditParams:
 
     def validate(self) -> "EditParams":
         """Raise InputError naming the first parameter that is out of range."""
-        fields.validate(self)
+        validate_fields(self)
         return self
 
     @property

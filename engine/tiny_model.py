@@ -70,7 +70,7 @@ def build_tiny_model(folder: Path, *, unet_channels=(32, 64), sample_size: int =
     from transformers import CLIPTextModel
 
     from engine.clip_tokenizer import write_tokenizer_files
-    from engine.models import quiet_libraries
+    from engine.libraries import quiet_libraries
 
     quiet_libraries()
     folder = Path(folder)
@@ -125,7 +125,7 @@ def build_tiny_sdxl(folder: Path, *, sample_size: int = 16, text_widths=(32, 48)
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from engine.clip_tokenizer import write_tokenizer_files
-    from engine.models import quiet_libraries
+    from engine.libraries import quiet_libraries
 
     quiet_libraries()
     folder = Path(folder)

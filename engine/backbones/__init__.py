@@ -1,8 +1,8 @@
 """Backbones: one module per model family, behind one interface the methods are written against.
 
 ``for_model(model)`` gives the loaded model's backbone. A family adds a module here with a
-``Backbone`` subclass and an entry in FAMILIES; the methods do not change (see README,
-"Architecture").
+``Backbone`` subclass and maps its family names in ``for_model``; the methods do not change
+(README, "Architecture").
 """
 
 from __future__ import annotations
