@@ -13,6 +13,7 @@ import pytest
 from desktop_app.worker import EditRequest, EngineBackend, EngineWorker, LoadModelRequest, MaskRequest
 from engine.imaging import Photo
 from engine.params import EditParams
+from engine.runs import RunRequest
 from fake_engine import FakeEngine
 
 pytestmark = pytest.mark.slow  # the real side runs the tiny model: seconds, not milliseconds
@@ -96,16 +97,16 @@ def run_scenarios(backend, model_source: str) -> dict[str, dict]:
     seen, view = {}, AppView(worker)
     for index, (name, method, options, masked, source) in enumerate(SCENARIOS):
         view.reset()
-        worker.run(EditRequest(index, f"photo-{index}", photo(), source, "a dog",
-                               box_mask() if masked else None, FAST, (FAST.seed,), method, options))
+        worker.run(EditRequest(index, RunRequest(photo(), f"photo-{index}", method, source, "a dog",
+                                                 box_mask() if masked else None, FAST, options)))
         seen[name] = view.summary()
     view.reset()
     worker.run(MaskRequest(100, "photo-mask", photo(), "a cat", "a dog", FAST))
     seen["find mask"] = view.summary()
     for attempt in ("first", "second"):  # the same photo and mask again: nothing to encode
         view.reset()
-        worker.run(EditRequest(101, "photo-again", photo(), "a cat", "a dog", box_mask(), FAST,
-                               (FAST.seed,), "diffedit", {}))
+        worker.run(EditRequest(101, RunRequest(photo(), "photo-again", "diffedit", "a cat", "a dog",
+                                               box_mask(), FAST)))
         seen[f"diffedit again ({attempt})"] = view.summary()
     return seen
 
