@@ -284,11 +284,11 @@ def test_mask_rules_per_method(qtbot, window, submitted, dialogs):
     assert "Paint (P)" in dialogs.texts() and window.runs.job is None
     panel.set_method("pnp")  # mask "none": a painted mask is not sent
     run(qtbot, window)
-    assert submitted[-1].method == "pnp" and submitted[-1].mask is None
+    assert submitted[-1].run.method == "pnp" and submitted[-1].run.mask is None
     window.doc.clear_mask()
     panel.set_method("sdedit")  # mask optional: no mask is fine unmasked, and no mask is found
     run(qtbot, window)
-    assert (submitted[-1].method, submitted[-1].options, submitted[-1].mask) == (
+    assert (submitted[-1].run.method, submitted[-1].run.options, submitted[-1].run.mask) == (
         "sdedit", {"masked": False}, None)
     assert len(submitted) == 2 and window.doc.heatmap is None
 
