@@ -1,7 +1,8 @@
-"""`diffedit-studio`: the headless CLI (edit, mask, models); with no subcommand it opens the app.
+"""`diffedit-studio edit | mask | batch | models`: the headless CLI (desktop_app.launch adds the window).
 
 Exit codes: 0 done, 2 bad input or usage (one `error:` line on stderr), 1 internal failure,
-3 `batch` ran to its end but some photos failed (each recorded in the journal and --report).
+3 `batch` ran to its end but some photos failed (each recorded in the journal and --report),
+130 interrupted (Ctrl+C).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from engine import batch, fields, files, methods
+from engine import __version__, batch, fields, files, methods
 from engine.errors import Cancelled, EngineError, InputError
 from engine.params import EditParams, field_table
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="diffedit-studio",
                      description="Text-guided photo editing with DiffEdit, offline. "
                                  "Run with no subcommand (or just a photo) to open the app.")
+    parser.add_argument("--version", action="version", version=f"diffedit-studio {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     edit = commands.add_parser("edit", help="edit a photo where the two texts disagree")
@@ -146,11 +148,9 @@ def _method_options(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or _names_a_photo(argv[0]):
-        from desktop_app.app import main as app_main
-
-        return app_main(argv)
     try:
+        if not argv:
+            raise InputError(f"give a command: {', '.join(SUBCOMMANDS)} (see `diffedit-studio --help`)")
         if argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
             raise InputError(f"unknown command {argv[0]!r}: use {', '.join(SUBCOMMANDS)}, or give "
                              "an existing photo to open it in the app")
@@ -175,17 +175,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"internal error: {type(exc).__name__}: {exc} (set DIFFEDIT_DEBUG=1 for details)",
               file=sys.stderr)
         return 1
-
-
-def _names_a_photo(arg: str) -> bool:
-    """The app's `diffedit-studio PHOTO` form: anything that is not a subcommand or a flag and
-    is an existing file or has an image suffix (the app reports a missing photo itself)."""
-    from engine.imaging import SAVE_FORMATS
-
-    if arg in SUBCOMMANDS or arg.startswith("-"):
-        return False
-    path = Path(arg)
-    return path.is_file() or path.suffix.lower() in set(SAVE_FORMATS) | {".gif", ".bmp"}
 
 
 def _models() -> int:

@@ -1,35 +1,33 @@
-"""A real CLIP tokenizer built offline from the BPE vocabulary shipped in `open-clip-torch`.
+"""A real CLIP tokenizer built offline from the BPE vocabulary in resources/clip.
 
-SD 1.x/2.x use CLIP's byte-level BPE with 49408 tokens. The merges file inside the PyPI
-package `open-clip-torch` (MIT) defines that vocabulary completely, so a `CLIPTokenizer`
-can be built without any download: for single-file checkpoints and for the tiny test model.
+SD 1.x/2.x use CLIP's byte-level BPE with 49408 tokens. The merges file from the PyPI package
+`open-clip-torch` (MIT, notice in resources/clip/LICENSE) defines that vocabulary completely, so
+a `CLIPTokenizer` can be built without any download: for single-file checkpoints and for the
+tiny test model. It is vendored because open-clip-torch's own dependencies would replace the
+installed torch and add torchvision.
 """
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
 
 from engine.errors import ModelError
+from engine.resources import resource_path
 
 VOCAB_SIZE = 49408
-_BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
+BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 
 
 def bpe_file() -> Path:
-    """Where the BPE merges file lies, without importing open_clip (it would need torchvision)."""
-    spec = importlib.util.find_spec("open_clip")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(folder) / _BPE_NAME
-        if candidate.is_file():
-            return candidate
-    raise ModelError(
-        "the CLIP vocabulary file is missing: install it with "
-        "`pip install --no-deps open-clip-torch` (packaging/dev.sh does this)"
-    )
+    """Where the BPE merges file lies (resources/clip)."""
+    path = resource_path("clip", BPE_NAME)
+    if not path.is_file():
+        raise ModelError(f"the CLIP vocabulary file {path} is missing: the installation is "
+                         "incomplete; reinstall DiffEdit Studio")
+    return path
 
 
 def _byte_alphabet() -> list[str]:

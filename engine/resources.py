@@ -1,18 +1,24 @@
-"""Find files under resources/ both from a source checkout and from a PyInstaller bundle."""
+"""Find the files under resources/ from a source checkout, an installed wheel or a PyInstaller bundle."""
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import sys
 from pathlib import Path
 
+PACKAGE = "engine.assets"  # what resources/ is called inside a wheel (see pyproject.toml)
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
 
 def resources_root() -> Path:
-    """The folder that holds icons, styles, samples and model configs.
+    """The folder that holds icons, styles, samples, model configs and the CLIP vocabulary.
 
-    A frozen (PyInstaller) build unpacks data next to its modules in ``sys._MEIPASS``; the spec
-    copies resources/ there under the same name. DIFFEDIT_RESOURCES_DIR overrides both, for
-    packagers that place data elsewhere (e.g. a Linux distribution's /usr/share).
+    DIFFEDIT_RESOURCES_DIR overrides everything, for packagers that place data elsewhere (e.g.
+    a Linux distribution's /usr/share). A frozen (PyInstaller) build unpacks data next to its
+    modules in ``sys._MEIPASS``, where the spec copies resources/ under the same name. A source
+    checkout uses its own resources/ folder (so a work tree never reads another tree's files);
+    an installed wheel has it as the package data of ``engine.assets``.
     """
     override = os.environ.get("DIFFEDIT_RESOURCES_DIR")
     if override:
@@ -20,7 +26,9 @@ def resources_root() -> Path:
     frozen_base = getattr(sys, "_MEIPASS", None)
     if frozen_base:
         return Path(frozen_base) / "resources"
-    return Path(__file__).resolve().parent.parent / "resources"
+    if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "resources").is_dir():
+        return _CHECKOUT / "resources"
+    return Path(str(importlib.resources.files(PACKAGE)))  # a wheel installs it as plain files
 
 
 def resource_path(*parts: str) -> Path:

@@ -3,7 +3,7 @@
 #   bash packaging/build.sh           build (incremental) into build/dist/DiffEditStudio, self-test it
 #   bash packaging/build.sh --check   CI: clean build, self-test from an empty directory with a
 #                                     minimal environment, write build/bundle-report.json
-# Needs the project's venv (bash packaging/dev.sh setup). The torch in that venv is the one that
+# Needs the project's venv (python3 packaging/dev.py setup). The torch in that venv is the one that
 # gets bundled: CPU or CUDA, see packaging/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ case "${1:-}" in
 esac
 
 if [ ! -x "$PY" ]; then
-    echo "error: no virtual environment at $VENV; run 'bash packaging/dev.sh setup' first" >&2
+    echo "error: no virtual environment at $VENV; run 'python3 packaging/dev.py setup' first" >&2
     exit 2
 fi
 if ! "$PY" -c "import PyInstaller" 2>/dev/null; then

@@ -19,9 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--self-test"]:
         return self_test(keep="--keep" in argv)
-    from engine.cli import main as cli_main  # opens the app when no subcommand is given
+    from desktop_app.launch import main as launch  # the CLI, or the editor with no subcommand
 
-    return cli_main(argv)
+    return launch(argv)
 
 
 def self_test(*, keep: bool = False) -> int:
@@ -56,13 +56,13 @@ def self_test(*, keep: bool = False) -> int:
 
 
 def _check_resources() -> None:
-    from engine.clip_tokenizer import bpe_file
+    from engine.clip_tokenizer import BPE_NAME
     from engine.resources import resource_path, resources_root
 
     needed = [
         resource_path("samples", "astronaut.png"),
         *(resource_path("model_configs", family, "model_index.json") for family in ("sd1", "sd2", "sd2-v")),
-        bpe_file(),
+        resource_path("clip", BPE_NAME),
     ]
     missing = [str(p) for p in needed if not Path(p).is_file()]
     if missing:

@@ -116,7 +116,6 @@ def extended_session(session, mask: np.ndarray | None, extension: tuple[int, int
     photo's edge pixels: the generation replaces it, but the VAE encodes the border cells from it.
     """
     from engine.imaging import resolve_max_pixels
-    from engine.session import EditSession
 
     left, right, top, bottom = extension
     height, width = session.rgb.shape[:2]
@@ -128,7 +127,7 @@ def extended_session(session, mask: np.ndarray | None, extension: tuple[int, int
     grown = np.pad(session.rgb, ((top, bottom), (left, right), (0, 0)), mode="edge")
     area = np.ones((new_height, new_width), np.float32)
     area[top:top + height, left:left + width] = 0.0 if mask is None else mask
-    grown_session = EditSession(session.model, grown)
+    grown_session = type(session)(session.model, grown)  # engine.session imports this module
     grown_session.warnings = session.warnings  # one list: warnings from either reach the results
     return grown_session, area
 
