@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+TERMINAL_ALPHA = 2.0**-24  # the least cumulative alpha a step divides by (fp16's least subnormal)
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -26,7 +28,9 @@ class Schedule:
 
         scheduler = DDIMScheduler.from_config(scheduler_config)
         scheduler.set_timesteps(steps)
-        alphas = scheduler.alphas_cumprod.double()
+        # A zero-terminal-SNR schedule ends at alpha 0, where the step's division by sqrt(alpha)
+        # is 0/0; diffusers' Euler scheduler keeps that level just above 0 for the same reason.
+        alphas = scheduler.alphas_cumprod.double().clamp(min=TERMINAL_ALPHA)
         return cls(
             timesteps=tuple(int(t) for t in scheduler.timesteps),
             alphas_cumprod=alphas,
