@@ -7,12 +7,12 @@ cannot be used is listed with the reason, instead of being hidden or crashing th
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import model_checks as checks
 from engine.config import Settings
 from engine.errors import ModelError
 from engine.families import folder_family, read_json
@@ -168,6 +168,8 @@ def _file_entry(path: Path) -> ModelEntry:
         entry.family = detect_family(path)
     except ModelError as exc:
         entry.problem = _without_name(str(exc), path.name)
+    except Exception as exc:  # noqa: BLE001 - one hostile file must not hide the others
+        entry.problem = f"cannot be read ({type(exc).__name__}: {exc})"
     return entry
 
 
@@ -176,9 +178,12 @@ def _folder_entry(folder: Path, *, name: str | None = None, kind: str = "folder"
     entry = ModelEntry(name or folder.name, kind, source or str(folder), folder)
     entry.size_bytes = _folder_size(folder)
     try:
+        checks.check_folder_files(folder)
         entry.family = _folder_family(folder)
     except ModelError as exc:
         entry.problem = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one hostile folder must not hide the others
+        entry.problem = f"cannot be read ({type(exc).__name__}: {exc})"
     return entry
 
 
@@ -193,6 +198,7 @@ def _folder_family(folder: Path) -> str:
         sub = folder / component
         if not (sub / "config.json").is_file():
             raise ModelError(f"incomplete: {component}/config.json is missing (download it again)")
+        read_json(sub / "config.json")  # bounds and finite values, as the loader checks them
         weights = [p for p in sub.glob("*.safetensors") if p.is_file()]  # is_file: dangling links fail
         if not weights:
             if any(p.is_file() for p in sub.glob("*.bin")):
@@ -257,8 +263,10 @@ def _scan_downloads() -> list[ModelEntry]:
     entries = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            repo_id = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))["repo_id"]
-        except (OSError, ValueError, KeyError, TypeError):
+            repo_id = checks.read_json(folder / SOURCE_FILE, SOURCE_FILE)["repo_id"]
+        except (ModelError, KeyError, TypeError):
+            repo_id = None
+        if not isinstance(repo_id, str):
             repo_id = None
         entry = _folder_entry(folder, name=repo_id or folder.name.replace("--", "/"))
         if repo_id is None:

@@ -9,7 +9,6 @@ tensor names (SDXL's ``conditioner.embedders.N`` prefixes, where SD 1.x/2.x have
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from engine.errors import ModelError
@@ -28,16 +27,13 @@ SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
 
 
 def read_json(path: Path) -> dict:
-    """A JSON object from a model's config file, or ModelError naming the file."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"incomplete: {path.name} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path.parent.name}/{path.name} cannot be read ({exc})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path.parent.name}/{path.name} is not a JSON object")
-    return data
+    """A JSON object from a model's config file, or ModelError naming the file (model_checks:
+    a regular file of sane size and nesting, values finite and within sane bounds)."""
+    from engine.model_checks import read_config
+
+    path = Path(path)
+    return read_config(path, path.name if path.name == "model_index.json"
+                       else f"{path.parent.name}/{path.name}")
 
 
 def is_sdxl_unet(unet_config: dict) -> bool:

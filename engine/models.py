@@ -8,12 +8,12 @@ the caller opts in. The family is read from the files (engine.families) before a
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import families
+from engine import model_checks as checks
 from engine.errors import ModelError
 from engine.libraries import quiet_libraries
 
@@ -27,6 +27,7 @@ TEXT_ENCODERS = {
 }
 # What a download of a diffusers SD repo needs: configs, tokenizer files, safetensors weights.
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_COMMIT = re.compile(r"[0-9a-f]{40}")  # what the hub writes into refs/<branch>
 
 
 @dataclass
@@ -175,13 +176,18 @@ def _resolve_hub_id(repo_id: str, allow_download: bool, on_download=None) -> Pat
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    from engine.catalog import hub_cache_dir
     from engine.downloads import SOURCE_FILE, download_model, folder_for
 
     downloaded = folder_for(repo_id)
     if (downloaded / SOURCE_FILE).is_file():
         return downloaded
+    cache = hub_cache_dir()
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
+        _check_cache_entry(cache / ("models--" + repo_id.replace("/", "--")), repo_id)
+        return Path(snapshot_download(repo_id, local_files_only=True, cache_dir=cache))
+    except ModelError:
+        raise
     except LocalEntryNotFoundError:
         pass
     except Exception as exc:  # a damaged cache entry
@@ -194,6 +200,35 @@ def _resolve_hub_id(repo_id: str, allow_download: bool, on_download=None) -> Pat
                          "in the app's Models dialog or pass --allow-download") from None
     raise ModelError(f"{repo_id!r} is not in the local Hugging Face cache; download it once with "
                      "the app's Models dialog or pass --allow-download") from None
+
+
+def _check_cache_entry(repo: Path, repo_id: str) -> None:
+    """huggingface_hub joins the text of ``refs/main`` onto the snapshots folder as it is, so a
+    ref holding "../../elsewhere" or an absolute path would load any folder on disk. Only a
+    commit hash is accepted, and the snapshot and every file in it must lie inside this repo's
+    cache folder (the hub links snapshot files to its blobs folder)."""
+    ref = repo / "refs" / "main"
+    if not ref.exists():
+        return  # not cached: huggingface_hub says so
+    damaged = f"the Hugging Face cache entry of {repo_id!r} ({repo}) is damaged"
+    checks.check_regular_file(ref, f"{damaged}: refs/main")
+    commit = ref.read_text(encoding="utf-8", errors="replace")
+    if not _COMMIT.fullmatch(commit):
+        raise ModelError(f"{damaged}: refs/main holds {commit[:60]!r}, not a commit hash; "
+                         "delete that folder and download the model again")
+    inside = repo.resolve()
+    snapshot = repo / "snapshots" / commit
+    for path in _and_contents(snapshot, inside):
+        if not path.resolve().is_relative_to(inside):
+            raise ModelError(f"{damaged}: {path.relative_to(repo)} points outside it, to "
+                             f"{path.resolve()}; delete that folder and download the model again")
+
+
+def _and_contents(snapshot: Path, inside: Path):
+    """The snapshot folder, then (only when it lies inside) everything under it."""
+    yield snapshot
+    if snapshot.resolve().is_relative_to(inside):
+        yield from snapshot.rglob("*")
 
 
 def _load_file(path: Path, device, dtype, allow_pickle: bool) -> LoadedModel:
@@ -270,28 +305,49 @@ def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> 
         label = "SDXL" if family == "sdxl" else "Stable Diffusion"
         raise ModelError(f"{folder} is not a complete {label} folder: missing "
                          f"{', '.join(missing)} (expected diffusers layout with model_index.json)")
+    # Everything that can be checked from small files is checked before any module is built:
+    # a FIFO, a damaged config or int8 weights should not cost gigabytes (or hang).
+    checks.check_folder_files(folder)
     for component in ("unet", "vae") + tuple(part[0] for part in text_parts):
         _check_weights(folder / component, allow_pickle)
     scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
-    text_width = sum(_read_json(folder / part[0] / "config.json").get("hidden_size") or 0
-                     for part in text_parts)
+    _read_json(folder / "vae" / "config.json")
+    text_configs = [_read_json(folder / part[0] / "config.json") for part in text_parts]
+    text_width = sum(c.get("hidden_size") or 0 for c in text_configs)
     check_architecture(name, _read_json(folder / "unet" / "config.json"), text_width,
                        scheduler_config)
+    # Before a tokenizer is built: a huge length makes building or using it hang or abort.
+    for (_, _, tokenizer), text_config in zip(text_parts, text_configs):
+        tokenizer_file = folder / tokenizer / "tokenizer_config.json"
+        if tokenizer_file.exists():
+            settings = checks.read_json(tokenizer_file, f"{tokenizer}/tokenizer_config.json")
+            if isinstance(settings, dict) and "model_max_length" in settings:
+                checks.check_tokenizer_length(settings["model_max_length"],
+                                              text_config.get("max_position_embeddings", 77),
+                                              f"{tokenizer}/tokenizer_config.json")
     index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
     safetensors_only = None if allow_pickle else True
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True,
-                                                    use_safetensors=safetensors_only)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True,
-                                            use_safetensors=safetensors_only)
-        encoders = [(getattr(transformers, cls).from_pretrained(folder / encoder, local_files_only=True,
-                                                                use_safetensors=safetensors_only),
-                     CLIPTokenizer.from_pretrained(folder / tokenizer, local_files_only=True))
-                    for encoder, cls, tokenizer in text_parts]
+        unet, unet_info = UNet2DConditionModel.from_pretrained(
+            folder, subfolder="unet", local_files_only=True, use_safetensors=safetensors_only,
+            output_loading_info=True)
+        vae, vae_info = AutoencoderKL.from_pretrained(
+            folder, subfolder="vae", local_files_only=True, use_safetensors=safetensors_only,
+            output_loading_info=True)
+        loaded = [(getattr(transformers, cls).from_pretrained(folder / encoder, local_files_only=True,
+                                                              use_safetensors=safetensors_only,
+                                                              output_loading_info=True),
+                   CLIPTokenizer.from_pretrained(folder / tokenizer, local_files_only=True))
+                  for encoder, cls, tokenizer in text_parts]
     except ModelError:
         raise
     except Exception as exc:
         raise ModelError(f"cannot load the model in {folder}: {exc}") from None
+    checks.check_complete(unet, unet_info, f"{name}: unet")
+    checks.check_complete(vae, vae_info, f"{name}: vae")
+    for (encoder, info), _tokenizer in loaded:
+        checks.check_complete(encoder, info, f"{name}: text encoder")
+    encoders = [(encoder, tokenizer) for (encoder, _info), tokenizer in loaded]
     return _assemble(name, str(folder), unet, vae, encoders, scheduler_config, device, dtype,
                      zeros_for_empty=family == "sdxl" and index.get("force_zeros_for_empty_prompt", True))
 
@@ -309,6 +365,7 @@ def _folder_family(folder: Path, name: str) -> str:
 def _check_weights(component_dir: Path, allow_pickle: bool) -> None:
     files = [p for p in component_dir.iterdir() if p.is_file()]
     if any(p.suffix == ".safetensors" for p in files):
+        checks.check_dtypes(checks.weight_dtypes(component_dir), component_dir.name)
         return
     if any(p.suffix in PICKLE_SUFFIXES for p in files):
         if allow_pickle:
@@ -339,13 +396,7 @@ def check_architecture(name: str, unet_config: dict, text_width: int, scheduler_
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path} is not a configuration file")
-    return data
+    return checks.read_config(path, f"{path.parent.name}/{path.name}")
 
 
 def _assemble(name, source, unet, vae, encoders, scheduler_config, device, dtype, *,
@@ -357,6 +408,12 @@ def _assemble(name, source, unet, vae, encoders, scheduler_config, device, dtype
     config = unet.config
     check_architecture(name, dict(config), sum(e.config.hidden_size for e, _ in encoders),
                        scheduler_config)
+    for encoder, tokenizer in encoders:
+        # Again on the built tokenizer: without the setting it defaults to 1e30, the same trap.
+        checks.check_tokenizer_length(tokenizer.model_max_length,
+                                      encoder.config.max_position_embeddings, f"{name}: tokenizer")
+    for label, module in [("unet", unet), ("vae", vae)] + [("text encoder", e) for e, _ in encoders]:
+        checks.check_finite_weights(module, f"{name}: {label}")
     prediction = scheduler_config.get("prediction_type", "epsilon")
     notes = []
     # fp16 VAEs of several SD releases, and SDXL's always, overflow to NaN/black; the VAE is

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from engine import families
 from engine.errors import ModelError
+from engine.model_checks import check_dtypes
 
 FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl")
 FAMILY_LABELS = {
@@ -32,6 +33,7 @@ _VAE = "first_stage_model."
 _CLIP_TOKENS = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
 _OPEN_CLIP_TOKENS = "cond_stage_model.model.token_embedding.weight"
 _CONV_IN = _UNET + "input_blocks.0.0.weight"
+_LOADED = (_UNET, _VAE, "cond_stage_model.")  # the rest (EMA copies, counters) is never read
 _MAX_HEADER = 100 * 1024 * 1024  # real headers are a few hundred KB; more means a damaged file
 
 # safetensors dtype names -> torch attribute names (resolved lazily: no torch import here)
@@ -83,7 +85,7 @@ def read_header(path: Path) -> Header:
             if not 0 <= begin <= stop:
                 raise ValueError(f"bad offsets for {key}")
             end = max(end, stop)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
         raise ModelError(
             f"{name}: not a valid safetensors file (its header cannot be read: {exc}); download it again"
         ) from exc
@@ -308,6 +310,7 @@ def load_single_file(path: Path, *, dtype, family: str | None = None, config_fol
 
     header = read_header(path)
     detected = family_from_header(header, name)
+    check_dtypes({k: v for k, v in header.dtypes.items() if k.startswith(_LOADED)}, name)
     if family is not None and family[:3] != detected[:3]:
         raise ModelError(
             f"{name}: the weights are a {FAMILY_LABELS[detected].split(' (')[0]} model, "

@@ -217,3 +217,28 @@ def test_uses_the_injected_catalog(qtbot, tmp_path):
     qtbot.addWidget(dialog)
     assert rows(dialog) == [["Default", "org/model", "SD 1.x", "2.0 GB", "Hugging Face cache", str(tmp_path)]]
     assert json.dumps(Settings.load().model_folders) == "[]"
+
+
+@pytest.mark.parametrize("damage", ["fifo", "nested", "huge-layers"])
+def test_a_hostile_model_folder_is_listed_as_unusable_beside_the_others(qtbot, library, damage):
+    import os
+
+    bad = library / "hostile"
+    (bad / "unet").mkdir(parents=True)
+    (bad / "model_index.json").write_text(json.dumps(
+        {"unet": [], "vae": [], "text_encoder": [], "tokenizer": [], "scheduler": []}))
+    config = bad / "unet" / "config.json"
+    if damage == "fifo":
+        os.mkfifo(config)  # reading it would block the dialog forever
+    elif damage == "nested":
+        config.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        config.write_text(json.dumps({"layers_per_block": 100_000}))
+    dialog = ModelsDialog()
+    qtbot.addWidget(dialog)
+    table = rows(dialog)
+    assert [r[1] for r in table][:2] == ["portrait-sd15", "v2-1_768-ema-pruned"]
+    hostile = next(i for i, r in enumerate(table) if r[1] == "hostile")
+    assert table[hostile][0] == "Not usable"
+    assert {"fifo": "FIFO", "nested": "nested too deeply", "huge-layers": "layers_per_block"}[damage] \
+        in dialog.table.item(hostile, 1).toolTip()
