@@ -177,16 +177,6 @@ def check_dtypes(dtypes: dict[str, str], label: str) -> None:
                          "copy of the model")
 
 
-def weight_dtypes(component_dir: Path) -> dict[str, str]:
-    """Tensor name -> safetensors dtype over the .safetensors files of one component."""
-    from engine.single_file import read_header
-
-    dtypes: dict[str, str] = {}
-    for path in sorted(component_dir.glob("*.safetensors")):
-        dtypes.update(read_header(path).dtypes)
-    return dtypes
-
-
 def check_finite_weights(module, label: str) -> None:
     """Sample every parameter evenly (at most _SAMPLE values each) for NaN or infinity."""
     import torch

@@ -365,7 +365,7 @@ def _folder_family(folder: Path, name: str) -> str:
 def _check_weights(component_dir: Path, allow_pickle: bool) -> None:
     files = [p for p in component_dir.iterdir() if p.is_file()]
     if any(p.suffix == ".safetensors" for p in files):
-        checks.check_dtypes(checks.weight_dtypes(component_dir), component_dir.name)
+        checks.check_dtypes(_weight_dtypes(component_dir), component_dir.name)
         return
     if any(p.suffix in PICKLE_SUFFIXES for p in files):
         if allow_pickle:
@@ -438,3 +438,13 @@ def _assemble(name, source, unet, vae, encoders, scheduler_config, device, dtype
                        dtype=dtype, family=family, prediction_type=prediction, notes=notes,
                        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
                        force_zeros_for_empty_prompt=bool(zeros_for_empty))
+
+
+def _weight_dtypes(component_dir: Path) -> dict[str, str]:
+    """Tensor name -> safetensors dtype over the .safetensors files of one component."""
+    from engine.single_file import read_header
+
+    dtypes: dict[str, str] = {}
+    for path in sorted(component_dir.glob("*.safetensors")):
+        dtypes.update(read_header(path).dtypes)
+    return dtypes
