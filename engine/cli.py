@@ -77,8 +77,10 @@ def _add_common(sub: argparse.ArgumentParser, target_required: bool = True) -> N
     sub.add_argument("--model", default=None, help="diffusers folder, .safetensors file, hub id in "
                      "the local cache, or 'tiny' (random weights); default: the configured model")
     _add_params(sub, ("mask_threshold", "mask_samples", "mask_noise", "resolution", "seed"))
-    sub.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    sub.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    sub.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
+                     help="where to run (default: the setting shared with the app, or auto)")
+    sub.add_argument("--dtype", default=None, choices=["auto", "float32", "float16", "bfloat16"],
+                     help="precision (default: the setting shared with the app, or auto)")
     sub.add_argument("--memory", default=None, choices=["auto", "full", "sliced", "offload"],
                      help="GPU memory tier: auto picks from free VRAM (default: the setting, or auto)")
     sub.add_argument("--allow-download", action="store_true",
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 def _models() -> int:
     from engine.catalog import discover_models, format_table
 
-    print(format_table(discover_models()))
+    print(format_table(discover_models(_settings())))
     return 0
 
 
@@ -196,6 +198,8 @@ def _run(args) -> int:
     params = _params(args)
     if not args.target.strip():
         raise InputError("--target is empty: say what the photo should become")
+    for flag in ("target", "source", "negative"):
+        _check_text("--" + flag, getattr(args, flag, ""))
     _check_outputs(args)
     photo = imaging.load_photo(args.image)
     user_mask = None
@@ -270,17 +274,26 @@ def _load(args):
                       on_download=None if args.quiet else _DownloadBar())
 
 
-def _load_kwargs(args) -> dict:
-    """load_model's arguments from the flags and the settings (no model loaded yet)."""
+def _settings():
+    """The shared settings (app and CLI); a damaged value is an error naming it, not a guess."""
     from engine.config import Settings
 
     settings = Settings.load()
+    if settings.problems:
+        raise InputError(settings.problems[0])
+    return settings
+
+
+def _load_kwargs(args) -> dict:
+    """load_model's arguments from the flags and the settings (no model loaded yet)."""
+    settings = _settings()
     source = args.model or settings.default_model
     if not source:
         raise InputError("no model: pass --model (a diffusers folder, a .safetensors file or a hub id "
                          "in your cache; see `diffedit-studio models`), set a default in the app's "
                          "Settings, or try --model tiny (random weights, output is noise)")
-    return dict(source=source, device=args.device, dtype=args.dtype,
+    return dict(source=source, device=args.device or settings.device,
+                dtype=args.dtype or settings.dtype,
                 allow_download=args.allow_download or settings.allow_download,
                 allow_pickle=args.allow_pickle, memory_tier=args.memory or settings.memory)
 
@@ -294,6 +307,16 @@ def _batch(args) -> int:
     return batch.run(args.manifest, args.out_dir, defaults, spec,
                      ray=args.ray, actors=args.actors, report=args.report, quiet=args.quiet,
                      on_download=None if args.quiet else _DownloadBar())
+
+
+def _check_text(flag: str, text: str) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates; the tokenizer and the metadata
+    writers would fail on them only after the model is loaded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{flag} is not valid UTF-8 text (at character {exc.start + 1}); check "
+                         "the encoding of the terminal or script that passed it") from None
 
 
 def _check_outputs(args) -> None:

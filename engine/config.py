@@ -36,22 +36,63 @@ class Settings:
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     memory: str = "auto"  # GPU memory tier: auto | full | sliced | offload (engine.memory)
     allow_download: bool = False  # offline unless the user says otherwise
+    # What was wrong with the file when it was loaded (not saved): each bad value kept its default.
+    problems: list[str] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def load(cls) -> "Settings":
+        """The saved settings. A damaged file never stops a start: a value of the wrong type keeps
+        its default, an unreadable file gives all defaults, and ``problems`` says which and why."""
         path = config_dir() / "settings.json"
+        settings = cls()
+        if not path.exists():
+            return settings
         try:
+            if not path.is_file():  # a FIFO would block the read forever
+                raise ValueError("it is not a regular file")
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return cls()
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known}) if isinstance(data, dict) else cls()
+            if not isinstance(data, dict):
+                raise ValueError("it does not hold a JSON object")
+        except (OSError, ValueError, RecursionError) as exc:
+            reason = "it is nested too deeply" if isinstance(exc, RecursionError) else exc
+            settings.problems.append(f"{path} cannot be read ({reason}); every setting has its "
+                                     "default: fix or delete the file (the app's Settings rewrites it)")
+            return settings
+        for f in fields(cls):
+            if f.name not in data or f.name == "problems":
+                continue
+            value, kind = data[f.name], _KINDS.get(f.name, "text")
+            if _has_kind(value, kind):
+                setattr(settings, f.name, value)
+            else:
+                settings.problems.append(f"{path}: {f.name} must be {kind}, not {_describe(value)}; "
+                                         f"the default ({getattr(settings, f.name)!r}) is used "
+                                         "until you fix it (the app's Settings rewrites it)")
+        return settings
 
     def save(self) -> Path:
         folder = config_dir()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "settings.json"
         temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        values = {k: v for k, v in asdict(self).items() if k != "problems"}
+        temporary.write_text(json.dumps(values, indent=2), encoding="utf-8")
         os.replace(temporary, path)
         return path
+
+
+_KINDS = {"model_folders": "a list of folder names", "allow_download": "true or false"}
+
+
+def _has_kind(value, kind: str) -> bool:
+    if kind == "true or false":
+        return isinstance(value, bool)
+    if kind == "a list of folder names":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return isinstance(value, str)
+
+
+def _describe(value) -> str:
+    names = {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list",
+             dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)

@@ -7,26 +7,15 @@ from pathlib import Path
 
 
 def load_mask(path: Path, photo_size: tuple[int, int], label: str = "--mask"):
-    """A greyscale mask file as a float mask at ``photo_size``; InputError naming ``label``."""
-    from PIL import Image, UnidentifiedImageError
-
-    from engine import masks
+    """A greyscale mask file as a float mask at ``photo_size``; InputError naming ``label``
+    (engine.imaging.load_mask: the size is read from the header, a bomb is never decoded)."""
+    from engine import imaging
     from engine.errors import InputError
 
     try:
-        with Image.open(path) as image:
-            if image.size != tuple(photo_size):  # before decoding: a huge mask is refused unread
-                raise InputError(f"{label} {path} is {image.size[0]}x{image.size[1]} but the photo "
-                                 f"is {photo_size[0]}x{photo_size[1]}; they must match")
-            image.load()
-            return masks.from_image(image, expected_size=photo_size)
-    except FileNotFoundError:
-        raise InputError(f"{label} {path}: the file does not exist") from None
-    except Image.DecompressionBombError:
-        raise InputError(f"{label} {path}: far larger than the photo "
-                         f"({photo_size[0]}x{photo_size[1]}); the mask must have its size") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{label} {path}: not a readable image ({exc})") from None
+        return imaging.load_mask(path, photo_size)
+    except InputError as exc:
+        raise InputError(f"{label}: {exc}") from None
 
 
 def output_names(output: Path, count: int) -> list[Path]:
@@ -50,8 +39,9 @@ def export(path: Path, photo, result, strip_gps: bool) -> None:
 
 def check_writes(writes: list[tuple[str, Path, bool]], inputs: dict[str, Path | None], *,
                  overwritable: tuple[str, str] | None = None, overwrite: bool = False) -> None:
-    """Every file a command will write, checked before any work: its folder exists, images have
-    a known suffix, none is an input and no two are the same file.
+    """Every file a command will write, checked before any work: its folder exists and can be
+    written, its name fits the file system, images have a known suffix, none is an input and no
+    two are the same file.
 
     ``writes``: (label, path, is_image) with the label the message names (a flag, a manifest
     line); ``inputs``: description -> path of every file read. The one (write label, input
@@ -59,7 +49,7 @@ def check_writes(writes: list[tuple[str, Path, bool]], inputs: dict[str, Path | 
     replacing its photo with --overwrite); the message otherwise says so.
     """
     from engine.errors import InputError
-    from engine.imaging import SAVE_FORMATS
+    from engine.imaging import SAVE_FORMATS, writable_problem
 
     read: dict[Path, str] = {}
     for what, source in inputs.items():
@@ -72,6 +62,9 @@ def check_writes(writes: list[tuple[str, Path, bool]], inputs: dict[str, Path | 
             if not path.parent.is_dir():
                 raise InputError(f"{label} {path}: the folder {path.parent} does not exist")
             folders.add(path.parent)
+        problem = writable_problem(path)  # first: a name too long fails every other look at it
+        if problem:
+            raise InputError(f"{label} {path}: {problem}")
         if path.is_dir():
             raise InputError(f"{label} {path} is a folder; give a file name")
         if is_image and path.suffix.lower() not in SAVE_FORMATS:

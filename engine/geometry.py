@@ -29,6 +29,13 @@ class WorkingGeometry:
         scale = math.sqrt(side * side / float(width * height))
         w = max(multiple, round(width * scale))
         h = max(multiple, round(height * scale))
+        # A sliver (16 x 200000) keeps its full length when its short side is raised to the grid,
+        # 14 times the native area: shorten the long side instead, so the area stays about side².
+        if w * h > side * (side + multiple):  # beyond what rounding to the grid adds
+            if w < h:
+                h = max(multiple, side * side // w)
+            else:
+                w = max(multiple, side * side // h)
         pw = math.ceil(w / multiple) * multiple
         ph = math.ceil(h / multiple) * multiple
         return cls((width, height), (w, h), (pw, ph), latent_factor)

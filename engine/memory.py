@@ -24,11 +24,17 @@ class OutOfMemory(EngineError):
     """Out of device memory even at the most frugal tier."""
 
 
+# How allocators word it: CUDA and MPS ("out of memory"), torch's CPU allocator on Linux/macOS
+# ("can't allocate memory") and on Windows ("not enough memory").
+_OOM_WORDS = ("out of memory", "can't allocate memory", "not enough memory")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or isinstance(
-            exc, getattr(torch.cuda, "OutOfMemoryError", ())):
+    """Out of GPU or CPU memory: torch's and numpy's errors (MemoryError), whatever the device."""
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError),
+                        getattr(torch.cuda, "OutOfMemoryError", MemoryError))):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in _OOM_WORDS)
 
 
 def choose_tier(model, requested: str = "auto") -> str:

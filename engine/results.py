@@ -43,10 +43,13 @@ class EditResult:
         """PNG text chunks: a `parameters` line other SD tools read, and the full JSON."""
         p = self.params
         negative = p.negative_prompt or self.source
-        parameters = (f"{self.target}\nNegative prompt: {negative}\n"
+        # Readers split this text into lines (prompt, "Negative prompt:", settings) and the last
+        # line at commas: a newline in a prompt would forge lines, so prompts go on one line and
+        # settings values are quoted as A1111 quotes them. The "diffedit" JSON keeps them exact.
+        parameters = (f"{_one_line(self.target)}\nNegative prompt: {_one_line(negative)}\n"
                       f"Steps: {p.steps}, Sampler: DDIM, CFG scale: {p.guidance}, Seed: {p.seed}, "
-                      f"Denoising strength: {p.strength}, Model: {self.model_name}, "
-                      f"Edit: {self.method}, Source prompt: {self.source}")
+                      f"Denoising strength: {p.strength}, Model: {_quoted(self.model_name)}, "
+                      f"Edit: {self.method}, Source prompt: {_quoted(self.source)}")
         record = {"method": self.method, "source": self.source, "target": self.target,
                   "model": self.model_name, "params": p.to_dict(), "options": self.options,
                   # What made the pixels, not how long it took: the same settings give the same
@@ -54,3 +57,13 @@ class EditResult:
                   "stats": {k: v for k, v in self.stats.items() if k not in _RUN_FIGURES},
                   "software": "DiffEdit Studio"}
         return {"parameters": parameters, "diffedit": json.dumps(record)}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).splitlines())
+
+
+def _quoted(value: str) -> str:
+    """A settings value as A1111 writes it: JSON-quoted when it holds a comma, colon or newline."""
+    value = str(value)
+    return json.dumps(value) if any(c in value for c in ",:\n\r") else value

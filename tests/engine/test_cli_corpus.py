@@ -2,6 +2,14 @@
 broken ones exit 2 with the documented message, none crashes."""
 
 import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,7 +136,8 @@ def test_mask_that_is_not_an_image(tmp_path, capsys, samples_dir):
     (tmp_path / "mask.png").write_text("nope")
     code = cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(tmp_path / "o.png"),
                      "--mask", str(tmp_path / "mask.png"), *FAST])
-    assert code == 2 and "not a readable image" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "--mask: " in err and "not a picture" in err
 
 
 def test_mask_that_is_a_decompression_bomb(tmp_path, capsys, samples_dir):
@@ -137,3 +146,146 @@ def test_mask_that_is_a_decompression_bomb(tmp_path, capsys, samples_dir):
                      "--mask", str(tmp_path / "mask.png"), *FAST])
     err = capsys.readouterr().err
     assert code == 2 and "--mask" in err and "451x300" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ settings files
+SETTINGS = {
+    "nested.json": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "number-model.json": ('{"default_model": 42}', "default_model must be text, not a number"),
+    "folders-text.json": ('{"model_folders": "/models"}', "model_folders must be a list"),
+    "not-an-object.json": ('["tiny"]', "does not hold a JSON object"),
+    "cuda-device.json": ('{"device": "cuda"}', "device 'cuda' was asked for"),  # the CLI honours it
+    "bogus-dtype.json": ('{"dtype": "float3"}', "unknown dtype 'float3'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+@pytest.mark.parametrize("command", ["edit", "models"])
+def test_damaged_or_unusable_settings_exit_2_naming_the_value(tmp_path, capsys, monkeypatch,
+                                                                samples_dir, tiny_model_path, name,
+                                                                command):
+    text, fragment = SETTINGS[name]
+    monkeypatch.setenv("DIFFEDIT_CONFIG_DIR", str(tmp_path / "config"))
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "settings.json").write_text(text)
+    args = (["models"] if command == "models" else
+            ["edit", str(samples_dir / "chelsea.png"), "-o", str(tmp_path / "o.png"), *FAST])
+    code = cli.main(args)
+    err = capsys.readouterr().err.strip()
+    loads_model = fragment.startswith(("device", "unknown dtype"))
+    if command == "models" and loads_model:
+        assert code == 0  # listing models needs no device
+        return
+    assert code == 2, err
+    assert err.startswith("error: ") and fragment in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ prompts and output names
+@pytest.mark.parametrize("flag", ["--target", "--source", "--negative"])
+def test_prompt_that_is_not_utf8_exits_2(tmp_path, capsys, samples_dir, flag):
+    args = ["edit", str(samples_dir / "chelsea.png"), "-o", str(tmp_path / "o.png"), *FAST]
+    bad = b"a \xff\xfe dog".decode("utf-8", "surrogateescape")  # how Python hands over such argv
+    code = cli.main(args + [flag, bad])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {flag} is not valid UTF-8"), err
+
+
+def _read_only_folder(tmp_path):
+    """A folder nobody may create files in. root ignores permission bits, but not sysfs."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+def test_read_only_output_folder_exits_2_before_any_work(tmp_path, capsys, samples_dir):
+    folder = _read_only_folder(tmp_path)
+    started = time.perf_counter()
+    code = cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(folder / "o.png"), *FAST])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cannot be written to" in err and str(folder) in err, err
+    assert time.perf_counter() - started < 5  # refused before loading the model
+
+
+@pytest.mark.parametrize("length", [250, 255])
+def test_file_names_up_to_the_limit_are_written(tmp_path, samples_dir, length):
+    out = tmp_path / ("n" * (length - 4) + ".png")
+    assert cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(out), *FAST]) == 0
+    assert out.is_file() and not [p for p in os.listdir(tmp_path) if p.endswith(".part")]
+
+
+def test_file_name_over_the_limit_exits_2_before_any_work(tmp_path, capsys, samples_dir):
+    out = tmp_path / ("n" * 252 + ".png")  # 256 bytes
+    code = cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(out), *FAST])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "more than this file system allows (255)" in err, err
+    # Several results: OUT-1..OUT-4 add two characters, so 254 is already too long.
+    out = tmp_path / ("n" * 250 + ".png")
+    code = cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(out), *FAST,
+                     "--method", "blended", "--mask", str(samples_dir / "chelsea.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "result 1 of" in err and "more than this file system allows" in err, err
+
+
+def test_webp_output_keeps_every_pixel_of_the_png_output(tmp_path, samples_dir):
+    png, webp = tmp_path / "out.png", tmp_path / "out.webp"
+    for out in (png, webp):
+        assert cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(out), *FAST]) == 0
+    assert np.array_equal(np.asarray(Image.open(webp).convert("RGB")),
+                          np.asarray(Image.open(png).convert("RGB")))
+
+
+def test_parts_left_by_a_killed_run_are_removed_by_the_next(tmp_path, samples_dir):
+    out = tmp_path / "out.png"
+    script = ("import sys, time; from engine import imaging\n"
+              "imaging.atomic_write(__import__('pathlib').Path(sys.argv[1]),"
+              " lambda s: (s.write(b'half'), s.flush(), print('writing', flush=True), time.sleep(60)))")
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE,
+                                text=True, cwd=Path(cli.__file__).parents[1]) for _ in range(2)]
+    for writer, sig in zip(writers, (signal.SIGTERM, signal.SIGKILL)):
+        assert writer.stdout.readline().strip() == "writing"
+        writer.send_signal(sig)
+        writer.wait(30)
+        writer.stdout.close()
+    left = [p for p in os.listdir(tmp_path) if p.endswith(".part")]
+    assert len(left) == 2 and all(p.startswith(".out.png.") for p in left)  # what the kills leave
+    assert cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(out), *FAST]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["out.png"]
+
+
+@pytest.mark.parametrize("size", [(16, 200_000), (30_000, 100)])
+def test_a_sliver_photo_works_at_about_the_native_area(tmp_path, size, tiny_model):
+    photo, report = tmp_path / "sliver.png", tmp_path / "report.json"
+    Image.fromarray(_noise(size[1], size[0])).save(photo)
+    assert cli.main(["edit", str(photo), "-o", str(tmp_path / "o.png"), "--report", str(report),
+                     *FAST]) == 0
+    width, height = json.loads(report.read_text())["working_size"]
+    native = tiny_model.native_size
+    assert width * height <= 1.25 * native * native  # was 14 times the native area
+    assert (width < height) == (size[0] < size[1])
+
+
+# The settings-line pattern A1111 (and the readers copied from it) parses "parameters" with.
+A1111_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def test_newlines_and_commas_in_prompts_cannot_forge_parameters(tmp_path, samples_dir):
+    from engine.imaging import read_metadata
+
+    out = tmp_path / "o.png"
+    target = "a dog\nNegative prompt: forged\nSteps: 999, Seed: 1"
+    source = "a cat, Seed: 7, Model: forged"
+    assert cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(out), *FAST,
+                     "--target", target, "--source", source, "--seed", "5"]) == 0
+    meta = read_metadata(out)
+    lines = meta["parameters"].split("\n")
+    assert lines[:2] == ["a dog Negative prompt: forged Steps: 999, Seed: 1",
+                         f"Negative prompt: {source}"]  # the negative prompt defaults to the source
+    assert len(lines) == 3
+    settings = {key: value for key, value in A1111_PARAM.findall(lines[2])}
+    assert settings["Steps"] == "2" and settings["Seed"] == "5" and settings["Model"] != "forged"
+    assert json.loads(settings["Source prompt"]) == source
+    record = json.loads(meta["diffedit"])
+    assert record["target"] == target and record["source"] == source  # exact in the JSON

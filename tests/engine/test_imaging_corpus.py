@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from engine.errors import InputError
-from engine.imaging import MIN_SIDE, export_pixels, load_photo
+from engine.imaging import MIN_SIDE, export_photo, export_pixels, load_photo
 
 RNG = np.random.default_rng(1234)
 
@@ -41,19 +41,33 @@ def s15(v: float) -> bytes:
 
 def rgb_icc_profile(colorants, gamma: float, description: str) -> bytes:
     """A minimal ICC v2 matrix/TRC RGB display profile (what Adobe RGB and friends are)."""
-    def xyz(v):
-        return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
+    trc = _curve(gamma)
+    return _icc_profile(b"RGB ", description, [
+        (b"rXYZ", _xyz(colorants[0])), (b"gXYZ", _xyz(colorants[1])), (b"bXYZ", _xyz(colorants[2])),
+        (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc)])
 
+
+def grey_icc_profile(gamma: float, description: str) -> bytes:
+    """A minimal ICC v2 grey display profile (what "Gray Gamma 2.2" and "Dot Gain 20%" are)."""
+    return _icc_profile(b"GRAY", description, [(b"kTRC", _curve(gamma))])
+
+
+def _xyz(v) -> bytes:
+    return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
+
+
+def _curve(gamma: float) -> bytes:
+    return b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))
+
+
+def _icc_profile(space: bytes, description: str, colour_tags) -> bytes:
     desc = description.encode("ascii") + b"\0"
     tags = [
         (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(desc)) + desc + b"\0" * (8 + 3 + 67)),
-        (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
-        (b"rXYZ", xyz(colorants[0])), (b"gXYZ", xyz(colorants[1])), (b"bXYZ", xyz(colorants[2])),
-        (b"rTRC", b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))),
+        (b"wtpt", _xyz((0.9642, 1.0, 0.8249))),
+        *colour_tags,
         (b"cprt", b"text\0\0\0\0" + b"no copyright, test profile\0"),
     ]
-    tags.insert(6, (b"gTRC", tags[5][1]))
-    tags.insert(7, (b"bTRC", tags[5][1]))
     offset = 128 + 4 + 12 * len(tags)
     table, body = b"", b""
     for sig, data in tags:
@@ -61,7 +75,7 @@ def rgb_icc_profile(colorants, gamma: float, description: str) -> bytes:
         table += sig + struct.pack(">II", offset + len(body), len(data))
         body += data
     size = offset + len(body)
-    header = (struct.pack(">I", size) + b"\0" * 4 + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ "
+    header = (struct.pack(">I", size) + b"\0" * 4 + bytes([2, 0x10, 0, 0]) + b"mntr" + space + b"XYZ "
               + struct.pack(">6H", 2024, 1, 1, 0, 0, 0) + b"acsp" + b"\0" * 24
               + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249))
     header += b"\0" * (128 - len(header))
@@ -254,6 +268,75 @@ def test_wide_gamut_profile_is_converted_to_srgb_and_back_on_export(tmp_path):
     out = export_pixels(photo, edited)
     assert np.array_equal(out[4:], pixels[4:])        # untouched: the file's own bytes
     assert np.abs(out[:4].astype(int) - 128).max() <= 2  # edited: back in the linear profile
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+def test_grey_photo_with_a_grey_profile_keeps_its_pixels_and_profile(tmp_path, suffix):
+    icc = grey_icc_profile(gamma=1.0, description="Linear grey test profile")
+    grey = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (32, 1))  # 32x64, every 4th level
+    path = tmp_path / f"grey{suffix}"
+    Image.fromarray(grey, "L").save(path, icc_profile=icc, **({"quality": 100} if suffix == ".jpg" else {}))
+    with Image.open(path) as stored:
+        grey = np.asarray(stored)  # what the file holds (JPEG rounds)
+
+    photo = load_quietly(path)
+    mid = grey >= 32  # LittleCMS's 8-bit transforms are coarse in the deepest shadows
+    assert np.abs(photo.rgb[..., 0].astype(int) - srgb_encode(grey / 255.0))[mid].max() <= 2
+    assert any("Linear grey test profile" in w for w in photo.warnings)
+
+    edited = photo.rgb.copy()
+    edited[:8] = (188, 40, 40)  # a coloured edit in sRGB
+    out = export_photo(tmp_path / f"out{suffix}", photo, edited)
+    with Image.open(out) as result:
+        assert result.mode == "L" and result.info.get("icc_profile") == icc
+        pixels = np.asarray(result)
+    if suffix != ".jpg":  # JPEG is lossy by design; the others keep untouched pixels exactly
+        assert np.array_equal(pixels[8:], grey[8:])
+    assert np.abs(pixels[8:].astype(int) - grey[8:]).max() <= 3
+    assert not np.array_equal(pixels[:8], grey[:8])
+
+
+def test_grey_profile_in_webp_becomes_srgb(tmp_path):
+    icc = grey_icc_profile(gamma=1.0, description="Linear grey test profile")
+    path = tmp_path / "grey.png"
+    Image.fromarray(np.full((16, 16), 64, np.uint8), "L").save(path, icc_profile=icc)
+    photo = load_quietly(path)
+    out = export_photo(tmp_path / "out.webp", photo, photo.rgb)
+    with Image.open(out) as result:
+        assert result.mode == "RGB" and not result.info.get("icc_profile")
+        assert np.array_equal(np.asarray(result), photo.rgb)  # the same colour, in sRGB
+
+
+def test_16_bit_grey_with_a_grey_profile_keeps_depth_and_profile(tmp_path):
+    icc = grey_icc_profile(gamma=1.8, description="Grey 1.8")
+    values = (np.arange(32 * 32).reshape(32, 32) * 61).astype(np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(values).save(path, icc_profile=icc)
+    photo = load_quietly(path)
+    edited = photo.rgb.copy()
+    edited[:4] = 255
+    out = export_photo(tmp_path / "out.png", photo, edited)
+    with Image.open(out) as result:
+        assert result.mode.startswith("I") and result.info.get("icc_profile") == icc
+        assert np.array_equal(np.asarray(result)[4:], values[4:])
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_webp_export_is_lossless(tmp_path, mode):
+    pixels = noise(40, 56, 4 if mode == "RGBA" else 3)
+    if mode == "RGBA":
+        pixels[:10, :, 3] = 0  # fully transparent: its colour must survive too
+    path = tmp_path / "photo.png"
+    Image.fromarray(pixels, mode).save(path)
+    photo = load_quietly(path)
+    edited = photo.rgb.copy()
+    edited[:5] = 0
+    out = export_photo(tmp_path / "out.webp", photo, edited)
+    with Image.open(out) as result:
+        back = np.asarray(result.convert(mode))
+    assert np.array_equal(back[..., :3], edited)
+    if mode == "RGBA":
+        assert np.array_equal(back[..., 3], pixels[..., 3])
 
 
 def test_srgb_profile_is_kept_without_conversion(tmp_path):

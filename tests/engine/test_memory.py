@@ -56,6 +56,31 @@ def test_out_of_memory_retries_once_at_the_next_tier(tiny_model, photo):
     assert any("retried at 'sliced'" in w for w in result.warnings)
 
 
+class CpuStarvedUNet(FlakyUNet):
+    """Runs out of CPU memory for real on its first batch above ``max_ok``: it asks torch's
+    allocator (or numpy's) for petabytes."""
+
+    def __init__(self, unet, allocate):
+        super().__init__(unet, failures=1, max_ok=2)
+        self.allocate = allocate
+
+    def forward(self, latents, *args, **kwargs):
+        if self.failures > 0 and latents.shape[0] > self.max_ok:
+            self.batches.append(latents.shape[0])
+            self.failures -= 1
+            self.allocate(1 << 50)
+        return super().forward(latents, *args, **kwargs)
+
+
+@pytest.mark.parametrize("allocate", [torch.empty, np.empty], ids=["torch", "numpy"])
+def test_cpu_out_of_memory_retries_at_the_next_tier_like_cuda(tiny_model, photo, allocate):
+    unet = CpuStarvedUNet(tiny_model.unet, allocate)
+    model = _model(tiny_model, unet)
+    result = EditSession(model, photo).edit("a cat", "a dog", None, FAST)
+    assert result.image.shape == photo.shape and model.memory_tier == "sliced"
+    assert any("retried at 'sliced'" in w for w in result.warnings)
+
+
 def test_a_second_out_of_memory_is_a_clear_error_and_the_next_run_starts_lower(tiny_model, photo):
     unet = FlakyUNet(tiny_model.unet, failures=100, max_ok=0)
     model = _model(tiny_model, unet)
