@@ -198,8 +198,9 @@ def _run(args) -> int:
     params = _params(args)
     if not args.target.strip():
         raise InputError("--target is empty: say what the photo should become")
-    for flag in ("target", "source", "negative"):
-        _check_text("--" + flag, getattr(args, flag, ""))
+    for flag, text in (("--target", args.target), ("--source", args.source),
+                       ("--negative", getattr(args, "negative_prompt", ""))):
+        _check_text(flag, text)
     _check_outputs(args)
     photo = imaging.load_photo(args.image)
     user_mask = None
