@@ -7,8 +7,8 @@ from pathlib import Path
 from PySide6.QtGui import QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
                                QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
-                               QPlainTextEdit, QPushButton, QTableWidget, QTableWidgetItem,
-                               QTextBrowser, QVBoxLayout)
+                               QPlainTextEdit, QPushButton, QSpinBox, QTableWidget,
+                               QTableWidgetItem, QTextBrowser, QVBoxLayout)
 
 from desktop_app.panels.fields import param_box
 from desktop_app.worker import TINY_MODEL
@@ -147,6 +147,21 @@ class SettingsDialog(QDialog):
         pform.addRow("", reset)
         layout.addWidget(params_box)
 
+        history_box = QGroupBox("History")
+        hform = QFormLayout(history_box)
+        self.history_memory = QSpinBox()
+        self.history_memory.setRange(64, 1 << 20)
+        self.history_memory.setSingleStep(256)
+        self.history_memory.setSuffix(" MB")
+        self.history_memory.setValue(settings.history_memory_mb())
+        hform.addRow("Results in memory", self.history_memory)
+        note = QLabel("Beyond this, older results are kept on disk in a temporary folder and read "
+                      "back when you show them (a 12 MP result with its mask takes up to 84 MB). "
+                      "The folder is removed when the app closes.")
+        note.setWordWrap(True)
+        hform.addRow(note)
+        layout.addWidget(history_box)
+
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -197,6 +212,7 @@ class SettingsDialog(QDialog):
             steps=self.steps.value(), strength=round(self.strength.value(), 4),
             guidance=round(self.guidance.value(), 4), mask_threshold=round(self.threshold.value(), 4),
             mask_samples=self.samples.value(), feather=self.feather.value()))
+        self.settings.set_history_memory_mb(self.history_memory.value())
         super().accept()
 
 

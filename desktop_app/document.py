@@ -21,6 +21,7 @@ from desktop_app import undo
 from desktop_app.methods import extension
 from desktop_app.mask_layers import (MaskLayers, PaintLayer, Rect, Segment, apply_strokes, bbox,
                                      fold, place, segment_coverage, union)
+from desktop_app.results_store import ResultStore
 from engine import masks
 from engine.params import EditParams
 
@@ -93,6 +94,7 @@ class Document(QObject):
         self._composed: np.ndarray | None = None
         self._prefix: np.ndarray | None = None  # composed mask before the top segment's strokes
         self.history: list[HistoryEntry] = []
+        self.results = ResultStore()  # keeps the history's arrays within a memory budget
         self.preview_id: int | None = None
         self.applied: list[int] = []  # ids of applied entries, oldest first (export metadata)
         self._ids = itertools.count(1)
@@ -148,6 +150,7 @@ class Document(QObject):
             setattr(self, key, value)
         self._ids = itertools.count(max((e.id for e in self.history), default=0) + 1)
         self._groups = itertools.count(max((e.group for e in self.history), default=0) + 1)
+        self.results.fit(self.history)
         self._refold()
         if unexported:
             self._touch_work()
@@ -399,6 +402,7 @@ class Document(QObject):
             options=dict(options or {}), heatmap=heatmap,
         )
         self.history.append(entry)
+        self.results.fit(self.history)
         self._touch_work()
         self.history_changed.emit()
         return entry

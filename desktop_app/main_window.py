@@ -24,6 +24,7 @@ from desktop_app.panels.history import HistoryPanel
 from desktop_app.panels.mask import MaskPanel
 from desktop_app.panels.params import ParamsPanel
 from desktop_app.methods import finds_mask
+from desktop_app.results_store import MB
 from desktop_app.runs import RunController, RunRefused
 from desktop_app.worker import TINY_MODEL, LoadModelRequest
 from engine.batch import command_line
@@ -37,6 +38,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.engine = engine
         self.doc = Document(self)
+        self.doc.results.budget = settings.history_memory_mb() * MB
         self.model_state = "none"  # none | loading | ready | failed
         self.model_message = ""
         self.model_source = ""
@@ -512,6 +514,8 @@ class MainWindow(QMainWindow):
                             if v != before_defaults.to_dict()[k]}
         if changed_defaults:
             self.params.set_params(self.params.params().replace(**changed_defaults))
+        self.doc.results.budget = self.settings.history_memory_mb() * MB
+        self.doc.results.fit(self.doc.history)
         changed = (before.default_model, before.device, before.dtype, before.memory) != (
             after.default_model, after.device, after.dtype, after.memory)
         if changed and after.default_model:

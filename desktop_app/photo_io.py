@@ -67,14 +67,9 @@ def sample_photos() -> list[tuple[Path, str]]:
 
 
 def read_mask(path, size: tuple[int, int]) -> np.ndarray:
-    """A greyscale mask file as (H, W) float32 for a photo of ``size`` (W, H); InputError if not."""
-    try:
-        with Image.open(path) as image:
-            return masks.from_image(image, expected_size=size)
-    except InputError:
-        raise
-    except (OSError, ValueError) as exc:  # not an image Pillow can read
-        raise InputError(f"{Path(path).name} is not a readable image ({exc}).") from None
+    """A greyscale mask file as (H, W) float32 for a photo of ``size`` (W, H); InputError if not,
+    also for a decompression bomb (its size is read from the header, the pixels never)."""
+    return imaging.load_mask(path, size)
 
 
 def write_mask(path, mask: np.ndarray) -> Path:

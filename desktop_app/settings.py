@@ -2,7 +2,7 @@
 
 Model, device and precision live in engine.config (shared with the CLI, so `diffedit-studio edit`
 uses the model chosen here); app-only things (parameter defaults, recent files, window layout,
-mask colour) live in QSettings.
+mask colour, history memory) live in QSettings.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QColor
 
+from desktop_app.results_store import DEFAULT_BUDGET_MB
 from engine import config
 from engine.params import EditParams
 
@@ -54,6 +55,18 @@ class AppSettings:
 
     def set_default_params(self, params: EditParams) -> None:
         self.q.setValue("defaults/params", json.dumps(params.validate().to_dict()))
+
+    # ------------------------------------------------------------------ history memory
+
+    def history_memory_mb(self) -> int:
+        """Memory for history results before older ones move to disk (results_store)."""
+        try:
+            return max(64, int(self.q.value("history/memory_mb", DEFAULT_BUDGET_MB)))
+        except (TypeError, ValueError):
+            return DEFAULT_BUDGET_MB
+
+    def set_history_memory_mb(self, megabytes: int) -> None:
+        self.q.setValue("history/memory_mb", int(megabytes))
 
     # ------------------------------------------------------------------ recent files
 

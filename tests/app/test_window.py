@@ -315,6 +315,26 @@ def test_mask_save_and_load_round_trip(qtbot, window, tmp_path, dialogs):
     assert "10x10" in dialogs.texts()
 
 
+@pytest.mark.parametrize("name,fragment", [("bomb.png", "100000x100000"),
+                                           ("text.png", "not a picture"),
+                                           ("absent.png", "does not exist")])
+def test_a_bad_mask_file_gives_a_dialog(qtbot, window, tmp_path, dialogs, name, fragment):
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    if name == "bomb.png":  # a header claiming 10 gigapixels: refused before decoding
+        ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+        (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    elif name == "text.png":
+        (tmp_path / name).write_text("not pixels")
+    before = window.doc.composed.copy()
+    assert not window.load_mask(tmp_path / name)
+    assert fragment in dialogs.texts() and "Cannot load the mask" in str(dialogs.shown)
+    assert np.array_equal(window.doc.composed, before)
+
+
 def test_no_model_state_offers_the_tiny_model(qtbot, settings, fake_engine):
     engine = EngineController(fake_engine)
     win = MainWindow(settings, engine)

@@ -244,8 +244,9 @@ def test_parts_left_by_a_killed_run_are_removed_by_the_next(tmp_path, samples_di
               " lambda s: (s.write(b'half'), s.flush(), print('writing', flush=True), time.sleep(60)))")
     writers = [subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE,
                                 text=True, cwd=Path(cli.__file__).parents[1]) for _ in range(2)]
-    for writer, sig in zip(writers, (signal.SIGTERM, signal.SIGKILL)):
+    for writer in writers:  # both mid-write before either dies (a later start would clean up)
         assert writer.stdout.readline().strip() == "writing"
+    for writer, sig in zip(writers, (signal.SIGTERM, signal.SIGKILL)):
         writer.send_signal(sig)
         writer.wait(30)
         writer.stdout.close()
