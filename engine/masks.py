@@ -11,6 +11,11 @@ from PIL import Image, ImageFilter
 
 from engine.errors import InputError
 
+# An all-zero heatmap (engine.methods.diffedit.estimate_heatmap found no disagreement beyond its
+# sampling noise): said instead of a mask made up from noise.
+TEXTS_AGREE = ("the texts do not disagree anywhere: describe the change more concretely, or paint "
+               "the mask")
+
 
 def threshold(heatmap: np.ndarray, level: float) -> np.ndarray:
     """Binary mask of the pixels whose heatmap value is above ``level``."""
@@ -18,7 +23,10 @@ def threshold(heatmap: np.ndarray, level: float) -> np.ndarray:
 
 
 def threshold_auto(heatmap: np.ndarray, level: float) -> np.ndarray:
-    """An automatic mask: ``threshold`` refused when it selects nothing (the one sentence)."""
+    """An automatic mask: ``threshold`` refused when it selects nothing (the one sentence), or
+    TEXTS_AGREE when the heatmap is empty."""
+    if not np.asarray(heatmap).any():
+        raise InputError(TEXTS_AGREE)
     mask = threshold(heatmap, level)
     if not mask.any():
         raise InputError("the automatic mask is empty: the two texts predict the same noise "

@@ -102,6 +102,8 @@ class EditSession:
         def estimate(ctx):
             heatmap = geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
             self.mask_stats = ctx.stats()
+            if not heatmap.any():
+                self.warnings.append(masks.TEXTS_AGREE)
             return heatmap
         return self._with_memory_fallback(estimate, on_step, should_stop)
 
@@ -284,6 +286,6 @@ class EditSession:
                 heat = diffedit.estimate_heatmap(
                     ctx, schedule, self.image_latent(geometry), self.embed(source),
                     self.embed(target), params.mask_samples, params.mask_noise, params.seed,
-                    self.backbone.max_batch)
+                    self.backbone.max_batch, geometry.latent_content)
                 return heat.cpu().numpy()
         return self._heatmaps.get_or(key, build)

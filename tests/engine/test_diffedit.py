@@ -229,15 +229,18 @@ def test_masked_decode_follows_the_encoding_at_the_matching_level_outside_the_ma
     assert not torch.allclose(final[..., :3], trajectory[0][..., :3])
 
 
-def test_the_mask_reaches_the_latent_by_area_not_nearest():
+def test_the_masks_coverage_of_latent_cells_is_by_area_not_nearest():
     from engine.geometry import WorkingGeometry
 
     geometry = WorkingGeometry.fit((64, 64), 64, 8, 8)
     mask = np.zeros((64, 64), np.float32)
     mask[:, :4] = 1.0  # half of the first latent column's 8-px cells
     mask[:, 16:24] = 1.0  # all of the third
+    coverage = geometry.mask_coverage(mask)
+    assert coverage.shape == (8, 8)
+    np.testing.assert_allclose(coverage[:, 0], 0.5, atol=1e-3)
+    np.testing.assert_allclose(coverage[:, 2], 1.0, atol=1e-3)
+    np.testing.assert_allclose(coverage[:, [1, 3, 4, 5, 6, 7]], 0.0, atol=1e-3)
+    # The sampler edits both covered columns at full strength (the paste-back keeps the rest).
     latent = geometry.mask_to_latent(mask)
-    assert latent.shape == (8, 8)
-    np.testing.assert_allclose(latent[:, 0], 0.5, atol=1e-3)
-    np.testing.assert_allclose(latent[:, 2], 1.0, atol=1e-3)
-    np.testing.assert_allclose(latent[:, [1, 3, 4, 5, 6, 7]], 0.0, atol=1e-3)
+    assert np.all(latent[:, [0, 2]] == 1.0) and not latent[:, [1, 3, 4, 5, 6, 7]].any()

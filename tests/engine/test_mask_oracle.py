@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from engine import masks
+from engine.errors import InputError
 from engine.params import EditParams
 from engine.session import EditSession
 
@@ -76,7 +77,69 @@ def test_heatmap_recovers_the_region_on_odd_sizes(tiny_model, size):
     assert _iou(masks.threshold(heatmap, 0.5) > 0, expected) >= 0.9
 
 
-def test_identical_texts_give_an_empty_heatmap(tiny_model):
-    photo = np.full((96, 96, 3), 128, np.uint8)
-    heatmap = EditSession(tiny_model, photo).estimate_mask("a cat", "a cat", EditParams(mask_samples=2))
-    assert not heatmap.any()
+class FlatOracle(torch.nn.Module):
+    """The texts change the prediction by a pointwise function of the noisy latent: the same
+    statistics in every cell, so no region where they disagree more than elsewhere."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def forward(self, latents, timestep, encoder_hidden_states, return_dict=False, **_):
+        text = encoder_hidden_states.float().mean(dim=(1, 2))[:, None, None, None]
+        return (0.5 * latents + text * torch.sin(40.0 * latents),)
+
+
+def test_texts_that_disagree_only_by_noise_give_no_mask_and_say_so(tiny_model):
+    from engine.masks import TEXTS_AGREE
+
+    model = dataclasses.replace(tiny_model, unet=FlatOracle(tiny_model.unet.config))
+    photo = np.random.default_rng(0).integers(0, 256, (300, 451, 3), dtype=np.uint8)
+    session = EditSession(model, photo)
+    heatmap = session.estimate_mask("a cat", "a dog", EditParams())
+    assert not heatmap.any()  # it selected 42 % of the photo at threshold 0.5
+    assert session.warnings == [TEXTS_AGREE]
+    with pytest.raises(InputError, match="the texts do not disagree anywhere"):
+        session.edit("a cat", "a dog", None, EditParams(steps=2))
+
+
+def test_identical_texts_give_an_empty_heatmap_with_the_warning(tiny_model):
+    from engine.masks import TEXTS_AGREE
+
+    session = EditSession(tiny_model, np.full((96, 96, 3), 128, np.uint8))
+    assert not session.estimate_mask("a cat", "a cat", EditParams(mask_samples=2)).any()
+    assert session.warnings == [TEXTS_AGREE]
+
+
+def test_padding_cells_neither_enter_the_statistics_nor_the_map():
+    from engine.inversion import Schedule
+    from engine.methods.diffedit import estimate_heatmap
+    from engine.runtime import RunContext
+    from engine.tiny_model import SD_SCHEDULER
+
+    rows, columns = 6, 5  # the photo's cells; the latent is 8 x 8
+    region = (slice(1, 3), slice(1, 4))
+
+    def oracle(padding_shift):
+        class Padded(OracleUNet):
+            def forward(self, latents, timestep, encoder_hidden_states, **kwargs):
+                (out,) = super().forward(latents, timestep, encoder_hidden_states, **kwargs)
+                text = encoder_hidden_states.float().mean(dim=(1, 2))[:, None, None, None]
+                out = out.clone()
+                out[:, :, rows:, :] += padding_shift * text  # the edge-padded rows disagree most
+                return (out,)
+        return Padded(None, region)
+
+    schedule = Schedule.from_config(SD_SCHEDULER, 10)
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    source, target = torch.zeros(1, 77, 8), torch.ones(1, 77, 8)
+    maps = []
+    for shift in (0.0, 1000.0):
+        model = type("Model", (), {"unet": oracle(shift), "device": torch.device("cpu"),
+                                   "dtype": torch.float32, "prediction_type": "epsilon"})()
+        maps.append(estimate_heatmap(RunContext(model), schedule, z0, source, target, 3, 0.5, 0, 8,
+                                     content=(columns, rows)))
+    clean, padded = maps
+    assert torch.equal(clean, padded)
+    assert not padded[rows:].any() and not padded[:, columns:].any()
+    assert padded[region].min() == 1.0 and padded[:rows, :columns].max() == 1.0

@@ -37,7 +37,7 @@ def test_tiny_sdxl_loads_through_the_model_loader(tiny_sdxl, tiny_sdxl_path):
     assert m.vae.config.scaling_factor == 0.13025
     assert m.scheduler_config["_class_name"] == "EulerDiscreteScheduler"
     assert m.scheduler_config["clip_sample"] is False and m.scheduler_config["set_alpha_to_one"] is False
-    assert (m.native_size, m.vae_scale_factor, m.size_multiple) == (128, 8, 32)
+    assert (m.native_size, m.vae_scale_factor, m.size_multiple) == (128, 8, 8)
     assert not any(module.training for e in (m.unet, m.vae, *m.text_encoders) for module in e.modules())
     by_name = load_model("tiny-sdxl", device="cpu")
     assert by_name.family == "sdxl" and by_name.source == str(tiny_sdxl_path)

@@ -1,0 +1,104 @@
+"""Working geometry: masks reach the latent at full strength, latent maps land on the photo where
+their cells lie, and the padding stays under one latent cell."""
+
+import numpy as np
+import pytest
+import torch
+
+from engine.geometry import CORE_COVERAGE, WorkingGeometry
+from engine.params import EditParams
+from engine.session import EditSession
+
+# Odd sizes, portrait, 12 and 24 megapixels.
+PHOTO_SIZES = [(451, 300), (300, 451), (1001, 777), (4000, 3000), (3000, 4000), (6000, 4000)]
+
+
+@pytest.mark.parametrize("width", [2, 4, 8, 12])
+def test_thin_strokes_are_edited_at_full_strength_and_nothing_beyond_their_cells(width):
+    geometry = WorkingGeometry.fit((512, 512), 512, 8, 8)
+    for offset in range(8):  # every position of the stroke across a latent cell
+        left = 200 + offset
+        mask = np.zeros((512, 512), np.float32)
+        mask[100:300, left:left + width] = 1.0
+        latent = geometry.mask_to_latent(mask)
+        touched = np.zeros(latent.shape, bool)
+        touched[100 // 8:299 // 8 + 1, left // 8:(left + width - 1) // 8 + 1] = True
+        assert np.all(latent[touched] == 1.0), (width, offset)
+        assert np.all(latent[~touched] == 0.0), (width, offset)
+
+
+def test_a_faint_trace_below_the_core_coverage_stays_out():
+    geometry = WorkingGeometry.fit((64, 64), 64, 8, 8)
+    mask = np.zeros((64, 64), np.float32)
+    mask[:, 0:2] = 0.2  # a feather's tail: 1/20 of the first column's cells
+    mask[:, 16:17] = 1.0  # one hard pixel column: 1/8 of the third column's cells
+    assert 0.2 * 2 / 8 < CORE_COVERAGE <= 1 / 8
+    latent = geometry.mask_to_latent(mask)
+    assert np.all(latent[:, 2] == 1.0)
+    assert not latent[:, [0, 1, 3, 4, 5, 6, 7]].any()
+
+
+@pytest.mark.parametrize("size", PHOTO_SIZES)
+def test_latent_cells_land_on_the_photo_where_they_lie(size):
+    """A map whose cells hold their own centres' photo positions reads back the position of
+    every photo pixel between the first and the last cell centre (to a hundredth of a cell),
+    and within half a cell at the borders (where the map holds its edge value)."""
+    width, height = size
+    geometry = WorkingGeometry.fit(size, 512, 8, 8)
+    (w, h), f = geometry.content_size, geometry.latent_factor
+    lw, lh = geometry.latent_size
+    for axis, (n, content, cells) in enumerate(((height, h, lh), (width, w, lw))):
+        cell = f * n / content  # photo pixels per latent cell on this axis
+        centres = (np.arange(cells) + 0.5) * cell  # photo position of each cell's centre
+        ramp = np.broadcast_to(centres[:, None] if axis == 0 else centres[None, :], (lh, lw)) / n
+        photo = geometry.latent_map_to_photo(np.ascontiguousarray(ramp, np.float32))
+        line = photo[:, width // 2] if axis == 0 else photo[height // 2, :]
+        position = np.arange(n) + 0.5
+        error = np.abs(line * n - position) / cell  # in latent cells
+        inside = (position >= centres[0]) & (position <= min(centres[-1], n))
+        assert error[inside].max() < 0.01, (size, axis, error[inside].max())
+        assert error.max() < 0.5, (size, axis, error.max())
+
+
+@pytest.mark.parametrize("size", PHOTO_SIZES)
+def test_working_size_is_padded_by_less_than_one_latent_cell(tiny_model, size):
+    width, height = size
+    session = EditSession(tiny_model, np.zeros((height, width, 3), np.uint8))
+    geometry = session.geometry(EditParams(resolution=512))
+    (w, h), (pw, ph) = geometry.content_size, geometry.padded_size
+    assert 0 <= pw - w < 8 and 0 <= ph - h < 8
+    assert pw % 8 == 0 and ph % 8 == 0
+    assert pw * ph / (w * h) - 1 < 0.025  # was up to 25 % at multiples of 64 (1001x777)
+
+
+def test_an_sd_shaped_unet_runs_at_any_latent_size():
+    """SD's four-level UNet at latent sizes that are not multiples of its 8-cell depth."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(16, 16, 32, 32), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=16,
+        attention_head_dim=8, norm_num_groups=8).eval()
+    text = torch.randn(1, 7, 16)
+    for rows, columns in [(9, 13), (7, 5), (17, 11)]:
+        with torch.no_grad():
+            out = unet(torch.randn(1, 4, rows, columns), 10, encoder_hidden_states=text).sample
+        assert out.shape == (1, 4, rows, columns)
+        assert torch.isfinite(out).all()
+
+
+def test_an_sdxl_unet_runs_at_any_latent_size(tiny_sdxl):
+    """SDXL's UNet (text-time conditioning, three levels) at latent sizes off its 4-cell depth."""
+    unet, config = tiny_sdxl.unet, tiny_sdxl.unet.config
+    pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+    torch.manual_seed(0)
+    text = torch.randn(1, 7, config.cross_attention_dim)
+    added = {"text_embeds": torch.randn(1, pooled), "time_ids": torch.tensor([[64.0] * 6])}
+    for rows, columns in [(9, 13), (7, 5), (17, 11)]:
+        with torch.no_grad():
+            out = unet(torch.randn(1, 4, rows, columns), 10, encoder_hidden_states=text,
+                       added_cond_kwargs=added).sample
+        assert out.shape == (1, 4, rows, columns)
+        assert torch.isfinite(out).all()
