@@ -193,7 +193,7 @@ def _item(where: str, row: dict, folder: Path, out_dir: Path, defaults: Defaults
     if "instruction" in row:
         raise _bad(where, "instruction", "no method of this engine takes an instruction yet; "
                    "describe the edit with 'source' and 'target'")
-    params = defaults.params
+    params = methods.carry_params(defaults.params, defaults.method, method)
     for name in row.keys() & _PARAM_FIELDS.keys():
         with _field(where, name):
             params = params.replace(**{name: _typed(_PARAM_FIELDS[name], row[name])}).validate()

@@ -103,13 +103,16 @@ def _add_edit_flags(sub: argparse.ArgumentParser) -> None:
 
 
 def _add_params(sub: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
-    """One flag per EditParams field, generated from its description (help, default, zero)."""
+    """One flag per EditParams field, generated from its description (help, default, zero).
+    A flag not given stays None: _params fills in the method's own default."""
     table = field_table()
     for name in names:
         f = table[name]
         default = f"default: {f.metadata['zero']}" if f.metadata.get("zero") and not f.default \
             else f"default {f.default!r}" if isinstance(f.default, str) else f"default {f.default}"
-        sub.add_argument(fields.flag(f), dest=name, type=fields.kind(f), default=f.default,
+        default += "".join(f"; {info.name} {info.defaults[name]}" for info in methods.METHODS.values()
+                           if name in info.defaults)
+        sub.add_argument(fields.flag(f), dest=name, type=fields.kind(f), default=None,
                          metavar={int: "N", float: "X"}.get(fields.kind(f), "TEXT"),
                          help=f"{f.metadata['help']} ({default})".replace("%", "%%"))
 
@@ -125,8 +128,9 @@ def _add_method_options(sub: argparse.ArgumentParser) -> None:
             seen[f.name] = info.name
             group = group or sub.add_argument_group(f"{info.title} options (--method {info.name})")
             flag, kind = fields.flag(f), fields.kind(f)
-            if kind is bool:
-                group.add_argument(flag, dest=f"opt_{f.name}", action="store_true", default=None,
+            if kind is bool:  # an option on by default is turned off with --no-...
+                action = argparse.BooleanOptionalAction if f.default else "store_true"
+                group.add_argument(flag, dest=f"opt_{f.name}", action=action, default=None,
                                    help=f.metadata["help"])
             else:
                 group.add_argument(flag, dest=f"opt_{f.name}", type=kind, default=None,
@@ -187,9 +191,12 @@ def _models() -> int:
 
 
 def _params(args) -> EditParams:
-    """EditParams from the flags _add_params made (the others keep their defaults)."""
-    given = {name: getattr(args, name) for name in field_table() if hasattr(args, name)}
-    return EditParams(**given).validate()
+    """EditParams from the flags _add_params made; the others keep the method's own defaults
+    (MethodInfo.default_params)."""
+    given = {name: getattr(args, name) for name in field_table()
+             if getattr(args, name, None) is not None}
+    return methods.info(getattr(args, "method", "diffedit")).default_params().replace(
+        **given).validate()
 
 
 def _run(args) -> int:
@@ -199,7 +206,7 @@ def _run(args) -> int:
     if not args.target.strip():
         raise InputError("--target is empty: say what the photo should become")
     for flag, text in (("--target", args.target), ("--source", args.source),
-                       ("--negative", getattr(args, "negative_prompt", ""))):
+                       ("--negative", params.negative_prompt)):
         _check_text(flag, text)
     _check_outputs(args)
     photo = imaging.load_photo(args.image)

@@ -15,6 +15,10 @@ from PIL import Image
 from engine import masks
 
 CORE_COVERAGE = 1 / 16  # share of a latent cell a mask must cover to be edited there at full strength
+DETAIL_RADIUS = 2  # working pixels around each pixel in which the edit's gain is measured
+DETAIL_FLAT = (0.01 * 255) ** 2  # variance of a flat patch: the gain is drawn towards 1 below it
+DETAIL_CHANGE = (0.05 * 255) ** 2  # residual variance at which an edit keeps half the old detail
+DETAIL_STRIP_ROWS = 512
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,38 @@ class WorkingGeometry:
             return cropped
         return np.asarray(Image.fromarray(cropped).resize(self.photo_size, Image.Resampling.LANCZOS))
 
+    def from_working_with_detail(self, rgb: np.ndarray, photo: np.ndarray) -> np.ndarray:
+        """``from_working``, with the photo's own detail finer than the working size carried over
+        where the edit kept the photo's structure (a global edit of a big photo otherwise comes
+        back as the working-size render scaled up, 6.8x on 12 MP).
+
+        Per channel and pixel: ``a * photo + upscaled(edit - a * working photo)``, with ``a``
+        the edit's local linear gain against the working photo (a guided filter's coefficient,
+        He et al. 2013, here drawn towards 1 where the working photo is flat), upscaled. With
+        ``a`` 1 this is the upscaled edit plus exactly the detail the model never saw; a local
+        change of brightness or colour scales that detail with it; where the edit drew
+        something else (no correlation, ``a`` near 0) the old detail is not added.
+        """
+        w, h = self.content_size
+        width, height = self.photo_size
+        if width <= w and height <= h:
+            return self.from_working(rgb)
+        edit = np.asarray(rgb[:h, :w], np.float32)
+        guide = np.asarray(Image.fromarray(photo).resize((w, h), Image.Resampling.LANCZOS), np.float32)
+        out = np.empty_like(photo)
+        for c in range(3):
+            gain = _local_gain(guide[..., c], edit[..., c])
+            rest = edit[..., c] - gain * guide[..., c]
+            for top in range(0, height, DETAIL_STRIP_ROWS):  # strips bound the memory on 24 MP
+                bottom = min(height, top + DETAIL_STRIP_ROWS)
+                box = (0.0, top * h / height, float(w), bottom * h / height)
+                size = (width, bottom - top)
+                a = _resize_float(gain, size, Image.Resampling.BILINEAR, box)
+                b = _resize_float(rest, size, Image.Resampling.LANCZOS, box)
+                strip = a * photo[top:bottom, :, c] + b
+                out[top:bottom, :, c] = np.clip(np.rint(strip), 0, 255)
+        return out
+
     def mask_coverage(self, mask: np.ndarray) -> np.ndarray:
         """The share of each latent cell's area the photo's mask covers (soft values count in
         part), zero over the padding."""
@@ -102,3 +138,35 @@ class WorkingGeometry:
         image = Image.fromarray(cropped, mode="F").resize(
             self.photo_size, Image.Resampling.BILINEAR, box=(0.0, 0.0, w / f, h / f))
         return np.clip(np.asarray(image, np.float32), 0.0, 1.0)
+
+
+def _box_mean(values: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over the (2r+1)-square around each pixel (clipped at the borders)."""
+    table = np.pad(values.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    height, width = values.shape
+    top = np.clip(np.arange(height) - radius, 0, height)
+    bottom = np.clip(np.arange(height) + radius + 1, 0, height)
+    left = np.clip(np.arange(width) - radius, 0, width)
+    right = np.clip(np.arange(width) + radius + 1, 0, width)
+    total = (table[bottom][:, right] - table[top][:, right]
+             - table[bottom][:, left] + table[top][:, left])
+    area = (bottom - top)[:, None] * (right - left)[None, :]
+    return (total / area).astype(np.float32)
+
+
+def _local_gain(guide: np.ndarray, edit: np.ndarray) -> np.ndarray:
+    """How much of the photo's detail the edit keeps, per working pixel (smoothed): the slope of
+    the local linear fit edit ~ slope * guide + b (drawn towards 1 on flat patches, where
+    nothing says the detail changed), times how well that fit explains the edit (an edit that
+    drew something new leaves a large residual, and gets none of the old detail)."""
+    mean_g, mean_e = _box_mean(guide, DETAIL_RADIUS), _box_mean(edit, DETAIL_RADIUS)
+    var_g = _box_mean(guide * guide, DETAIL_RADIUS) - mean_g * mean_g
+    var_e = _box_mean(edit * edit, DETAIL_RADIUS) - mean_e * mean_e
+    covariance = _box_mean(guide * edit, DETAIL_RADIUS) - mean_g * mean_e
+    slope = (covariance + DETAIL_FLAT) / (var_g + DETAIL_FLAT)
+    residual = np.maximum(var_e - 2 * slope * covariance + slope * slope * var_g, 0.0)
+    return _box_mean(slope * DETAIL_CHANGE / (DETAIL_CHANGE + residual), DETAIL_RADIUS)
+
+
+def _resize_float(values: np.ndarray, size: tuple[int, int], method, box) -> np.ndarray:
+    return np.asarray(Image.fromarray(values, mode="F").resize(size, method, box=box), np.float32)

@@ -114,10 +114,13 @@ class EditSession:
                         should_stop=should_stop)[0]
 
     def run(self, method: str, source: str, target: str, mask: np.ndarray | None,
-            params: EditParams = EditParams(), options: dict | None = None, *,
+            params: EditParams | None = None, options: dict | None = None, *,
             on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> list[EditResult]:
-        """Run any registered method; returns its results (several for multi-candidate methods)."""
+        """Run any registered method; returns its results (several for multi-candidate methods).
+        Without ``params``, the method's own defaults (``MethodInfo.default_params``)."""
         self.warnings.clear()
+        if params is None:
+            params = methods.info(method).default_params()
         parsed = methods.check_inputs(method, source, target, mask, params, options,
                                       methods.PAINT_IN_PHOTO)
         source, target = (source or "").strip(), target.strip()
@@ -168,12 +171,13 @@ class EditSession:
         """Decode ``latent``, scale it to the photo and paste it back through ``mask``
         (None: the whole photo changes)."""
         with ctx.timed("decode"):
-            edited = geometry.from_working(self.decode_latent(latent))
+            decoded = self.decode_latent(latent)
         with ctx.timed("paste"):
-            if mask is None:
-                image = edited
+            if mask is None:  # a global edit: the photo's finer detail is kept where it can be
+                image = geometry.from_working_with_detail(decoded, self.rgb)
                 mask = np.ones(self.rgb.shape[:2], np.float32)
             else:
+                edited = geometry.from_working(decoded)
                 image = masks.composite(self.rgb, edited, masks.paste_alpha(mask, params.feather))
         stats = ctx.stats()
         stats["working_size"] = list(geometry.padded_size)

@@ -82,6 +82,9 @@ class MethodInfo:
     # stage -> steps one run reports (on_step totals), from (params, options, has_mask): the
     # app's time-left estimate.
     plan: Callable[[EditParams, object, bool], dict[str, int]] = _encode_decode
+    # EditParams fields whose default differs for this method (its paper's and reference code's);
+    # a value the user gives always wins.
+    defaults: dict[str, object] = field(default_factory=dict)
 
     def shows(self, name: str, options: dict | None = None) -> bool:
         """Whether the panel shows ``name`` (an EditParams field, an option, or "variations")."""
@@ -91,6 +94,10 @@ class MethodInfo:
         if name == "variations":
             return self.variations
         return name in self.params or name in self.option_names()
+
+    def default_params(self) -> EditParams:
+        """EditParams' defaults with this method's own (``defaults``) in place."""
+        return EditParams().replace(**self.defaults)
 
     def option_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(self.options))
@@ -235,12 +242,18 @@ METHODS: dict[str, MethodInfo] = {
                    uses_source=True,  # it inverts under the caption and maps its words
                    # Deterministic (no seed, eta or variations); the source is its negative text.
                    params=("steps", "strength", "guidance", "mask_threshold", "feather"),
-                   variations=False, checks=_p2p_checks),
+                   variations=False, checks=_p2p_checks,
+                   # It edits from the fully inverted photo (google/prompt-to-prompt inverts
+                   # all 50 DDIM steps before editing).
+                   defaults={"strength": 1.0}),
         MethodInfo("pnp", "Plug-and-Play", "Translate the whole photo to the target text while "
                    "keeping its structure (features and self-attention injected from the photo).",
                    _options.PlugAndPlayOptions, "none", uses_source=False,
                    params=("negative_prompt", "steps", "strength", "guidance", "eta", "seed"),
-                   variations=True),
+                   variations=True,
+                   # It translates from the fully inverted photo (pnp-diffusers inverts to the
+                   # last timestep and samples all 50 steps from there).
+                   defaults={"strength": 1.0}),
     )
 }
 
@@ -250,6 +263,16 @@ def info(name: str) -> MethodInfo:
         return METHODS[name]
     except KeyError:
         raise InputError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}") from None
+
+
+def carry_params(params: EditParams, old: str, new: str) -> EditParams:
+    """``params`` set for method ``old``, moved to method ``new``: a field still at ``old``'s own
+    default takes ``new``'s (a ratio left at DiffEdit's 0.8 becomes Prompt-to-Prompt's 1.0); a
+    field set to anything else is the user's and stays."""
+    before, after = info(old).default_params(), info(new).default_params()
+    names = {*info(old).defaults, *info(new).defaults}
+    return params.replace(**{name: getattr(after, name) for name in names
+                             if getattr(params, name) == getattr(before, name)})
 
 
 def result_count(name: str, options: dict) -> int:

@@ -51,6 +51,9 @@ class PromptToPromptOptions:
     blend_words: str = option("", "local blend: words whose attention area may change (empty: off)")
     blend_threshold: float = option(0.3, "local blend: attention level that becomes the mask",
                                     range=(0.0, 1.0))
+    direct_inversion: bool = option(True, "keep the source branch on the photo's inverted path at "
+                                    "every step and move the edit with it (Direct Inversion): no "
+                                    "drift from the photo, no extra work")
 
 
 @dataclass(frozen=True)

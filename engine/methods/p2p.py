@@ -6,7 +6,11 @@
    The source branch is then guided by eps(src) + g * (eps(src) - eps(src)) = eps(src) whatever
    g is, so it is one UNet evaluation per step and retraces the inversion backwards: it is the
    photo's reconstruction. (Null-text inversion gets the same effect by optimising an embedding
-   per step, which costs hundreds of extra UNet passes; this costs none.)
+   per step, which costs hundreds of extra UNet passes; this costs none.) DDIM retraces its
+   inversion only approximately; with ``direct_inversion`` (Ju et al., 2024, default) the source
+   branch is put back on the inverted latents after every step and the target moved with it,
+   so nothing drifts, still at no extra UNet evaluation. The default encoding ratio is 1, as in
+   P2P's own code: the photo is inverted through every step.
 3. The target branch's attention is controlled from the source branch's: cross-attention
    (which pixels each word shapes) during the first ``cross_fraction`` of the steps, and
    self-attention (the layout) during the first ``self_fraction``. Word swap maps each target
@@ -360,6 +364,13 @@ def sample(ctx, backbone, schedule: Schedule, trajectory: list[torch.Tensor], so
                 eps_tgt = eps[1:2]
             x_src = ddim_step(x_src, eps_src, alpha_t, alpha_next)
             x_tgt = ddim_step(x_tgt, eps_tgt, alpha_t, alpha_next)
+            if options.direct_inversion:
+                # Direct Inversion (Ju et al., 2024): the source's step from the inverted latent
+                # misses the inverted latent one level down (trajectory[count - index - 1]) by
+                # the inversion's own error. The source is put back on it and the target moved
+                # by the same amount, so identical texts retrace the inversion exactly.
+                correction = trajectory[count - index - 1] - x_src
+                x_src, x_tgt = x_src + correction, x_tgt + correction
             keep = user_mask
             if keep is None and control.blend and index >= blend_from:
                 keep = (control.blend_map() > options.blend_threshold).float()[None, None]

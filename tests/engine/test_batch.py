@@ -126,6 +126,19 @@ def test_csv_cells_are_typed_and_a_bad_one_is_named(photos, tmp_path, capsys):
     assert "bad.csv line 3, field 'steps'" in message and "whole number" in message
 
 
+def test_each_item_gets_its_methods_own_defaults_unless_a_value_is_given(photos, tmp_path):
+    (photos / "methods.csv").write_text("image,target,source,method,strength\n"
+                                        "p0.png,a dog,a cat,p2p,\n"
+                                        "p1.png,a dog,a cat,p2p,0.5\n"
+                                        "p2.jpg,a dog,,,\n", encoding="utf-8")
+    items = batch.read_manifest(photos / "methods.csv", tmp_path, batch.Defaults(target=""), "tiny")
+    # Prompt-to-Prompt inverts fully by default; a given ratio wins; DiffEdit keeps its 0.8.
+    assert [item.params.strength for item in items] == [1.0, 0.5, 0.8]
+    flags = batch.Defaults(target="", params=batch.EditParams(strength=0.6))  # --strength 0.6
+    assert {item.params.strength for item in batch.read_manifest(
+        photos / "methods.csv", tmp_path, flags, "tiny")} == {0.6, 0.5}
+
+
 def test_outputs_are_never_inputs_and_existing_files_are_never_replaced(photos, tmp_path, capsys):
     manifest = write_jsonl(photos / "batch.jsonl", [{"image": "p0.png", "target": "a dog"}])
     # The output folder is the photos' own: p0.png would replace its photo.

@@ -53,7 +53,7 @@ def _reconstruct(ctx, schedule, trajectory, embedding):
 def test_identical_prompts_reproduce_the_inversions_reconstruction(tiny_model, cat, mode, params):
     session = EditSession(tiny_model, cat)
     ctx, geometry, schedule, trajectory = _setup(session, params, SOURCE)
-    options = _options(mode=mode, self_fraction=0.6, cross_fraction=1.0)
+    options = _options(mode=mode, self_fraction=0.6, cross_fraction=1.0, direct_inversion=False)
     embedding = session.embed(SOURCE)
     plan = p2p.plan_tokens(tiny_model.tokenizer, SOURCE, SOURCE, options)
     latents, _ = p2p.sample(ctx, ctx.backbone, schedule, trajectory, embedding, embedding, plan,
@@ -65,14 +65,81 @@ def test_identical_prompts_reproduce_the_inversions_reconstruction(tiny_model, c
     # and explicit attention probabilities sum in another order than one row through SDPA.
     alone = _reconstruct(ctx, schedule, trajectory, embedding)
     assert torch.allclose(latents[1:], alone, atol=1e-4)
-    # And the method's output image is the reconstruction branch's, same bytes.
+    # And the method's output image is the reconstruction branch's, same bytes (pasted back as
+    # a global edit: with the photo's detail finer than the working size).
     result = session.run("p2p", SOURCE, SOURCE, None, params,
-                         {"mode": mode, "self_fraction": 0.6, "cross_fraction": 1.0})[0]
-    reconstruction = geometry.from_working(session.decode_latent(latents[:1]))
+                         {"mode": mode, "self_fraction": 0.6, "cross_fraction": 1.0,
+                          "direct_inversion": False})[0]
+    reconstruction = geometry.from_working_with_detail(session.decode_latent(latents[:1]), cat.rgb)
     assert np.array_equal(result.image, reconstruction)
     # The reconstruction is faithful to the photo's latent only up to DDIM inversion's error,
     # which is large for random weights; what matters is that it is not the photo's noise.
     assert not torch.allclose(latents[:1], trajectory[-1], atol=1e-2)
+
+
+def test_direct_inversion_retraces_the_photos_latent_at_no_extra_work(tiny_model, cat):
+    session = EditSession(tiny_model, cat)
+    ctx, geometry, schedule, trajectory = _setup(session, FAST, SOURCE)
+    embedding = session.embed(SOURCE)
+    finals = {}
+    for direct in (False, True):
+        options = _options(direct_inversion=direct)
+        plan = p2p.plan_tokens(tiny_model.tokenizer, SOURCE, SOURCE, options)
+        before = dict(ctx.unet_evals)
+        finals[direct], _ = p2p.sample(ctx, ctx.backbone, schedule, trajectory, embedding,
+                                       embedding, plan, FAST.guidance, options)
+        assert ctx.unet_evals["run"] - before.get("run", 0) == 3 * FAST.encode_steps
+    photo = trajectory[0]
+    # Both branches end on the photo's own latent; plain DDIM ends where its error took it.
+    assert torch.allclose(finals[True], photo.expand(2, -1, -1, -1), atol=1e-5)
+    assert (finals[False] - photo).abs().max() > 1e-2
+
+
+class GaussianData(torch.nn.Module):
+    """The exact noise prediction when the latents are Gaussian, N(mean, spread**2) per entry
+    (the text shifts the mean): a denoiser whose DDIM inversion drifts as a real one's does."""
+
+    def __init__(self, mean, spread, alphas):
+        super().__init__()
+        self.mean, self.spread, self.alphas = mean, spread, alphas
+        self.down_blocks, self.up_blocks = torch.nn.ModuleList(), torch.nn.ModuleList()  # no layers
+
+    @property
+    def attn_processors(self):
+        return {}
+
+    def set_attn_processor(self, processors):
+        pass
+
+    def forward(self, x, t, encoder_hidden_states, return_dict=False, **_):
+        a = float(self.alphas[int(t)])
+        mean = self.mean + encoder_hidden_states.float().mean(dim=(1, 2))[:, None, None, None]
+        return ((1 - a) ** 0.5 * (x - a**0.5 * mean) / (a * self.spread**2 + 1 - a),)
+
+
+@pytest.mark.parametrize("steps", [5, 10, 25])
+def test_direct_inversion_reconstructs_better_on_an_analytic_denoiser(steps):
+    from engine.inversion import ddim_invert
+    from engine.tiny_model import SD_SCHEDULER
+
+    schedule = Schedule.from_config(SD_SCHEDULER, steps)
+    photo = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    unet = GaussianData(0.3, 0.8, schedule.alphas_cumprod)
+    model = type("Model", (), {"unet": unet, "device": torch.device("cpu"),
+                               "dtype": torch.float32, "prediction_type": "epsilon"})()
+    ctx = RunContext(model)
+    source, target = torch.zeros(1, 77, 8), torch.full((1, 77, 8), 0.5)
+    trajectory = ddim_invert(ctx, photo, schedule, steps, source)
+    errors = {}
+    for direct in (False, True):
+        options = _options(direct_inversion=direct, mode="refine")
+        plan = p2p.TokenPlan(torch.eye(77), torch.zeros(77, dtype=torch.bool), torch.ones(77), (), ())
+        same, _ = p2p.sample(ctx, ctx.backbone, schedule, trajectory, source, source, plan, 7.5, options)
+        edited, _ = p2p.sample(ctx, ctx.backbone, schedule, trajectory, source, target, plan, 7.5, options)
+        errors[direct] = float((same[1] - photo[0]).abs().max())  # identical texts: the photo
+        assert torch.equal(edited[:1], same[:1])  # the source branch ignores the target text
+        assert (edited[1] - same[1]).abs().mean() > 0.1  # and the target text still edits
+    assert errors[True] < 1e-5 < 1e-2 < errors[False]
 
 
 def test_reweighting_with_c_1_equals_no_reweighting(tiny_model, cat):
@@ -253,7 +320,15 @@ def test_cli_runs_prompt_to_prompt(tmp_path, samples_dir, tiny_model_path, capsy
     assert code == 0, capsys.readouterr().err
     assert heat.is_file() and out.is_file()
     data = json.loads(report.read_text())
-    assert data["method"] == "p2p" and data["unet_evals"] == {"encode": 3, "decode": 9}
+    # Prompt-to-Prompt's own encoding ratio is 1 (its code inverts every step): 4 encoding steps.
+    assert data["method"] == "p2p" and data["unet_evals"] == {"encode": 4, "decode": 12}
+    assert data["params"]["strength"] == 1.0
+    code = cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(out), "--method", "p2p",
+                     "--source", "a cat", "--target", "a dog", "--strength", "0.5", "--report",
+                     str(report), "--model", "tiny", "--steps", "4", "--resolution", "64", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(report.read_text())  # the user's ratio wins
+    assert data["params"]["strength"] == 0.5 and data["unet_evals"]["encode"] == 2
     code = cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(out), "--method", "p2p",
                      "--source", "a cat", "--target", "a big dog", "--model", "tiny", "--quiet",
                      "--steps", "4", "--resolution", "64"])

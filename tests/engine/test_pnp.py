@@ -24,7 +24,8 @@ def cat(samples_dir):
 
 
 def _plain_generation(session, params, target, negative):
-    """Guided DDIM from the unconditionally inverted latent under the target, no injection."""
+    """Guided DDIM from the unconditionally inverted latent under the target, no injection,
+    pasted back as a global edit (with the photo's detail finer than the working size)."""
     ctx = RunContext(session.model)
     geometry = session.geometry(params)
     schedule = Schedule.from_config(session.model.scheduler_config, params.steps)
@@ -32,7 +33,7 @@ def _plain_generation(session, params, target, negative):
     everywhere = torch.ones(trajectory[0].shape[-2:])
     latent = diffedit.masked_decode(ctx, schedule, trajectory, everywhere, session.embed(negative),
                                     session.embed(target), params.guidance, params.eta, params.seed)
-    return geometry.from_working(session.decode_latent(latent))
+    return geometry.from_working_with_detail(session.decode_latent(latent), session.rgb)
 
 
 @pytest.mark.parametrize("params", [FAST, FAST.replace(eta=0.5, seed=3), FAST.replace(guidance=1.0)])
@@ -135,9 +136,33 @@ def test_cli_runs_plug_and_play(tmp_path, samples_dir, tiny_model_path, capsys):
                      "--steps", "4", "--resolution", "64", "--quiet"])
     assert code == 0, capsys.readouterr().err
     data = json.loads(report.read_text())
-    # 3 encoding steps; features in round(1.5) = 2 steps (3 rows), then 1 step of 2 rows.
-    assert data["method"] == "pnp" and data["unet_evals"] == {"encode": 3, "decode": 8}
+    # Plug-and-Play's own encoding ratio is 1 (pnp-diffusers inverts fully): 4 encoding steps;
+    # features in round(2.5) = 2 steps (3 rows), then 2 steps of 2 rows.
+    assert data["method"] == "pnp" and data["unet_evals"] == {"encode": 4, "decode": 10}
+    assert json.loads(report.read_text())["params"]["strength"] == 1.0
     code = cli.main(["edit", str(samples_dir / "chelsea.png"), "-o", str(out), "--method", "pnp",
                      "--target", "a dog", "--mode", "swap", "--model", "tiny", "--quiet"])
     assert code == 2
     assert "--mode do not apply to --method pnp" in capsys.readouterr().err
+
+
+def test_a_run_without_params_takes_the_methods_own_defaults(tiny_model, cat, monkeypatch):
+    from engine import methods
+
+    seen = []
+    monkeypatch.setattr(pnp, "run", lambda session, ctx, source, target, mask, params, options:
+                        seen.append(params) or [])
+    EditSession(tiny_model, cat).run("pnp", "", "a watercolour painting", None)
+    assert seen == [methods.info("pnp").default_params()] and seen[0].strength == 1.0
+    assert methods.info("p2p").default_params().strength == 1.0
+    assert methods.info("diffedit").default_params() == EditParams()
+
+
+def test_moving_params_to_another_method_keeps_what_the_user_set():
+    from engine.methods import carry_params
+
+    left = EditParams(steps=30)  # the ratio left at DiffEdit's default
+    assert carry_params(left, "diffedit", "pnp") == EditParams(steps=30, strength=1.0)
+    assert carry_params(carry_params(left, "diffedit", "pnp"), "pnp", "diffedit") == left
+    assert carry_params(left.replace(strength=0.6), "diffedit", "p2p").strength == 0.6
+    assert carry_params(left.replace(strength=1.0), "pnp", "sdedit").strength == 0.8
