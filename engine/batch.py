@@ -42,6 +42,8 @@ class Defaults:
     params: EditParams = EditParams()
     options: dict = field(default_factory=dict)  # options of ``method`` (other methods' items skip them)
     strip_gps: bool = False
+    # No --feather: an item without its own feather gets its photo's (EditSession.default_params).
+    scale_feather: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Item:
     options: dict  # the method's options, defaults filled in
     strip_gps: bool
     digest: str  # hash of everything that shapes the output bytes (the journal compares it)
+    scale_feather: bool = False  # params.feather is replaced by the photo's default feather
 
     @property
     def key(self) -> str:
@@ -225,12 +228,14 @@ def _item(where: str, row: dict, folder: Path, out_dir: Path, defaults: Defaults
         raise _bad(where, "output", f"{name!r} is not a file name; outputs go into --out-dir, "
                    "so give a name such as 'photo-edited.png'")
     outputs = tuple(files.output_names(out_dir / name, methods.result_count(method, options)))
+    scale_feather = defaults.scale_feather and "feather" not in row
     digest = _digest(model=model, method=method, source=source, target=target,
-                     params=params.to_dict(), options=options, strip_gps=defaults.strip_gps,
+                     params=params.to_dict(), scale_feather=scale_feather, options=options,
+                     strip_gps=defaults.strip_gps,
                      image=_file_hash(image), mask=mask and _file_hash(mask),
                      outputs=[p.name for p in outputs])
     return Item(where, image, mask, outputs, method, source, target, params, options,
-                defaults.strip_gps, digest)
+                defaults.strip_gps, digest, scale_feather)
 
 
 def check_writes(items: list[Item], manifest: Path, out_dir: Path, report: Path | None) -> None:
@@ -398,8 +403,10 @@ def _edit(model, item: Item):
     photo = imaging.load_photo(item.image)
     mask = files.load_mask(item.mask, photo.size, label="mask") if item.mask else None
     session = EditSession(model, photo)
-    return photo, session.run(item.method, item.source, item.target, mask, item.params,
-                              item.options)
+    params = item.params
+    if item.scale_feather:  # as `edit` without --feather
+        params = params.replace(feather=session.default_params(item.method).feather)
+    return photo, session.run(item.method, item.source, item.target, mask, params, item.options)
 
 
 def run_local(spec: ModelSpec, items: list[Item], on_download=None):

@@ -228,6 +228,9 @@ def _run(args) -> int:
     from engine.session import EditSession
 
     session = EditSession(model, photo)
+    if request is not None and args.feather is None:  # the default feather scales with the photo
+        params = params.replace(feather=session.default_params(args.method).feather)
+        request = dataclasses.replace(request, params=params)
     progress = None if args.quiet else _ProgressBar()
     if args.command == "mask":
         heatmap = session.estimate_mask(args.source, args.target, params, on_step=progress)
@@ -310,7 +313,7 @@ def _batch(args) -> int:
     """`batch`: the flags are every item's defaults (engine.batch does the rest)."""
     defaults = batch.Defaults(method=args.method, source=args.source, target=args.target,
                               params=_params(args), options=_method_options(args),
-                              strip_gps=args.strip_gps)
+                              strip_gps=args.strip_gps, scale_feather=args.feather is None)
     spec = batch.ModelSpec(**_load_kwargs(args), threads=args.threads)
     return batch.run(args.manifest, args.out_dir, defaults, spec,
                      ray=args.ray, actors=args.actors, report=args.report, quiet=args.quiet,

@@ -19,6 +19,15 @@ DETAIL_RADIUS = 2  # working pixels around each pixel in which the edit's gain i
 DETAIL_FLAT = (0.01 * 255) ** 2  # variance of a flat patch: the gain is drawn towards 1 below it
 DETAIL_CHANGE = (0.05 * 255) ** 2  # residual variance at which an edit keeps half the old detail
 DETAIL_STRIP_ROWS = 512
+FEATHER_WORKING_PX = 4  # default paste-back feather in working pixels (4 px on a photo at 512 px)
+
+
+def default_feather(photo_size: tuple[int, int], side: int) -> int:
+    """The default paste-back feather in photo pixels for a photo worked on at about side*side
+    px: the photo pixels FEATHER_WORKING_PX working pixels cover (27 on 4000x3000 at 512), never
+    less than FEATHER_WORKING_PX (smaller photos keep the fade they had)."""
+    width, height = photo_size
+    return max(FEATHER_WORKING_PX, round(FEATHER_WORKING_PX * math.sqrt(width * height) / side))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from engine import backbones, masks, memory
 from engine.backbones import Conditioning
 from engine.errors import InputError
-from engine.geometry import WorkingGeometry
+from engine.geometry import WorkingGeometry, default_feather
 from engine.inversion import Schedule, ddim_invert
 from engine import methods
 from engine.methods import diffedit
@@ -117,10 +117,10 @@ class EditSession:
             params: EditParams | None = None, options: dict | None = None, *,
             on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> list[EditResult]:
         """Run any registered method; returns its results (several for multi-candidate methods).
-        Without ``params``, the method's own defaults (``MethodInfo.default_params``)."""
+        Without ``params``, this photo's defaults for the method (``default_params``)."""
         self.warnings.clear()
         if params is None:
-            params = methods.info(method).default_params()
+            params = self.default_params(method)
         parsed = methods.check_inputs(method, source, target, mask, params, options,
                                       methods.PAINT_IN_PHOTO)
         source, target = (source or "").strip(), target.strip()
@@ -135,6 +135,13 @@ class EditSession:
         for result in results:
             result.stats["seconds"]["total"] = total
         return results
+
+    def default_params(self, method: str = "diffedit") -> EditParams:
+        """The method's own defaults (``MethodInfo.default_params``) with the paste-back feather
+        scaled to this photo (``geometry.default_feather``)."""
+        params = methods.info(method).default_params()
+        side = params.resolution or self.backbone.native_side
+        return params.replace(feather=default_feather(self.size, side))
 
     def _with_memory_fallback(self, work, on_step, should_stop):
         """``work(ctx)``, tried once more at the next memory tier if it runs out of memory."""

@@ -163,3 +163,40 @@ def test_a_global_run_pastes_back_with_the_photos_detail(tiny_model):
     geometry = session.geometry(EditParams())
     scaled = _psnr(geometry.from_working(session.decode_latent(None)), _recolour(photo))
     assert _psnr(result.image, _recolour(photo)) > scaled + 10
+
+
+@pytest.mark.parametrize("size,side,expected", [
+    ((512, 512), 512, 4), ((300, 200), 512, 4), ((4000, 3000), 512, 27), ((6000, 4000), 512, 38),
+    ((4000, 3000), 1024, 14)])
+def test_the_default_feather_scales_with_the_photo(size, side, expected):
+    from engine.geometry import default_feather
+
+    assert default_feather(size, side) == expected
+
+
+def test_the_cli_scales_the_default_feather_and_keeps_a_given_one(tmp_path, tiny_model,
+                                                                   tiny_model_path):
+    import json
+
+    from PIL import Image
+
+    from engine import cli
+
+    photo = tmp_path / "big.png"
+    Image.fromarray(_grid_photo(1200, 900)).save(photo)
+    mask = np.zeros((900, 1200), np.uint8)
+    mask[300:600, 400:800] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    feathers = []
+    for extra in ([], ["--feather", "0"]):
+        report = tmp_path / "report.json"
+        code = cli.main(["edit", str(photo), "-o", str(tmp_path / "out.png"), "--target", "a dog",
+                         "--mask", str(tmp_path / "mask.png"), "--model", "tiny", "--steps", "2",
+                         "--report", str(report), "--quiet", *extra])
+        assert code == 0
+        feathers.append(json.loads(report.read_text())["params"]["feather"])
+    # 4 working px of the tiny model's 128 px side cover 32 px of a 1200x900 photo; the library
+    # gives the same default.
+    assert feathers == [32, 0]
+    session = EditSession(tiny_model, np.zeros((900, 1200, 3), np.uint8))
+    assert session.default_params("blended").feather == 32

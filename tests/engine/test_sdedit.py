@@ -156,7 +156,9 @@ def test_cli_masked_sdedit(tmp_path, cat, box, tiny_model_path):
                      "--strength", "0.5", "--model", "tiny", "--quiet"])
     assert code == 0
     edited = np.asarray(Image.open(out).convert("RGB"))
-    keep = masks.paste_alpha(box, EditParams().feather) == 0
+    from engine.geometry import default_feather
+
+    keep = masks.paste_alpha(box, default_feather(cat.size, 128)) == 0  # scaled with the photo
     assert np.array_equal(edited[keep], cat.rgb[keep])
     meta = read_metadata(out)
     assert "Edit: sdedit" in meta["parameters"] and "Denoising strength: 0.5" in meta["parameters"]
