@@ -151,16 +151,8 @@ class WorkingGeometry:
 
 def _box_mean(values: np.ndarray, radius: int) -> np.ndarray:
     """Mean over the (2r+1)-square around each pixel (clipped at the borders)."""
-    table = np.pad(values.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    height, width = values.shape
-    top = np.clip(np.arange(height) - radius, 0, height)
-    bottom = np.clip(np.arange(height) + radius + 1, 0, height)
-    left = np.clip(np.arange(width) - radius, 0, width)
-    right = np.clip(np.arange(width) + radius + 1, 0, width)
-    total = (table[bottom][:, right] - table[top][:, right]
-             - table[bottom][:, left] + table[top][:, left])
-    area = (bottom - top)[:, None] * (right - left)[None, :]
-    return (total / area).astype(np.float32)
+    total = masks.window_sum(values.astype(np.float64), radius)
+    return (total / masks.window_sum(np.ones(values.shape), radius)).astype(np.float32)
 
 
 def _local_gain(guide: np.ndarray, edit: np.ndarray) -> np.ndarray:

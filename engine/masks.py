@@ -68,17 +68,22 @@ def grow(mask: np.ndarray, px: int) -> np.ndarray:
     if px <= 0:
         return np.asarray(mask, np.float32).copy()
     # A pixel joins the region when the (2px+1)-square around it holds any mask pixel: count them
-    # with a summed-area table (exact for any px, unlike a rounding blur).
-    hit = np.asarray(mask) > 0
-    table = np.pad(hit.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    height, width = hit.shape
-    top = np.clip(np.arange(height) - px, 0, height)
-    bottom = np.clip(np.arange(height) + px + 1, 0, height)
-    left = np.clip(np.arange(width) - px, 0, width)
-    right = np.clip(np.arange(width) + px + 1, 0, width)
-    count = (table[bottom][:, right] - table[top][:, right]
-             - table[bottom][:, left] + table[top][:, left])
+    # (exact for any px, unlike a rounding blur).
+    count = window_sum((np.asarray(mask) > 0).astype(np.int32), px)
     return (count > 0).astype(np.float32)
+
+
+def window_sum(values: np.ndarray, radius: int) -> np.ndarray:
+    """The sum over the (2r+1)-square around each pixel, clipped at the borders, in time
+    independent of r (a summed-area table)."""
+    table = np.pad(values.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    height, width = values.shape
+    top = np.clip(np.arange(height) - radius, 0, height)
+    bottom = np.clip(np.arange(height) + radius + 1, 0, height)
+    left = np.clip(np.arange(width) - radius, 0, width)
+    right = np.clip(np.arange(width) + radius + 1, 0, width)
+    return (table[bottom][:, right] - table[top][:, right]
+            - table[bottom][:, left] + table[top][:, left])
 
 
 def shrink(mask: np.ndarray, px: int) -> np.ndarray:

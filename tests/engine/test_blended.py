@@ -371,7 +371,9 @@ def test_cli_writes_one_file_per_candidate(tmp_path, cat, box, tiny_model_path):
                      "--steps", "6", "--seed", "4", "--model", "tiny", "--quiet"])
     assert code == 0 and not out.exists()
     first, second = (np.asarray(Image.open(tmp_path / f"out-{i}.png").convert("RGB")) for i in (1, 2))
-    keep = _outside(box, FAST.feather)
+    from engine.geometry import default_feather
+
+    keep = _outside(box, default_feather(cat.size, 128))  # the CLI's feather scales with the photo
     assert np.array_equal(first[keep], cat.rgb[keep]) and np.array_equal(second[keep], cat.rgb[keep])
     assert _changed(first[box > 0], second[box > 0]) > 0.5
     for i, seed in ((1, 4), (2, 5)):

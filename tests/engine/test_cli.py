@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from engine import cli, masks
+from engine.geometry import default_feather
 from engine.imaging import read_metadata
 
 FAST = ["--steps", "6", "--mask-samples", "2", "--model", "tiny"]
@@ -36,7 +37,9 @@ def test_edit_writes_same_size_output_with_metadata_and_report(tmp_path, samples
     original = np.asarray(Image.open(samples_dir / "coffee.png").convert("RGB"))
     edited = np.asarray(Image.open(out).convert("RGB"))
     assert edited.shape == original.shape
-    keep = masks.paste_alpha(user_mask / 255.0, 4) == 0
+    feather = json.loads(report.read_text())["params"]["feather"]  # scaled with the photo
+    assert feather == default_feather((600, 400), 128)
+    keep = masks.paste_alpha(user_mask / 255.0, feather) == 0
     assert np.array_equal(edited[keep], original[keep])
     meta = read_metadata(out)
     assert "a cup of tea" in meta["parameters"] and "Seed: 3" in meta["parameters"]
