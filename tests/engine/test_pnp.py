@@ -152,8 +152,9 @@ def test_a_run_without_params_takes_the_methods_own_defaults(tiny_model, cat, mo
     seen = []
     monkeypatch.setattr(pnp, "run", lambda session, ctx, source, target, mask, params, options:
                         seen.append(params) or [])
-    EditSession(tiny_model, cat).run("pnp", "", "a watercolour painting", None)
-    assert seen == [methods.info("pnp").default_params()] and seen[0].strength == 1.0
+    session = EditSession(tiny_model, cat)
+    session.run("pnp", "", "a watercolour painting", None)
+    assert seen == [session.default_params("pnp")] and seen[0].strength == 1.0
     assert methods.info("p2p").default_params().strength == 1.0
     assert methods.info("diffedit").default_params() == EditParams()
 
