@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from desktop_app import methods
 from desktop_app.methods import DEFAULT_METHOD, METHODS
 from desktop_app.panels.fields import param_box
+from engine.methods import carry_params
 from engine.params import SEED_RANGE, EditParams
 
 SEED_MAX = SEED_RANGE[1]
@@ -63,7 +64,8 @@ class ParamsPanel(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        defaults = EditParams()
+        defaults = METHODS[DEFAULT_METHOD].default_params()  # the engine's, for the first method
+        self._shown_method = DEFAULT_METHOD  # whose defaults the shown values are measured against
         outer = QVBoxLayout(self)
 
         prompts = QFormLayout()
@@ -98,11 +100,11 @@ class ParamsPanel(QWidget):
 
         self.form = QFormLayout()
         self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
-        self.steps, self.strength, self.guidance = (param_box(name) for name in
-                                                    ("steps", "strength", "guidance"))
+        self.steps, self.strength, self.guidance = (param_box(name, getattr(defaults, name))
+                                                    for name in ("steps", "strength", "guidance"))
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(0, 100)
-        self.threshold_spin = param_box("mask_threshold")
+        self.threshold_spin = param_box("mask_threshold", defaults.mask_threshold)
         threshold_row = QWidget()
         row = QHBoxLayout(threshold_row)
         row.setContentsMargins(0, 0, 0, 0)
@@ -112,7 +114,8 @@ class ParamsPanel(QWidget):
         self.threshold_slider.valueChanged.connect(lambda v: self.threshold_spin.setValue(v / 100))
         self.threshold_spin.valueChanged.connect(self._show_threshold_on_slider)
         self.mask_samples, self.feather, self.eta, self.seed = (
-            param_box(name) for name in ("mask_samples", "feather", "eta", "seed"))
+            param_box(name, getattr(defaults, name))
+            for name in ("mask_samples", "feather", "eta", "seed"))
         self.random_seed = QToolButton()
         self.random_seed.setText("Random")
         self.random_seed.setToolTip("Pick a new random seed now")
@@ -277,6 +280,13 @@ class ParamsPanel(QWidget):
     def _on_method(self) -> None:
         key = self.method_key()
         info = METHODS[key]
+        # A value still at the last method's default takes this one's (Prompt-to-Prompt's and
+        # Plug-and-Play's full inversion); one the user set stays (engine.methods.carry_params).
+        shown = self.params()
+        carried = carry_params(shown, self._shown_method, key)
+        self._shown_method = key
+        if carried != shown:
+            self.set_params(carried)
         self.method_summary.setText(info.summary)
         for name, box in self.option_boxes.items():
             box.setVisible(name == key and bool(self.option_widgets[name]))
@@ -407,7 +417,10 @@ class ParamsPanel(QWidget):
 
     def set_params(self, params: EditParams, source: str | None = None, target: str | None = None,
                    method: str | None = None, options: dict | None = None) -> None:
-        """Show these settings ("Use these settings" and the Settings dialog's defaults)."""
+        """Show these settings ("Use these settings" and the Settings dialog's defaults). The
+        method first, so that its defaults do not replace the values given."""
+        if method is not None:
+            self.set_method(method)
         self.steps.setValue(params.steps)
         self.strength.setValue(params.strength)
         self.guidance.setValue(params.guidance)
@@ -421,8 +434,6 @@ class ParamsPanel(QWidget):
             self.source.setText(source)
         if target is not None:
             self.target.setText(target)
-        if method is not None:
-            self.set_method(method)
         if options is not None:
             self.set_options(options)
 

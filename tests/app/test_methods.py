@@ -251,6 +251,27 @@ def test_panel_lists_the_engine_methods_and_builds_options_from_metadata(window)
     assert not extend.isVisible() and panel.paint_row.isVisible() and panel.strength.isVisible()
 
 
+def test_the_panels_defaults_are_the_engines_for_each_method(qtbot):
+    from desktop_app.panels.params import ParamsPanel
+
+    panel = ParamsPanel()
+    qtbot.addWidget(panel)
+    assert panel.params() == METHODS["diffedit"].default_params()
+    panel.set_method("p2p")  # Prompt-to-Prompt inverts fully: its own default ratio
+    assert panel.params() == METHODS["p2p"].default_params() and panel.strength.value() == 1.0
+    panel.set_method("pnp")
+    assert panel.strength.value() == 1.0
+    panel.set_method("sdedit")
+    assert panel.params() == METHODS["sdedit"].default_params()
+    panel.strength.setValue(0.6)  # the user's ratio stays on every method
+    for method in ("p2p", "diffedit"):
+        panel.set_method(method)
+        assert panel.strength.value() == 0.6
+    # Settings given with their method are shown as given, even at another method's default.
+    panel.set_params(FAST.replace(strength=0.8), method="pnp")
+    assert panel.method_key() == "pnp" and panel.params() == FAST.replace(strength=0.8)
+
+
 def test_options_are_remembered_per_method_and_restored_from_history(qtbot, window):
     panel = window.params
     panel.set_method("sdedit")

@@ -139,6 +139,27 @@ def test_each_item_gets_its_methods_own_defaults_unless_a_value_is_given(photos,
         photos / "methods.csv", tmp_path, flags, "tiny")} == {0.6, 0.5}
 
 
+def test_an_item_without_a_feather_gets_its_photos_default_as_edit_does(tmp_path, tiny_model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((900, 1200, 3), 120, np.uint8)).save(folder / "big.png")
+    mask = np.zeros((900, 1200), np.uint8)
+    mask[300:600, 400:800] = 255
+    Image.fromarray(mask).save(folder / "mask.png")
+    manifest = write_jsonl(folder / "batch.jsonl", [
+        {"image": "big.png", "target": "a dog", "mask": "mask.png"},
+        {"image": "big.png", "target": "a dog", "mask": "mask.png", "feather": 0, "output": "b.png"}])
+    flags = batch.Defaults(params=batch.EditParams(steps=2), scale_feather=True)  # no --feather
+    items = batch.read_manifest(manifest, tmp_path / "out", flags, "tiny")
+    # 4 working px of the tiny model's 128 px side cover 32 px of a 1200x900 photo; a given
+    # feather is kept.
+    assert [batch._edit(tiny_model, item)[1][0].params.feather for item in items] == [32, 0]
+    given = batch.read_manifest(manifest, tmp_path / "out", batch.Defaults(
+        params=batch.EditParams(steps=2, feather=4)), "tiny")  # --feather 4
+    assert batch._edit(tiny_model, given[0])[1][0].params.feather == 4
+    assert given[0].digest != items[0].digest
+
+
 def test_outputs_are_never_inputs_and_existing_files_are_never_replaced(photos, tmp_path, capsys):
     manifest = write_jsonl(photos / "batch.jsonl", [{"image": "p0.png", "target": "a dog"}])
     # The output folder is the photos' own: p0.png would replace its photo.
