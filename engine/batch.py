@@ -501,7 +501,8 @@ def command_line(model: str, method: str, source: str, target: str, params: Edit
                  options: dict, photos: str = "PHOTOS_FOLDER", out_dir: str = "RESULTS_FOLDER") -> str:
     """The `batch` command that applies these settings to every photo of a folder, quoted for
     this system's shell (the app's File > Batch... offers it to copy); only values that differ
-    from the defaults are spelled out."""
+    from the method's defaults are spelled out, and the feather always (without --feather each
+    photo gets its own)."""
     words = ["diffedit-studio", "batch", photos, "--out-dir", out_dir]
     if model:
         words += ["--model", model]
@@ -509,10 +510,10 @@ def command_line(model: str, method: str, source: str, target: str, params: Edit
         words += ["--method", method]
     words += [word for flag, text in (("--source", source), ("--target", target)) if text
               for word in (flag, text)]
-    default_params = EditParams()
+    default_params = methods.info(method).default_params()
     for f in dataclasses.fields(EditParams):
         value = getattr(params, f.name)
-        if value != getattr(default_params, f.name):
+        if value != getattr(default_params, f.name) or f.name == "feather":
             words += [fields.flag(f), str(value)]
     default_options = methods.info(method).default_options()
     for name, value in options.items():

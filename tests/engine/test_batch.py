@@ -340,6 +340,10 @@ def test_the_apps_command_line_parses_back_to_the_same_settings(tmp_path):
         "/models/my sd", "blended", "a bowl of fruit", "a bowl of pears")
     assert cli._params(args) == params
     assert cli._method_options(args) == {"action": "background", "candidates": 2}
-    # At the defaults nothing but the texts is spelled out.
+    # At the method's defaults nothing but the texts and the feather (the app's is in px; the
+    # batch's default scales with each photo) is spelled out.
     plain = batch.command_line("", "diffedit", "", "a dog", batch.EditParams(), {})
-    assert shlex.split(plain)[5:] == ["--target", "a dog"]
+    assert shlex.split(plain)[5:] == ["--target", "a dog", "--feather", "4"]
+    p2p = batch.command_line("", "p2p", "a cat", "a dog", batch.EditParams(strength=1.0), {})
+    assert shlex.split(p2p)[5:] == ["--method", "p2p", "--source", "a cat", "--target", "a dog",
+                                    "--feather", "4"]
