@@ -79,7 +79,7 @@ class Item:
     where: str  # how messages name it: "photos.csv line 4", or the photo of a folder
     image: Path
     mask: Path | None
-    outputs: tuple[Path, ...]  # OUT, or OUT-1..OUT-N for a method with several results
+    outputs: tuple[Path, ...]  # files.output_names: OUT, and OUT-1..OUT-N for several results
     method: str
     source: str
     target: str
@@ -380,10 +380,11 @@ def process(model, item: Item) -> dict:
     started = time.perf_counter()
     try:
         photo, results = _edit(model, item)
-        if len(results) != len(item.outputs):
-            raise EngineError(f"{item.method} gave {len(results)} results, {len(item.outputs)} "
-                              "were expected")
-        for path, result in zip(item.outputs, results):
+        written = files.best_first(results)
+        if len(written) != len(item.outputs):
+            raise EngineError(f"{item.method} gave {len(results)} results, "
+                              f"{methods.result_count(item.method, item.options)} were expected")
+        for path, result in zip(item.outputs, written):
             files.export(path, photo, result, item.strip_gps)
         return {"ok": True, "seconds": round(time.perf_counter() - started, 3),
                 "unet_evals": results[0].stats.get("unet_evals", {}),
@@ -491,10 +492,6 @@ def add_arguments(parser) -> None:
                         "instance (no ADDRESS); needs pip install 'diffedit-studio[cluster]'")
     parser.add_argument("--actors", type=int, default=None, metavar="N",
                         help="with --ray: editing actors (default: one per GPU, else 1)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads per model (this process, or each Ray actor); results "
-                        "are byte-identical for the same N on the same hardware (default: all "
-                        "cores here, and the same count in Ray actors)")
 
 
 def command_line(model: str, method: str, source: str, target: str, params: EditParams,

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="allow the output to replace the input photo")
     edit.add_argument("--variations", type=int, default=1,
                       help="runs with the seeds SEED, SEED+1, ... (default %(default)s); several "
-                           "results are written as OUT-1, OUT-2, ...")
+                           "results: OUT is the first, OUT-1, OUT-2, ... are all of them")
     _add_edit_flags(edit)
 
     batch_command = commands.add_parser(
@@ -87,8 +88,13 @@ def _add_common(sub: argparse.ArgumentParser, target_required: bool = True) -> N
                      help="let a hub id be downloaded if it is not in the local cache")
     sub.add_argument("--allow-pickle", action="store_true",
                      help="load pickle checkpoints (.ckpt/.bin) with torch.load(weights_only=True)")
+    sub.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="CPU threads for torch (default: the CPU threads setting, else the "
+                          "physical cores); the same N on the same hardware gives the same bytes "
+                          "(in a --ray batch: per actor, default this process's count)")
     sub.add_argument("--report", type=Path, help="write timings, UNet work and memory as JSON")
-    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_argument("--quiet", action="store_true",
+                     help="no status lines or progress bar (errors and warnings still show)")
 
 
 def _add_edit_flags(sub: argparse.ArgumentParser) -> None:
@@ -97,8 +103,8 @@ def _add_edit_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--strip-gps", action="store_true",
                      help="leave the photo's GPS location out of the exported file")
     sub.add_argument("--method", default="diffedit", choices=list(methods.METHODS),
-                     help="editing method (default %(default)s); several results are written "
-                          "as OUT-1, OUT-2, ...")
+                     help="editing method (default %(default)s); a run with several results "
+                          "writes the best as OUT and every one as OUT-1, OUT-2, ...")
     _add_method_options(sub)
 
 
@@ -137,7 +143,8 @@ def _add_method_options(sub: argparse.ArgumentParser) -> None:
                                    choices=f.metadata.get("choices"),
                                    metavar=None if f.metadata.get("choices") else
                                    {int: "N", float: "X"}.get(kind, "TEXT"),
-                                   help=f"{f.metadata['help']} (default {f.default})")
+                                   help=f.metadata["help"] + ("" if f.default in ("", None) else
+                                                              f" (default {f.default})"))
 
 
 def _method_options(args) -> dict:
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             return _batch(args)
         return _run(args)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_in_cli_words(exc)}", file=sys.stderr)
         return 2
     except EngineError as exc:  # e.g. out of memory at every tier: not a usage mistake
         print(f"error: {exc}", file=sys.stderr)
@@ -181,6 +188,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"internal error: {type(exc).__name__}: {exc} (set DIFFEDIT_DEBUG=1 for details)",
               file=sys.stderr)
         return 1
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _in_cli_words(exc: InputError) -> str:
+    """The engine's sentence with the CLI's names: option fields become flags (``extend_left`` ->
+    ``--extend-left``), and the input at fault (``exc.field``) is named by its flag."""
+    names = set(field_table())
+    for info in methods.METHODS.values():
+        names |= set(info.option_names())
+    field = getattr(exc, "field", None)
+    message = str(exc)
+    for name in sorted(names | {field} - {None}, key=len, reverse=True):
+        # One-word names are prose elsewhere ("steps"); an input's name ("mask") always is.
+        if "_" in name or (name == field and field not in _CLI_INPUTS):
+            message = re.sub(rf"(?<![\w/\\.-]){name}\b", _flag(name), message)
+    if field and _flag(field) not in message:
+        message += f" ({_CLI_INPUTS.get(field, _flag(field))})"
+    return message
+
+
+_CLI_INPUTS = {"mask": "--mask MASK.png", "source": "--source TEXT", "target": "--target TEXT"}
 
 
 def _models() -> int:
@@ -201,7 +232,10 @@ def _params(args) -> EditParams:
 
 def _run(args) -> int:
     from engine import imaging, masks
+    from engine.runtime import set_threads
 
+    # 1. Everything that needs no model, so that a mistake costs no model load.
+    threads = set_threads(_settings().threads if args.threads is None else args.threads)
     params = _params(args)
     if not args.target.strip():
         raise InputError("--target is empty: say what the photo should become")
@@ -221,10 +255,12 @@ def _run(args) -> int:
                              user_mask, params, _method_options(args), args.variations,
                              methods.PAINT_IN_PHOTO)
         request.check()
+    load_kwargs = _load_kwargs(args)  # last: with no model, the other mistakes are still named
     for warning in photo.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
-    model = _load(args)
+    # 2. The model, then the run.
+    model = _load(args, load_kwargs, threads)
     from engine.session import EditSession
 
     session = EditSession(model, photo)
@@ -236,8 +272,10 @@ def _run(args) -> int:
         heatmap = session.estimate_mask(args.source, args.target, params, on_step=progress)
         _finish(progress)
         _save_mask(args.output, masks.threshold(heatmap, params.mask_threshold))
+        written = [args.output]
         if args.heatmap:
             _save_mask(args.heatmap, heatmap)
+            written.append(args.heatmap)
         for warning in session.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         report = {"command": "mask", "output": str(args.output), **session.mask_stats}
@@ -247,16 +285,19 @@ def _run(args) -> int:
         results = execute(request, lambda key, pixels: session, on_step=progress)
         _finish(progress)
         outputs = files.output_names(args.output, len(results))
-        for path, each in zip(outputs, results):
+        for path, each in zip(outputs, files.best_first(results)):
             files.export(path, photo, each, args.strip_gps)
+        written = list(outputs)
         result = results[0]
         if args.save_mask:
             _save_mask(args.save_mask, result.mask)
+            written.append(args.save_mask)
         if args.save_heatmap:
             if result.heatmap is None:
                 print("warning: --save-heatmap: no heatmap, the mask came from --mask", file=sys.stderr)
             else:
                 _save_mask(args.save_heatmap, result.heatmap)
+                written.append(args.save_heatmap)
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         report = {"command": "edit", "method": args.method, "outputs": [str(p) for p in outputs],
@@ -265,6 +306,9 @@ def _run(args) -> int:
         report.update(model=model.name, params=params.to_dict())
         text = json.dumps(report, indent=2).encode("utf-8")
         imaging.atomic_write(args.report, lambda stream: stream.write(text))
+        written.append(args.report)
+    if not args.quiet:
+        print("wrote " + ", ".join(str(path) for path in written))
     return 0
 
 
@@ -277,12 +321,23 @@ def _save_mask(path: Path, mask) -> None:
         path.suffix.lower()]))
 
 
-def _load(args):
+def _load(args, load_kwargs: dict, threads: int):
     from engine.models import load_model
 
-    kwargs = _load_kwargs(args)
-    return load_model(kwargs.pop("source"), **kwargs,
-                      on_download=None if args.quiet else _DownloadBar())
+    kwargs = dict(load_kwargs)
+    source = kwargs.pop("source")
+    plural = "s" if threads > 1 else ""
+    _status(args, f"loading model {source} (device {kwargs['device']}, {threads} CPU thread{plural})...")
+    started = time.perf_counter()
+    model = load_model(source, **kwargs, on_download=None if args.quiet else _DownloadBar())
+    _status(args, f"model ready: {model.name} on {model.device.type}, "
+                  f"{str(model.dtype).replace('torch.', '')} ({time.perf_counter() - started:.1f} s)")
+    return model
+
+
+def _status(args, line: str) -> None:
+    if not args.quiet:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _settings():
@@ -314,7 +369,8 @@ def _batch(args) -> int:
     defaults = batch.Defaults(method=args.method, source=args.source, target=args.target,
                               params=_params(args), options=_method_options(args),
                               strip_gps=args.strip_gps, scale_feather=args.feather is None)
-    spec = batch.ModelSpec(**_load_kwargs(args), threads=args.threads)
+    threads = args.threads if args.threads is not None else _settings().threads or None
+    spec = batch.ModelSpec(**_load_kwargs(args), threads=threads)
     return batch.run(args.manifest, args.out_dir, defaults, spec,
                      ray=args.ray, actors=args.actors, report=args.report, quiet=args.quiet,
                      on_download=None if args.quiet else _DownloadBar())
@@ -333,13 +389,14 @@ def _check_text(flag: str, text: str) -> None:
 def _check_outputs(args) -> None:
     """Every file the command will write, checked before any work (files.check_writes): none is
     the input photo or the mask (only -o may replace the photo, with --overwrite, and only when it
-    is written under its own name). A run with several results writes OUT-1..OUT-N instead of
-    OUT: those are the names checked."""
+    is written under its own name). A run with several results writes OUT and OUT-1..OUT-N
+    beside it (files.output_names): those are the names checked."""
     inputs = {"the input photo": args.image, "the --mask file": getattr(args, "mask", None)}
     count = (methods.result_count(args.method, _method_options(args)) * args.variations
              if args.command == "edit" else 1)
-    writes = [("-o", path, True) if count == 1 else (f"-o (result {i + 1} of {count})", path, True)
-              for i, path in enumerate(files.output_names(args.output, count))]
+    names = files.output_names(args.output, count)
+    writes = [("-o", names[0], True)] + [(f"-o (result {i} of {count})", path, True)
+                                         for i, path in enumerate(names[1:], 1)]
     for flag in ("save_mask", "save_heatmap", "heatmap", "report"):
         path = getattr(args, flag, None)
         if path is not None:

@@ -28,6 +28,18 @@ def data_dir() -> Path:
     return Path(os.environ.get("DIFFEDIT_DATA_DIR") or platformdirs.user_data_dir(APP_NAME))
 
 
+MAX_THREADS = 1024
+
+
+def physical_cores() -> int:
+    """CPU cores this process may use, counting each physical core once (SMT siblings share
+    one core's arithmetic units, so more threads than cores only add contention)."""
+    import psutil
+
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(psutil.cpu_count(logical=False) or logical or 1, logical or 1))
+
+
 @dataclass
 class Settings:
     default_model: str = ""  # folder, hub repo id (from the local cache) or .safetensors file
@@ -36,6 +48,7 @@ class Settings:
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     memory: str = "auto"  # GPU memory tier: auto | full | sliced | offload (engine.memory)
     allow_download: bool = False  # offline unless the user says otherwise
+    threads: int = 0  # torch CPU threads; 0 = the physical cores (fewer steadies a busy machine)
     # What was wrong with the file when it was loaded (not saved): each bad value kept its default.
     problems: list[str] = field(default_factory=list, compare=False, repr=False)
 

@@ -6,7 +6,15 @@ class EngineError(Exception):
 
 
 class InputError(EngineError, ValueError):
-    """Bad input the user can fix (a parameter, a file, a prompt). The message says how."""
+    """Bad input the user can fix (a parameter, a file, a prompt). The message says how.
+
+    ``field`` names the input at fault (an EditParams field, a method option, "mask", "source"),
+    so that each surface can point at it in its own terms (the CLI names the flag).
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class ModelError(InputError):

@@ -42,23 +42,23 @@ def check(f: dataclasses.Field, value) -> None:
     expected = kind(f)
     if expected is bool:
         if not isinstance(value, bool):
-            raise InputError(f"{name} must be true or false, got {value!r}")
+            raise InputError(f"{name} must be true or false, got {value!r}", field=name)
         return
     if expected is str:
         if not isinstance(value, str):
-            raise InputError(f"{name} must be text, got {value!r}")
+            raise InputError(f"{name} must be text, got {value!r}", field=name)
         if choices is not None and value not in choices:
-            raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+            raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}", field=name)
         return
     if value == 0 and f.metadata.get("zero") and not isinstance(value, bool):
         return
     low, high = low_high
     if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise InputError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+        raise InputError(f"{name} must be a whole number from {low} to {high}, got {value!r}", field=name)
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
-        raise InputError(f"{name} must be a number from {low} to {high}, got {value!r}")
+        raise InputError(f"{name} must be a number from {low} to {high}, got {value!r}", field=name)
     if not low <= value <= high:
-        raise InputError(f"{name} must be from {low} to {high}, got {value}")
+        raise InputError(f"{name} must be from {low} to {high}, got {value}", field=name)
 
 
 def validate(obj) -> None:

@@ -19,10 +19,17 @@ def load_mask(path: Path, photo_size: tuple[int, int], label: str = "--mask"):
 
 
 def output_names(output: Path, count: int) -> list[Path]:
-    """Where a run with ``count`` results writes them: OUT itself, or OUT-1..OUT-N."""
+    """Where a run with ``count`` results writes them: OUT itself; with several, OUT (the best)
+    and OUT-1..OUT-N beside it (every one, in order), so OUT always exists after a run."""
     if count == 1:
         return [output]
-    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)]
+    return [output, *(output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count))]
+
+
+def best_first(results: list) -> list:
+    """The results in output_names' order: the best (ranked first, else the first seed) as OUT,
+    then every one."""
+    return [results[0], *results] if len(results) > 1 else list(results)
 
 
 def export(path: Path, photo, result, strip_gps: bool) -> None:

@@ -258,11 +258,22 @@ def _load_file(path: Path, device, dtype, allow_pickle: bool) -> LoadedModel:
                      zeros_for_empty=bool(pipe.config.get("force_zeros_for_empty_prompt", False)))
 
 
+def _unreadable_checkpoint(path: Path, exc: Exception) -> ModelError:
+    """Why torch.load(weights_only=True) refused a file, in our words: torch's own message
+    suggests switching the safety check off, which is never the fix for a file from outside."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return ModelError(f"{path.name} was refused: besides weights it holds a Python object "
+                          f"({found.group(1)}) that would run code when loaded; get a .safetensors "
+                          "copy of the model")
+    return ModelError(f"{path.name} is not a readable checkpoint: the file is damaged, cut short "
+                      "or of another kind; download it again, or get a .safetensors copy")
+
+
 def _pickle_to_safetensors(path: Path) -> Path:
     """Read a pickle checkpoint with ``weights_only=True`` (no code runs: anything but tensors
     and plain containers is refused) and keep its tensors as a cached .safetensors copy."""
     import hashlib
-    import pickle
 
     import torch
     from safetensors.torch import save_file
@@ -276,11 +287,8 @@ def _pickle_to_safetensors(path: Path) -> Path:
         return converted
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelError(f"{path.name} was refused: it holds more than weights (it would run code "
-                         f"when loaded: {str(exc).splitlines()[0]}); get a .safetensors copy") from None
     except Exception as exc:
-        raise ModelError(f"{path.name}: not a readable checkpoint ({exc})") from None
+        raise _unreadable_checkpoint(path, exc) from None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict):

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from engine.backbones.base import as_conditioning
-from engine.errors import Cancelled
+from engine.config import MAX_THREADS, physical_cores
+from engine.errors import Cancelled, InputError
 
 OnStep = Callable[[str, int, int, Optional[np.ndarray]], None]
 ShouldStop = Callable[[], bool]
@@ -105,6 +106,18 @@ class RunContext:
             "dtype": str(model.dtype).replace("torch.", ""),
             "peak_memory_bytes": peak,
         }
+
+
+def set_threads(threads: int = 0) -> int:
+    """Use ``threads`` CPU threads for torch's operators (0: the physical cores); returns the
+    count in force. Process-wide: the CLI, the app's engine thread and the benchmark call it
+    before loading a model."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS:
+        raise InputError(f"threads must be a whole number from 0 (the physical cores) to "
+                         f"{MAX_THREADS}, got {threads!r}", field="threads")
+    count = threads or physical_cores()
+    torch.set_num_threads(count)
+    return count
 
 
 def peak_rss_bytes() -> int:

@@ -208,10 +208,12 @@ def setup(venv: Path, host: Host, override: str | None) -> Path:
             raise SetupError(f"could not create a virtual environment in {venv}")
     installed = _installed_torch(python)
     stamp = venv / TORCH_STAMP
-    action = plan_torch(choice, installed, _read_json(stamp))
+    recorded = _read_json(stamp)
+    action = plan_torch(choice, installed, recorded)
     if action == "keep":
-        _say(f"torch {installed} already installed ({choice.build if stamp.is_file() else 'yours'}; "
-             "set DIFFEDIT_TORCH to choose another)")
+        origin = ("from your DIFFEDIT_TORCH" if (recorded or {}).get("override") else
+                  f"the {choice.build} build" if recorded else "not installed by this script")
+        _say(f"torch {installed} already installed ({origin}; set DIFFEDIT_TORCH to choose another)")
     else:
         _say(choice.describe())
         if action == "reinstall":

@@ -139,13 +139,14 @@ def check_inputs(method: str, source: str | None, target: str | None, mask, para
         raise InputError("params must be an EditParams")
     params.validate()
     if not isinstance(target, str) or not target.strip():
-        raise InputError("the target text is empty: say what the photo should become (--target)")
+        raise InputError("the target text is empty: say what the photo should become (--target)",
+                         field="target")
     if source is not None and not isinstance(source, str):
         raise InputError("the source text must be text")
     if mask is not None and info_.mask != "none" and not (np.asarray(mask) > 0).any():
         hint = " or clear it to have one found from the two texts" if info_.mask == "auto" else ""
         raise InputError("the mask is empty, so nothing would change: paint the area to edit, "
-                         f"load a mask{hint}, or lower the mask threshold")
+                         f"load a mask{hint}, or lower the mask threshold", field="mask")
     info_.checks(Inputs((source or "").strip(), target.strip(), mask, params, parsed, paint))
     return parsed
 
@@ -162,10 +163,10 @@ def _blended_checks(inputs: Inputs) -> None:
     if action != "extend" and inputs.mask is None:
         what = "the subject to keep" if action == "background" else "the area to change"
         raise InputError(f"Blended Latent Diffusion ({action}) needs a mask: paint {what} "
-                         "(or load one)")
+                         "(or load one)", field="mask")
     if action == "extend" and not any(_extend_margins(inputs.options)):
         raise InputError("extend adds no canvas: set extend_left, extend_right, extend_top or "
-                         "extend_bottom (px of new canvas)")
+                         "extend_bottom (px of new canvas)", field="extend_left")
     if action == "scribble" and inputs.paint is not PAINT_IN_PHOTO and (
             inputs.paint is None or not np.any(np.asarray(inputs.paint[1]) > 0)):
         raise InputError("Scribble starts from colours you paint: choose Paint (P), pick a colour "
@@ -174,7 +175,7 @@ def _blended_checks(inputs: Inputs) -> None:
     if last_seed > SEED_MAX:
         raise InputError(f"seed {inputs.params.seed} leaves no room for "
                          f"{inputs.options.candidates} candidates (each takes the next seed, up "
-                         f"to {SEED_MAX}); pick a smaller seed")
+                         f"to {SEED_MAX}); pick a smaller seed", field="seed")
 
 
 def _extend_margins(options) -> tuple[int, int, int, int]:
@@ -200,13 +201,13 @@ def _sdedit_plan(params: EditParams, options, has_mask: bool) -> dict[str, int]:
 def _sdedit_checks(inputs: Inputs) -> None:
     if inputs.options.masked and inputs.mask is None:
         raise InputError("masked SDEdit needs a mask: paint the area to change, or turn 'masked' "
-                         "off to change the whole photo")
+                         "off to change the whole photo", field="mask")
 
 
 def _p2p_checks(inputs: Inputs) -> None:
     if not inputs.source:
         raise InputError("Prompt-to-Prompt edits a caption of the photo: give the source text "
-                         "(what is in the photo now)")
+                         "(what is in the photo now)", field="source")
 
 
 _SAMPLED = ("negative_prompt", "steps", "strength", "guidance", "mask_threshold", "feather", "eta",

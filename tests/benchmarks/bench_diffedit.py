@@ -610,12 +610,9 @@ def run_gui_stall(model_source: str, photo, params, source: str, target: str, de
     controller.job_failed.connect(lambda job_id, message, details: failures.append(message))
     controller.job_finished.connect(lambda job_id: loop.quit())
     try:
-        if threads:
-            # The engine thread is a new thread; torch's thread count is process-wide.
-            import torch
-
-            torch.set_num_threads(threads)
-        controller.load_model(LoadModelRequest(model_source, device=device, dtype=dtype))
+        # The engine thread sets the (process-wide) thread count itself, as in the app.
+        controller.load_model(LoadModelRequest(model_source, device=device, dtype=dtype,
+                                               threads=threads))
         loop.exec()
         if not states or states[-1][0] != "ready":
             raise ModelError(f"the app's engine thread could not load the model: {states[-1][1] if states else '?'}")
@@ -829,7 +826,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="run the compare and interactive scenarios N times (fresh session each, "
                              "alternating which side goes first) and report each side's median run")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: torch's default); 1 steadies figures on a busy machine")
+                        help="torch CPU threads (0: the physical cores, as the CLI and the app); "
+                             "1 steadies figures on a busy machine")
     parser.add_argument("--json", dest="json_out", default=None, help="write the figures to this JSON file")
     return parser.parse_args(argv)
 
@@ -844,14 +842,12 @@ def run(argv=None) -> dict:
     from engine.imaging import load_photo
     from engine.models import load_model
     from engine.params import EditParams
+    from engine.runtime import set_threads
     from engine.session import EditSession
 
     if args.repeat < 1:
         raise InputError(f"--repeat must be 1 or more, got {args.repeat}")
-    if args.threads < 0:
-        raise InputError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args.threads = set_threads(args.threads)  # the figures name the count that ran
     if args.sd_shaped and args.model:
         raise InputError("--sd-shaped builds its own model: leave out --model (or drop --sd-shaped)")
     params = EditParams(steps=args.steps, strength=args.strength, guidance=args.guidance,

@@ -160,15 +160,32 @@ class _RunsCode:
         return (open, (str(self.marker), "w"))
 
 
-def test_crafted_pickle_does_not_run_its_code_even_with_opt_in(tmp_path):
+@pytest.mark.parametrize("protocol", [2, 4])  # 2 as torch.save writes; 4 is refused as unreadable
+def test_crafted_pickle_does_not_run_its_code_even_with_opt_in(tmp_path, protocol):
     import pickle
 
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"
-    path.write_bytes(pickle.dumps({"state_dict": {"w": _RunsCode(marker)}}))
-    with pytest.raises(ModelError, match="refused"):
+    path.write_bytes(pickle.dumps({"state_dict": {"w": _RunsCode(marker)}}, protocol=protocol))
+    with pytest.raises(ModelError) as info:
         load_model(str(path), device="cpu", allow_pickle=True)
     assert not marker.exists()
+    if protocol == 2:
+        assert "evil.ckpt was refused: besides weights it holds a Python object (io.open)" in str(info.value)
+    assert "weights_only" not in str(info.value)  # never torch's advice to turn the check off
+
+
+@pytest.mark.parametrize("damage", ["cut short", "not a checkpoint"])
+def test_a_damaged_checkpoint_is_called_damaged_not_dangerous(tmp_path, damage):
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(64, 64)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "cut short" else b"<html>Not Found</html>")
+    with pytest.raises(ModelError) as info:
+        load_model(str(path), device="cpu", allow_pickle=True)
+    message = str(info.value)
+    assert message.startswith("model.ckpt is not a readable checkpoint: the file is damaged")
+    assert "code" not in message and "weights_only" not in message
 
 
 def test_hub_id_downloaded_by_the_app_resolves_offline(tiny_model_path):
