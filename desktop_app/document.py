@@ -538,15 +538,8 @@ def _offset(entry: HistoryEntry) -> tuple[int, int]:
 
 
 def resized_photo(photo, rgb: np.ndarray, offset: tuple[int, int]):
-    """The opened photo's export data for pixels of another size: alpha moved along (the new
-    area opaque); the file's own high-depth pixels cannot follow, so the photo becomes sRGB."""
-    import dataclasses
+    """The opened photo's export data for pixels of another size (an extended result): its
+    metadata and profile stay, the alpha moves along (see engine.imaging.extended_photo)."""
+    from engine.imaging import extended_photo
 
-    alpha = None
-    if getattr(photo, "alpha", None) is not None:
-        alpha = place(photo.alpha, offset, rgb.shape[:2])
-        new_area = place(np.ones(photo.alpha.shape, bool), offset, rgb.shape[:2])
-        alpha[~new_area] = 255
-    icc = None if getattr(photo, "colour_converted", False) else getattr(photo, "icc_profile", None)
-    return dataclasses.replace(photo, rgb=np.ascontiguousarray(rgb).copy(), alpha=alpha,
-                               native=None, colour_converted=False, icc_profile=icc)
+    return extended_photo(photo, rgb, offset)

@@ -381,11 +381,12 @@ def process(model, item: Item) -> dict:
     try:
         photo, results = _edit(model, item)
         written = files.best_first(results)
+        margins = methods.info(item.method).canvas_margins(item.options)
         if len(written) != len(item.outputs):
             raise EngineError(f"{item.method} gave {len(results)} results, "
                               f"{methods.result_count(item.method, item.options)} were expected")
         for path, result in zip(item.outputs, written):
-            files.export(path, photo, result, item.strip_gps)
+            files.export(path, photo, result, margins, item.strip_gps)
         return {"ok": True, "seconds": round(time.perf_counter() - started, 3),
                 "unet_evals": results[0].stats.get("unet_evals", {}),
                 "warnings": list(results[0].warnings)}

@@ -284,9 +284,10 @@ def _run(args) -> int:
 
         results = execute(request, lambda key, pixels: session, on_step=progress)
         _finish(progress)
+        margins = methods.info(args.method).canvas_margins(request.options)
         outputs = files.output_names(args.output, len(results))
         for path, each in zip(outputs, files.best_first(results)):
-            files.export(path, photo, each, args.strip_gps)
+            files.export(path, photo, each, margins, args.strip_gps)
         written = list(outputs)
         result = results[0]
         if args.save_mask:

@@ -32,16 +32,16 @@ def best_first(results: list) -> list:
     return [results[0], *results] if len(results) > 1 else list(results)
 
 
-def export(path: Path, photo, result, strip_gps: bool) -> None:
-    """Save with the photo's alpha, EXIF and profile; a result of another size (an extended
-    canvas) is saved without them."""
+def export(path: Path, photo, result, margins: tuple[int, int, int, int], strip_gps: bool) -> None:
+    """Save with the photo's alpha, EXIF, XMP, DPI and profile; a result on a larger canvas (an
+    extended one: ``margins`` left, right, top, bottom, from MethodInfo.canvas_margins) keeps
+    them too, its new area in the photo's colour space."""
     from engine import imaging
 
-    if result.image.shape == photo.rgb.shape:
-        imaging.export_photo(path, photo, result.image, metadata=result.metadata(),
-                             strip_gps=strip_gps)
-    else:
-        imaging.save_image(path, result.image, metadata=result.metadata())
+    if result.image.shape != photo.rgb.shape:
+        photo = imaging.extended_photo(photo, result.image, (margins[0], margins[2]))
+    imaging.export_photo(path, photo, result.image, metadata=result.metadata(),
+                         strip_gps=strip_gps)
 
 
 def check_writes(writes: list[tuple[str, Path, bool]], inputs: dict[str, Path | None], *,
