@@ -33,7 +33,7 @@ class LoadModelRequest:
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     memory: str = "auto"  # GPU memory tier: auto | full | sliced | offload
-    threads: int = 0  # torch CPU threads (0: the physical cores); process-wide
+    threads: int = 0  # torch CPU threads (0: the physical cores), set on the engine thread
 
 
 @dataclass(frozen=True)

@@ -110,8 +110,8 @@ class RunContext:
 
 def set_threads(threads: int = 0) -> int:
     """Use ``threads`` CPU threads for torch's operators (0: the physical cores); returns the
-    count in force. Process-wide: the CLI, the app's engine thread and the benchmark call it
-    before loading a model."""
+    count in force. Call it on the thread that runs the model (OpenMP keeps the count per
+    thread): the CLI and the benchmark do at start, the app's engine thread before each load."""
     if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS:
         raise InputError(f"threads must be a whole number from 0 (the physical cores) to "
                          f"{MAX_THREADS}, got {threads!r}", field="threads")

@@ -610,7 +610,7 @@ def run_gui_stall(model_source: str, photo, params, source: str, target: str, de
     controller.job_failed.connect(lambda job_id, message, details: failures.append(message))
     controller.job_finished.connect(lambda job_id: loop.quit())
     try:
-        # The engine thread sets the (process-wide) thread count itself, as in the app.
+        # The engine thread sets its thread count itself (OpenMP's is per thread), as in the app.
         controller.load_model(LoadModelRequest(model_source, device=device, dtype=dtype,
                                                threads=threads))
         loop.exec()
