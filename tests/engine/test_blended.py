@@ -369,7 +369,8 @@ def test_cli_writes_one_file_per_candidate(tmp_path, cat, box, tiny_model_path):
     code = cli.main(["edit", str(photo), "-o", str(out), "--target", "a dog", "--mask",
                      str(tmp_path / "mask.png"), "--method", "blended", "--candidates", "2",
                      "--steps", "6", "--seed", "4", "--model", "tiny", "--quiet"])
-    assert code == 0 and not out.exists()
+    assert code == 0  # OUT is the best (unranked: the first seed), OUT-1..N every candidate
+    assert out.read_bytes() == (tmp_path / "out-1.png").read_bytes()
     first, second = (np.asarray(Image.open(tmp_path / f"out-{i}.png").convert("RGB")) for i in (1, 2))
     from engine.geometry import default_feather
 

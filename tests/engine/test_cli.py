@@ -153,7 +153,7 @@ def test_process_exit_codes_and_no_traceback(tmp_path, samples_dir):
     bad = run_cli("edit", samples_dir / "chelsea.png", "-o", tmp_path / "o.png", "--target", "a dog",
                   "--guidance", "99", *FAST)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == ["error: guidance must be from 0.0 to 50.0, got 99.0"]
+    assert bad.stderr.strip().splitlines() == ["error: --guidance must be from 0.0 to 50.0, got 99.0"]
 
 
 def test_options_of_another_method_are_refused(tmp_path, samples_dir, capsys):
