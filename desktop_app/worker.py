@@ -33,7 +33,6 @@ class LoadModelRequest:
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     memory: str = "auto"  # GPU memory tier: auto | full | sliced | offload
-    threads: int = 0  # torch CPU threads (0: the physical cores), set on the engine thread
 
 
 @dataclass(frozen=True)
@@ -157,9 +156,6 @@ class EngineWorker(QObject):
         self.model = None
         self.model_state.emit("loading", f"Loading {request.source}\u2026")
         try:
-            from engine.runtime import set_threads  # imports torch: only in the engine thread
-
-            set_threads(request.threads)
             source = request.source
             if source == TINY_MODEL:
                 source = str(self.backend.ensure_tiny_model())

@@ -111,7 +111,7 @@ class RunContext:
 def set_threads(threads: int = 0) -> int:
     """Use ``threads`` CPU threads for torch's operators (0: the physical cores); returns the
     count in force. Call it on the thread that runs the model (OpenMP keeps the count per
-    thread): the CLI and the benchmark do at start, the app's engine thread before each load."""
+    thread): the CLI and the benchmark do at start."""
     if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS:
         raise InputError(f"threads must be a whole number from 0 (the physical cores) to "
                          f"{MAX_THREADS}, got {threads!r}", field="threads")

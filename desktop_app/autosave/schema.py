@@ -245,7 +245,8 @@ def _params_record() -> Record:
 PARAMS = _params_record()
 PHOTO = Record({"rgb": RGB, "alpha": Optional(GREY), "path": Optional(FilePath()),
                 "exif": Optional(Bytes()), "icc_profile": Optional(Bytes()), "format": Optional(TEXT),
-                "warnings": ListOf(TEXT), "native": Optional(NATIVE), "colour_converted": FLAG}, Photo)
+                "warnings": ListOf(TEXT), "native": Optional(NATIVE), "colour_converted": FLAG,
+                "xmp": Optional(Bytes()), "dpi": Optional(ListOf(NUMBER))}, Photo)
 SEGMENT = Record({"op": Optional(MaskOp()), "added": Optional(MASK), "erased": Optional(MASK)}, Segment)
 MASK_LAYERS = Record({"heatmap": Optional(MASK), "segments": ListOf(SEGMENT)}, MaskLayers)
 PAINT = Record({"rgb": RGB, "coverage": MASK}, PaintLayer)

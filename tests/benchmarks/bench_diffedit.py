@@ -610,9 +610,12 @@ def run_gui_stall(model_source: str, photo, params, source: str, target: str, de
     controller.job_failed.connect(lambda job_id, message, details: failures.append(message))
     controller.job_finished.connect(lambda job_id: loop.quit())
     try:
-        # The engine thread sets its thread count itself (OpenMP's is per thread), as in the app.
-        controller.load_model(LoadModelRequest(model_source, device=device, dtype=dtype,
-                                               threads=threads))
+        if threads:
+            # The engine thread is a new thread; torch's thread count is process-wide.
+            import torch
+
+            torch.set_num_threads(threads)
+        controller.load_model(LoadModelRequest(model_source, device=device, dtype=dtype))
         loop.exec()
         if not states or states[-1][0] != "ready":
             raise ModelError(f"the app's engine thread could not load the model: {states[-1][1] if states else '?'}")
@@ -826,7 +829,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="run the compare and interactive scenarios N times (fresh session each, "
                              "alternating which side goes first) and report each side's median run")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: the physical cores, as the CLI and the app); "
+                        help="torch CPU threads (0: the physical cores, as the CLI); "
                              "1 steadies figures on a busy machine")
     parser.add_argument("--json", dest="json_out", default=None, help="write the figures to this JSON file")
     return parser.parse_args(argv)
