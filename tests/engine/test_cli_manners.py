@@ -78,7 +78,7 @@ def test_version(capsys):
 
 def test_no_command_is_a_usage_error(capsys):
     assert cli.main([]) == 2
-    assert capsys.readouterr().err.startswith("error: give a command: edit, mask, models")
+    assert capsys.readouterr().err.startswith("error: give a command: edit, mask, batch, models")
 
 
 @pytest.mark.parametrize("raised, code, line", [
