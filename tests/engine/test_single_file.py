@@ -296,6 +296,9 @@ def test_truncated_file(tiny_checkpoint, tmp_path):
         (bytes(range(256)) * 64, "not a valid safetensors file"),
         ((19).to_bytes(8, "little") + b"{not json at all!!}", "header cannot be read"),
         ((2).to_bytes(8, "little") + b"{}", "holds no tensors"),
+        # JSON nested past Python's recursion limit: refused by name, not a RecursionError.
+        ((200_006).to_bytes(8, "little") + b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}" + b"\0" * 8,
+         "header cannot be read"),
     ],
 )
 def test_corrupt_files(tmp_path, content, message):
