@@ -182,8 +182,8 @@ class EngineWorker(QObject):
 
     def _on_step(self, job_id: int, variation: list[int]):
         """An engine on_step that reports Progress (at ``variation`` = [index, count]) and previews."""
-        def on_step(stage, step, total, preview):
-            self.progress.emit(Progress(job_id, stage, int(step), int(total), *variation))
+        def on_step(stage, step, total, preview):  # the engine's step counts steps done, from 1
+            self.progress.emit(Progress(job_id, stage, int(step) - 1, int(total), *variation))
             if preview is not None:
                 self.preview.emit(job_id, np.array(preview, dtype=np.uint8, copy=True))
 

@@ -400,6 +400,7 @@ def process(model, item: Item) -> dict:
 def _edit(model, item: Item):
     """One item through the engine's run path, exactly as `edit` runs one photo."""
     from engine import imaging
+    from engine.runs import RunRequest, execute
     from engine.session import EditSession
 
     photo = imaging.load_photo(item.image)
@@ -408,7 +409,9 @@ def _edit(model, item: Item):
     params = item.params
     if item.scale_feather:  # as `edit` without --feather
         params = params.replace(feather=session.default_params(item.method).feather)
-    return photo, session.run(item.method, item.source, item.target, mask, params, item.options)
+    request = RunRequest(photo, str(item.image), item.method, item.source, item.target, mask,
+                         params, dict(item.options), paint=methods.PAINT_IN_PHOTO)
+    return photo, execute(request, lambda key, pixels: session)
 
 
 def run_local(spec: ModelSpec, items: list[Item], on_download=None):

@@ -174,13 +174,13 @@ def generate(ctx, schedule: Schedule, timesteps, z0: torch.Tensor, latent_mask: 
     per_call = max(1, batch // (2 if guidance != 1.0 else 1))
     groups = [seeds[i:i + per_call] for i in range(0, len(seeds), per_call)]
     finals = []
-    for number, group in enumerate(groups):
+    for first, group in zip(range(0, len(seeds), per_call), groups):
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in group]
         noise = seeded_noise(generators, z0.shape, z0.device)  # this candidate's fixed noise
         start = add_noise(z0, noise, schedule.alpha(timesteps[0])) if from_photo else noise
         finals.append(blended_denoise(
             ctx, schedule, timesteps, start, z0, noise, latent_mask, uncond, cond, guidance, eta,
-            generators, progress=(number * len(timesteps), len(groups) * len(timesteps)),
+            generators, progress=(first * len(timesteps), len(seeds) * len(timesteps)),
             preview_content=preview_content))
     return torch.cat(finals)
 
@@ -198,7 +198,8 @@ def blended_denoise(ctx, schedule: Schedule, timesteps, x: torch.Tensor, z0: tor
     soft values blend; None = no blending) is replaced by ``add_noise(z0, noise, level)`` at the
     exact level the latent has reached, so the model always sees the photo where it must stay.
     ``eta`` > 0 draws DDIM's per-step noise from ``generators`` (one per batch entry).
-    ``progress`` = (steps done before this call, total steps of the run) for ``ctx.step``.
+    ``progress`` = (candidate-steps done before this call, total candidate-steps of the run)
+    for ``ctx.step``: a step of a batch of ``n`` candidates counts ``n``, as the step plan does.
     """
     mask = None if latent_mask is None else latent_mask.to(x.device, torch.float32)[None, None]
 
@@ -213,7 +214,7 @@ def blended_denoise(ctx, schedule: Schedule, timesteps, x: torch.Tensor, z0: tor
     texts = (Conditioning.cat([uncond.expand(count), cond.expand(count)]) if use_cfg
              else cond.expand(count))
     done, total = progress
-    total = total or len(timesteps)
+    total = total or len(timesteps) * count
     x = blend(x, schedule.alpha(timesteps[0]))
     for index, t in enumerate(timesteps):
         alpha_t = schedule.alpha(t)
@@ -225,7 +226,7 @@ def blended_denoise(ctx, schedule: Schedule, timesteps, x: torch.Tensor, z0: tor
             eps = ctx.predict_noise(x, t, texts, alpha_t)
         step_noise = seeded_noise(generators, x.shape, x.device) if eta > 0 and generators else None
         x = blend(ddim_step(x, eps, alpha_t, level, eta, step_noise), level)
-        ctx.step_with_preview(done + index + 1, total, x, preview_content)
+        ctx.step_with_preview(done + (index + 1) * count, total, x, preview_content)
     return x
 
 

@@ -72,8 +72,7 @@ def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: Conditio
     noisy = alpha**0.5 * z0 + (1 - alpha) ** 0.5 * noise
     pairs_per_call = max(1, batch // 2)
     total, squares = 0.0, 0.0
-    calls = -(-samples // pairs_per_call)
-    for call, start in enumerate(range(0, samples, pairs_per_call)):
+    for start in range(0, samples, pairs_per_call):
         chunk = noisy[start:start + pairs_per_call]
         n = chunk.shape[0]
         texts = Conditioning.cat([source.expand(n), target.expand(n)])
@@ -82,7 +81,7 @@ def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: Conditio
         difference = (eps_target - eps_source).abs().mean(dim=1)
         total = total + difference.sum(dim=0)
         squares = squares + difference.double().square().sum(dim=0)
-        ctx.step(call + 1, calls)
+        ctx.step(start + n, samples)  # in samples, as the step plan counts them, batched or not
     columns, rows = content or (z0.shape[-1], z0.shape[-2])
     heat = torch.zeros_like(total)
     mean = (total / samples)[:rows, :columns]

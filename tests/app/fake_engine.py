@@ -107,7 +107,7 @@ class FakeEditSession:
                 time.sleep(engine.step_delay)
             preview = np.full((8, 8, 3), 40 * (i % 6), np.uint8)
             if on_step is not None:
-                on_step(stage, i, total, preview)
+                on_step(stage, i + 1, total, preview)  # as the engine: steps done, from 1
 
     def estimate_mask(self, source, target, params, *, on_step=None, should_stop=None):
         params.validate()

@@ -72,7 +72,9 @@ class AppView:
     def _progress(self, p) -> None:
         if (p.stage, p.total) not in self.stages:
             self.stages.append((p.stage, p.total))
-        self.steps[p.stage] = self.steps.get(p.stage, 0) + 1
+        # The step each stage reached (what the progress bar shows): the engine reports a batch
+        # of samples as one step of several, the fake one at a time.
+        self.steps[p.stage] = max(self.steps.get(p.stage, 0), p.step + 1)
 
     def summary(self) -> dict:
         """Everything the window and the history use, with pixels reduced to what must agree."""
@@ -117,19 +119,10 @@ def both(tiny_model_path):
             run_scenarios(EngineBackend(), str(tiny_model_path)))
 
 
-# The fake reports the registry's step plan (what the app's time-left estimate uses); the engine
-# runs mask samples and Blended candidates max_batch at a time and reports one step per call, so
-# for these the plan (and the time left the app shows) is off. Strict: fixing the plan fails them.
-BATCHED = pytest.mark.xfail(strict=True, reason="engine.methods step_plan counts mask samples and "
-                            "Blended candidates one step each; the engine batches them")
 NAMES = [s[0] for s in SCENARIOS] + ["find mask", "diffedit again (first)", "diffedit again (second)"]
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=BATCHED) if name in ("diffedit finds its mask", "find mask",
-                                                  "blended candidates", "blended background",
-                                                  "blended extend") else name
-    for name in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_the_fake_looks_like_the_real_engine_to_the_app(both, name):
     fake, real = both
     assert fake[name] == real[name]

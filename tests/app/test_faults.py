@@ -54,7 +54,7 @@ def step_hook(monkeypatch, action):
             if on_step is not None:
                 on_step(stage_, i, total_, preview)
             count[0] += 1
-            action(stage_, i, count[0])
+            action(stage_, i - 1, count[0])  # 0-based, as Progress.step
         return original(self, stage, total, hooked, should_stop)
 
     monkeypatch.setattr(FakeEditSession, "_steps", steps)

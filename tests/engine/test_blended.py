@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import cli, masks
+from engine import cli, masks, methods
 from engine.errors import Cancelled, InputError
 from engine.imaging import read_metadata
 from engine.inversion import Schedule
@@ -84,7 +84,9 @@ def test_candidates_beyond_one_batch_are_split_into_calls_and_progress_counts_th
                                           on_step=lambda *a: seen.append(a))
     assert len(results) == 3 and unet.evaluations == 3 * 2 * 6
     decode = [(i, n) for stage, i, n, _ in seen if stage == "decode"]
-    assert decode == [(i, 12) for i in range(1, 13)]  # two groups of 6 steps
+    # Two calls of 6 steps (2 candidates, then 1): counted in candidate-steps, as the plan does.
+    assert decode == [(2 * i, 18) for i in range(1, 7)] + [(12 + i, 18) for i in range(1, 7)]
+    assert methods.info("blended").step_plan(FAST, {"candidates": 3}, True) == {"decode": 18}
 
 
 def test_background_keeps_the_subject_and_replaces_the_rest(tiny_model, cat, box):

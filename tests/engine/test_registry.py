@@ -112,7 +112,8 @@ def test_the_cli_and_the_session_say_what_check_inputs_says(tmp_path, tiny_model
     result = _cli(["edit", str(photo), "-o", str(tmp_path / "out.png"), "--target", "a dog",
                    "--source", source, "--method", method, "--model", "tiny", "--quiet",
                    "--steps", "2", "--mask-samples", "1", "--seed", str(params.seed), *argv])
-    assert result == (2, [f"error: {sentence}"])
+    # The CLI's words: the same sentence, option names as flags and the input at fault named.
+    assert result == (2, [f"error: {cli._in_cli_words(checked.value)}"])
 
 
 def _cli(argv):
