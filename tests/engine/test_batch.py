@@ -53,7 +53,7 @@ ITEMS = [
     ({"image": "p3.png", "target": "a ball", "method": "blended", "mask": "m3.png",
       "candidates": 2, "seed": 7},
      ["p3.png", "--target", "a ball", "--method", "blended", "--mask", "m3.png", "--candidates",
-      "2", "--seed", "7"], ["p3-1.png", "p3-2.png"]),
+      "2", "--seed", "7"], ["p3.png", "p3-1.png", "p3-2.png"]),  # p3: the best, beside all
     ({"image": "p4.png", "source": "a red cat", "target": "a blue cat", "method": "p2p"},
      ["p4.png", "--source", "a red cat", "--target", "a blue cat", "--method", "p2p"], ["p4.png"]),
 ]
@@ -204,14 +204,14 @@ def test_five_items_equal_five_single_edits_byte_for_byte(photos, tmp_path):
     assert cli.main(["batch", str(manifest), "--out-dir", str(out), "--quiet", "--report",
                      str(report), *FAST]) == 0
     for _, flags, names in ITEMS:
-        args = [str(photos / flags[0]), "-o", str(single / names[0].replace("-1", ""))]
+        args = [str(photos / flags[0]), "-o", str(single / names[0])]
         args += [str(photos / a) if a.startswith("m") and a.endswith(".png") else a for a in flags[1:]]
         assert cli.main(["edit", *args, "--quiet", *FAST]) == 0
         for name in names:
             assert (out / name).read_bytes() == (single / name).read_bytes(), name
     data = json.loads(report.read_text())
     assert data["counts"] == {"done": 5, "skipped": 0, "failed": 0, "not run": 0}
-    assert [len(row["outputs"]) for row in data["items"]] == [1, 1, 1, 2, 1]
+    assert [len(row["outputs"]) for row in data["items"]] == [1, 1, 1, 3, 1]
     assert data["items"][0]["unet_evals"] == {"mask": 4, "encode": 3, "decode": 6}
     assert data["unet_evals"] == sum(sum(row["unet_evals"].values()) for row in data["items"])
     # A rerun finds every item finished: nothing is rewritten.
