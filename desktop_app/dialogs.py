@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 
 from desktop_app.panels.fields import param_box
 from desktop_app.worker import TINY_MODEL
+from engine.config import MAX_THREADS, physical_cores
 from engine.params import EditParams
 
 APP_TITLE = "DiffEdit Studio"
@@ -126,9 +127,17 @@ class SettingsDialog(QDialog):
         self.memory.setToolTip("How much GPU memory a run may use. After running out of memory, "
                                "the app retries once a step lower; choose a lower step here if it "
                                "keeps happening. No effect on the CPU.")
+        self.threads = QSpinBox()
+        self.threads.setRange(0, MAX_THREADS)
+        self.threads.setSpecialValueText(f"Automatic ({physical_cores()}, the physical cores)")
+        self.threads.setValue(engine.threads if isinstance(engine.threads, int) else 0)
+        self.threads.setToolTip("CPU threads for the model's arithmetic (also used on a GPU for "
+                                "the CPU-side work). Fewer than the cores keeps a busy machine "
+                                "responsive. Used from the next model load.")
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
         form.addRow("GPU memory", self.memory)
+        form.addRow("CPU threads", self.threads)
         layout.addWidget(model_box)
 
         defaults = settings.default_params()
@@ -207,7 +216,7 @@ class SettingsDialog(QDialog):
         if model.startswith("~"):
             model = str(Path(model).expanduser())
         self.settings.save_engine(model, self.device.currentData(), self.dtype.currentData(),
-                                  self.memory.currentData())
+                                  self.memory.currentData(), self.threads.value())
         self.settings.set_default_params(self.settings.default_params().replace(
             steps=self.steps.value(), strength=round(self.strength.value(), 4),
             guidance=round(self.guidance.value(), 4), mask_threshold=round(self.threshold.value(), 4),

@@ -184,7 +184,7 @@ class MainWindow(QMainWindow):
         """Load ``source`` on the engine thread with the configured device, precision and memory
         tier (``overrides`` replaces any of them, e.g. device="cpu")."""
         config = self.settings.engine()
-        request = LoadModelRequest(source, config.device, config.dtype, config.memory)
+        request = LoadModelRequest(source, config.device, config.dtype, config.memory, config.threads)
         self.model_source = source
         self.engine.load_model(replace(request, **overrides))
 

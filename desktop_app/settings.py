@@ -29,12 +29,14 @@ class AppSettings:
     def engine(self) -> config.Settings:
         return config.Settings.load()
 
-    def save_engine(self, model: str, device: str, dtype: str, memory: str = "auto") -> None:
+    def save_engine(self, model: str, device: str, dtype: str, memory: str = "auto",
+                    threads: int = 0) -> None:
         current = config.Settings.load()
         current.default_model = model
         current.device = device
         current.dtype = dtype
         current.memory = memory
+        current.threads = threads
         current.save()
 
     def remember_model(self, source: str) -> None:

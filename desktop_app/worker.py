@@ -33,6 +33,7 @@ class LoadModelRequest:
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     memory: str = "auto"  # GPU memory tier: auto | full | sliced | offload
+    threads: int = 0  # torch CPU threads (0: the physical cores), set on the engine thread
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,11 @@ class Progress:
 class EngineBackend:
     """Where the worker finds the engine. Imports happen on first use, on the worker thread."""
 
-    def load_model(self, source, *, device="auto", dtype="auto", memory_tier="auto"):
+    def load_model(self, source, *, device="auto", dtype="auto", memory_tier="auto", threads=0):
         from engine.models import load_model
+        from engine.runtime import set_threads
 
+        set_threads(threads)  # here, on the engine thread: OpenMP thread counts are per thread
         return load_model(source, device=device, dtype=dtype, memory_tier=memory_tier)
 
     def ensure_tiny_model(self):
@@ -160,7 +163,7 @@ class EngineWorker(QObject):
             if source == TINY_MODEL:
                 source = str(self.backend.ensure_tiny_model())
             self.model = self.backend.load_model(source, device=request.device, dtype=request.dtype,
-                                                 memory_tier=request.memory)
+                                                 memory_tier=request.memory, threads=request.threads)
         except Exception as exc:
             message, _ = describe_exception(exc)
             self.model_state.emit("failed", message)

@@ -94,7 +94,8 @@ class Settings:
         return path
 
 
-_KINDS = {"model_folders": "a list of folder names", "allow_download": "true or false"}
+_KINDS = {"model_folders": "a list of folder names", "allow_download": "true or false",
+          "threads": f"a whole number from 0 to {MAX_THREADS}"}
 
 
 def _has_kind(value, kind: str) -> bool:
@@ -102,6 +103,8 @@ def _has_kind(value, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == "a list of folder names":
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if kind.startswith("a whole number"):
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_THREADS
     return isinstance(value, str)
 
 

@@ -64,12 +64,14 @@ class FakeEngine:
         self.resume = threading.Event()
         self.loaded_sources: list[str] = []
         self.memory_tiers: list[str] = []
+        self.load_threads: list[int] = []  # the thread count each load_model call was given
 
     # --- the engine.models / engine.tiny_model surface
 
     def load_model(self, source, *, device="auto", dtype="auto", allow_download=False,
-                   allow_pickle=False, memory_tier="auto"):
+                   allow_pickle=False, memory_tier="auto", threads=0):
         self.memory_tiers.append(memory_tier)
+        self.load_threads.append(threads)
         if self.fail_on == "load":
             raise self.error
         self.loaded_sources.append(str(source))

@@ -156,7 +156,20 @@ SETTINGS = {
     "not-an-object.json": ('["tiny"]', "does not hold a JSON object"),
     "cuda-device.json": ('{"device": "cuda"}', "device 'cuda' was asked for"),  # the CLI honours it
     "bogus-dtype.json": ('{"dtype": "float3"}', "unknown dtype 'float3'"),
+    "threads-text.json": ('{"threads": "many"}', "threads must be a whole number from 0 to"),
+    "threads-negative.json": ('{"threads": -2}', "threads must be a whole number from 0 to"),
 }
+
+
+def test_settings_the_app_saves_are_read_back_without_problems(tmp_path, monkeypatch):
+    from engine.config import Settings
+
+    monkeypatch.setenv("DIFFEDIT_CONFIG_DIR", str(tmp_path / "config"))
+    saved = Settings(default_model="tiny", model_folders=["/models"], device="cpu",
+                     dtype="float32", memory="sliced", allow_download=True, threads=3)
+    saved.save()
+    loaded = Settings.load()
+    assert loaded.problems == [] and loaded == saved
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
