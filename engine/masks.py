@@ -1,4 +1,4 @@
-"""Mask algebra on float32 maps in [0, 1]: threshold, compose with strokes, grow, shrink, feather.
+"""Mask algebra on float32 maps in [0, 1]: threshold, invert, grow, shrink, feather.
 
 Everything here is numpy + Pillow (no torch), fast enough to run on every slider move.
 A mask is an (H, W) float32 array; 1 = edit, 0 = keep.
@@ -32,30 +32,6 @@ def threshold_auto(heatmap: np.ndarray, level: float) -> np.ndarray:
         raise InputError("the automatic mask is empty: the two texts predict the same noise "
                          "at this threshold; lower the mask threshold (--mask-threshold in the "
                          "CLI) or paint a mask")
-    return mask
-
-
-def compose(
-    heatmap: np.ndarray | None,
-    level: float,
-    added: np.ndarray | None = None,
-    erased: np.ndarray | None = None,
-) -> np.ndarray:
-    """(heatmap > level OR added) AND NOT erased, keeping soft stroke edges.
-
-    ``added`` and ``erased`` are stroke coverage maps in [0, 1]; a missing layer counts as empty.
-    """
-    shapes = {np.shape(a) for a in (heatmap, added, erased) if a is not None}
-    if not shapes:
-        raise InputError("compose needs at least one of heatmap, added, erased")
-    if len(shapes) > 1:
-        raise InputError(f"mask layers differ in size: {sorted(shapes)}")
-    shape = shapes.pop()
-    mask = threshold(heatmap, level) if heatmap is not None else np.zeros(shape, np.float32)
-    if added is not None:
-        mask = np.maximum(mask, added.astype(np.float32, copy=False))
-    if erased is not None:
-        mask = mask * (1.0 - erased.astype(np.float32, copy=False))
     return mask
 
 
