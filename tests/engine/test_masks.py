@@ -104,36 +104,3 @@ def test_composite_leaves_alpha_zero_pixels_byte_identical(data):
     low = np.minimum(original, edited)
     high = np.maximum(original, edited)
     assert np.all((out >= low) & (out <= high))  # a blend never leaves the two inputs' range
-
-
-@st.composite
-def layers(draw):
-    shape = draw(shapes)
-    heatmap = draw(st.one_of(st.none(), soft_masks(shape)))
-    added = draw(st.one_of(st.none(), soft_masks(shape)))
-    erased = draw(st.one_of(st.none(), soft_masks(shape)))
-    if heatmap is None and added is None and erased is None:
-        added = draw(soft_masks(shape))
-    return heatmap, added, erased
-
-
-@SETTINGS
-@given(data=layers(), level=st.floats(0, 1))
-def test_compose_keeps_strokes_for_any_threshold(data, level):
-    heatmap, added, erased = data
-    mask = masks.compose(heatmap, level, added, erased)
-    keep = np.ones_like(mask) if erased is None else 1.0 - erased
-    assert mask.dtype == np.float32
-    assert mask.min() >= 0.0 and mask.max() <= 1.0
-    if added is not None:
-        # An added stroke is there whatever the threshold, minus what is erased on top of it.
-        assert np.all(mask >= added * keep - 1e-6)
-    if erased is not None:
-        assert np.all(mask[erased == 1.0] == 0.0)
-    if heatmap is not None and added is None and erased is None:
-        assert np.array_equal(mask, (heatmap > level).astype(np.float32))
-
-
-def test_compose_mismatched_layers_is_a_clear_error():
-    with pytest.raises(ValueError, match="differ in size"):
-        masks.compose(np.zeros((4, 4)), 0.5, np.zeros((4, 5)))
