@@ -46,6 +46,7 @@ class DecoderLayer:
     index: int  # index into that block's resnets
     resnet: torch.nn.Module
     attention: torch.nn.Module | None  # the Transformer2DModel after the resnet, if the block has one
+    factor: int  # how many times smaller than the latent its feature map is (1, 2, 4, 8)
 
 
 def attention_layers(unet) -> list[AttentionLayer]:
@@ -79,12 +80,14 @@ def level_factors(unet) -> dict[str, int]:
 
 def decoder_layers(unet) -> list[DecoderLayer]:
     """The decoder's resnet layers in execution order (SD 1.x/2.x: 4 blocks x 3 = 12 layers)."""
+    factors = level_factors(unet)
     layers = []
     for block_index, block in enumerate(unet.up_blocks):
         attentions = getattr(block, "attentions", None) or []
         for index, resnet in enumerate(block.resnets):
             attention = attentions[index] if index < len(attentions) else None
-            layers.append(DecoderLayer(len(layers), block_index, index, resnet, attention))
+            layers.append(DecoderLayer(len(layers), block_index, index, resnet, attention,
+                                       factors[f"up_blocks.{block_index}"]))
     return layers
 
 

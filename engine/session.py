@@ -69,13 +69,13 @@ class EditSession:
         if min(width, height) < MIN_PHOTO_SIDE:
             raise InputError(f"the photo is {width}x{height}; it must be at least "
                              f"{MIN_PHOTO_SIDE} pixels on each side")
-        if getattr(model, "family", "") == "sdxl":
-            raise InputError(f"{model.name} is an SDXL model: it loads, but the editing methods "
-                             "do not run on SDXL yet; use an SD 1.x/2.x model for now")
         self.model = model
         self.backbone = backbones.for_model(model)  # every model call of the methods goes here
         self.rgb = rgb
         self.photo = photo
+        # The whole photo's size and where in it this session's pixels lie (None: all of it);
+        # a region's session (sub_session) says which box it is.
+        self.origin: tuple[tuple[int, int], tuple | None] = (self.size, None)
         self._embeddings = _Lru(16)
         self._latents = _Lru(2)
         self._trajectories = _Lru(2)
@@ -235,6 +235,9 @@ class EditSession:
         def build():
             left, top, right, bottom = box
             sub = EditSession(self.model, np.ascontiguousarray(self.rgb[top:bottom, left:right]))
+            photo_size, outer = self.origin
+            x, y = (outer[0], outer[1]) if outer else (0, 0)
+            sub.origin = (photo_size, (left + x, top + y, right + x, bottom + y))
             sub._embeddings = self._embeddings
             sub.warnings = self.warnings
             return sub
@@ -257,8 +260,10 @@ class EditSession:
 
     def geometry(self, params: EditParams) -> WorkingGeometry:
         backbone = self.backbone
-        return WorkingGeometry.fit(self.size, params.resolution or backbone.native_side,
-                                   backbone.size_multiple, backbone.latent_factor)
+        geometry = WorkingGeometry.fit(self.size, params.resolution or backbone.native_side,
+                                       backbone.size_multiple, backbone.latent_factor)
+        backbone.condition_on(*self.origin, geometry)
+        return geometry
 
     def embed(self, prompt: str) -> Conditioning:
         """The backbone's conditioning for ``prompt`` (cached); long prompts are cut with a warning

@@ -15,9 +15,10 @@ __all__ = ["Backbone", "Conditioning", "classifier_free", "for_model", "to_noise
 
 def for_model(model) -> Backbone:
     """The backbone of a loaded model (engine.models.LoadedModel), by its family."""
-    from engine.backbones import sd
+    from engine.backbones import sd, sdxl
 
     families = {family: sd.StableDiffusion for family in sd.FAMILIES}
+    families.update({family: sdxl.StableDiffusionXL for family in sdxl.FAMILIES})
     family = getattr(model, "family", "sd1")
     try:
         return families[family](model)

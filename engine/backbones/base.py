@@ -121,6 +121,11 @@ class Backbone:
         """The unconditional branch's conditioning (SD: the empty text)."""
         return self.encode_text("")[0]
 
+    def condition_on(self, photo_size: tuple[int, int], box, geometry) -> None:
+        """The photo (W, H) and the part of it (``box``: left, top, right, bottom; None = all)
+        that the next predictions work on at ``geometry``; for families conditioned on sizes
+        (SDXL's time ids). Others need nothing."""
+
     # ---- latents
     def encode_image(self, pixels) -> torch.Tensor:
         """(h, w, 3) uint8 working-size pixels -> (1, C, h/f, w/f) float32 latent (no noise)."""

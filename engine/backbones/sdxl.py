@@ -1,9 +1,28 @@
 """SDXL: what differs from SD 1.x/2.x. Two text encoders and a pooled embedding, and the
-micro-conditioning "time ids" (original size, crop offset, target size) added to the time step.
+micro-conditioning "time ids" (original size, crop offset, target size) added to the time step;
+everything else (VAE latents, DDIM over the training schedule, epsilon prediction, attention
+hooks) is the SD backbone's.
 
 Text conditioning follows ``StableDiffusionXLPipeline.encode_prompt``: each encoder's
 penultimate hidden states, concatenated along the feature axis (768 + 1280 = 2048 for SDXL
-base), and the second encoder's projected end-of-text embedding as the pooled vector.
+base), and the second encoder's projected end-of-text embedding as the pooled vector. The empty
+text is SDXL's unconditional branch: all zeros where the model says so
+(``force_zeros_for_empty_prompt``, as SDXL base was trained to drop its text).
+
+Where the methods hook in, and why it carries over unchanged (engine.attention finds the layers
+by their resolution, not their count). SDXL's UNet has three levels: 1/1 of the latent
+(128x128 at 1024 px) without attention, 1/2 (64x64, two transformer blocks per attention) and
+1/4 (32x32, ten per attention, also in the mid block); SD 1.x has four, attention at 1/1-1/4.
+- Prompt-to-Prompt edits every cross-attention layer (attn2 of all 70 transformer blocks: each
+  reads the same 77 tokens, so word swaps and reweights apply everywhere), injects
+  self-attention at 1/2 and coarser (p2p.SELF_MIN_FACTOR: here every self-attention layer, since
+  the 1/1 level has none), and builds local-blend maps from the 1/4 level (p2p.BLEND_FACTOR: 32x32
+  at 1024 px, the same share of the picture as P2P's 16x16 at 512 px).
+- Plug-and-Play injects the residual features of ``up_blocks[0].resnets[1]`` (the first decoder
+  block at 1/4 of the latent, as the paper's layer 4 is on SD) and the self-attention of
+  ``up_blocks[0].attentions[1:]`` and ``up_blocks[1].attentions`` (pnp.injection_layers).
+- The VAE runs in float32 under a float16 UNet unless its config says it is fp16-safe
+  (engine.models): SDXL's VAE overflows to NaN in float16.
 """
 
 from __future__ import annotations
@@ -11,6 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from engine.backbones.base import Conditioning
+from engine.backbones.sd import StableDiffusion
+
+FAMILIES = ("sdxl",)
 
 
 @dataclass(frozen=True)
@@ -74,9 +98,11 @@ def encode_prompt(model, text: str) -> tuple[torch.Tensor, torch.Tensor, str | N
 def empty_prompt(model) -> tuple[torch.Tensor, torch.Tensor]:
     """The unconditional branch: zeros where the model says so (SDXL base's
     ``force_zeros_for_empty_prompt``), else the empty text's features."""
-    embeddings, pooled, _note = encode_prompt(model, "")
     if model.force_zeros_for_empty_prompt:
-        return torch.zeros_like(embeddings), torch.zeros_like(pooled)
+        length = model.tokenizer.model_max_length
+        return (torch.zeros(1, length, model.unet.config.cross_attention_dim, device=model.device),
+                torch.zeros(1, model.text_encoder_2.config.projection_dim, device=model.device))
+    embeddings, pooled, _note = encode_prompt(model, "")
     return embeddings, pooled
 
 
@@ -88,3 +114,34 @@ def added_conditions(model, pooled: torch.Tensor, size: SizeConditioning) -> dic
         raise ValueError(f"the UNet expects {expected} added features, these conditions give {got}")
     ids = torch.tensor([size.ids()], dtype=pooled.dtype, device=pooled.device)
     return {"text_embeds": pooled, "time_ids": ids.expand(pooled.shape[0], -1)}
+
+
+class StableDiffusionXL(StableDiffusion):
+    """SDXL base and its fine-tunes."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.size: SizeConditioning | None = None  # set by condition_on before predictions
+
+    def condition_on(self, photo_size, box, geometry) -> None:
+        self.size = SizeConditioning.of(photo_size, box, geometry)
+
+    @torch.no_grad()
+    def encode_text(self, text: str) -> tuple[Conditioning, str | None]:
+        if not text.strip() and self.model.force_zeros_for_empty_prompt:
+            embeddings, pooled = empty_prompt(self.model)
+            return Conditioning(embeddings, pooled), None
+        embeddings, pooled, note = encode_prompt(self.model, text)
+        return Conditioning(embeddings, pooled), note
+
+    @torch.no_grad()
+    def predict(self, latents: torch.Tensor, timestep, cond: Conditioning, **unet_kwargs) -> torch.Tensor:
+        model = self.model
+        size = self.size
+        if size is None:  # no photo geometry given: diffusers' defaults for this latent size
+            side = tuple(n * self.latent_factor for n in latents.shape[-2:])
+            size = SizeConditioning(side, (0, 0), side)
+        added = added_conditions(model, cond.pooled.to(model.dtype), size)
+        return model.unet(latents.to(model.dtype), timestep,
+                          encoder_hidden_states=cond.embeds.to(model.dtype),
+                          added_cond_kwargs=added, return_dict=False, **unet_kwargs)[0].float()

@@ -13,8 +13,15 @@ layer 4 is ``up_blocks[1].resnets[1]`` (the first 16x16 block at 512 px; its res
 the output of ``conv2`` before the skip connection is added, is injected) and the attention of
 layers 4-11 is the self-attention (attn1) of ``up_blocks[1].attentions[1:]`` and of all
 attentions of ``up_blocks[2]`` and ``up_blocks[3]`` (layers 0-3 have none or are skipped).
-A UNet with another number of decoder layers (the tiny test model has 4) gets the same
-proportions: feature layer round(4 / 12 * layers), attention from that layer to the last.
+
+Other UNets get the same place by resolution, not by count: the second resnet of the first
+decoder block at 1/4 of the latent or finer (where the layout is settled but not the texture),
+self-attention from there to the last layer. On SD 1.x/2.x that is layer 4. On SDXL (decoder
+blocks at 1/4, 1/2 and 1/1 of the latent; the last one without attention) it is
+``up_blocks[0].resnets[1]`` (32x32 at 1024 px: the paper's 1/4 level, its 16x16 at 512 px) and
+the self-attention of ``up_blocks[0].attentions[1:]`` and all of ``up_blocks[1].attentions``.
+Counting layers instead (round(4 / 12 * 9) = 3) would land on SDXL's 1/2 level, finer than the
+paper's, where injected features copy the photo's texture rather than its layout.
 """
 
 from __future__ import annotations
@@ -25,15 +32,15 @@ from engine import attention
 from engine.backbones.base import Conditioning, as_conditioning
 from engine.inversion import Schedule, ddim_step
 
-SD_DECODER_LAYERS = 12
-SD_FEATURE_LAYER = 4  # paper: decoder layer 4 (features); attention: layers 4-11
+FEATURE_FACTOR = 4  # paper: decoder layer 4, the 2nd resnet at 16x16 of a 64x64 latent (1/4)
 
 
 def injection_layers(layers: list[attention.DecoderLayer]) -> tuple[attention.DecoderLayer, list[str]]:
     """(decoder layer whose residual features are injected, self-attention processor keys), from
     the backbone's decoder layers (``backbone.decoder_layers()``)."""
-    first = round(SD_FEATURE_LAYER * len(layers) / SD_DECODER_LAYERS)
-    first = min(first, len(layers) - 1)
+    block = next(layer.block for layer in layers if layer.factor <= FEATURE_FACTOR)
+    in_block = [layer for layer in layers if layer.block == block]
+    first = in_block[min(1, len(in_block) - 1)].number
     names = []
     for layer in layers[first:]:
         if layer.attention is not None:

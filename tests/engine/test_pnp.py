@@ -100,12 +100,31 @@ def test_layer_choice_follows_the_paper_on_an_sd_shaped_unet():
     assert names == expected  # decoder layers 4-11: eight self-attention layers
 
 
-def test_layer_choice_degrades_proportionally_on_the_tiny_unet(tiny_model):
+def test_layer_choice_goes_by_resolution_on_the_tiny_unet(tiny_model):
     unet = tiny_model.unet
     assert len(attention.decoder_layers(unet)) == 4
     layer, names = pnp.injection_layers(attention.decoder_layers(unet))
-    assert (layer.block, layer.index) == (0, 1)  # round(4 / 12 * 4) = layer 1, at 1/2 resolution
+    assert (layer.block, layer.index) == (0, 1)  # no 1/4 level: the 1/2 one, its 2nd resnet
     assert names == ["up_blocks.0.attentions.1.transformer_blocks.0.attn1.processor"]
+
+
+def test_layer_choice_on_an_sdxl_shaped_unet():
+    """SDXL's decoder: 1/4 (3 attentions x 10 transformer blocks), 1/2 (3 x 2), 1/1 (none)."""
+    unet = UNet2DConditionModel(  # SDXL's block layout at toy width
+        block_out_channels=(8, 8, 16), norm_num_groups=4, cross_attention_dim=8,
+        attention_head_dim=2, layers_per_block=2, transformer_layers_per_block=(1, 2, 10),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    )
+    layer, names = pnp.injection_layers(attention.decoder_layers(unet))
+    # Counting layers would give round(4 / 12 * 9) = 3: up_blocks[1], the 1/2 level.
+    assert (layer.number, layer.block, layer.index, layer.factor) == (1, 0, 1, 4)
+    assert layer.resnet is unet.up_blocks[0].resnets[1]
+    expected = [f"up_blocks.0.attentions.{a}.transformer_blocks.{t}.attn1.processor"
+                for a in (1, 2) for t in range(10)]
+    expected += [f"up_blocks.1.attentions.{a}.transformer_blocks.{t}.attn1.processor"
+                 for a in range(3) for t in range(2)]
+    assert names == expected
 
 
 def test_unet_evaluations_are_counted_and_the_encoding_is_shared_with_diffedit(tiny_model, cat):

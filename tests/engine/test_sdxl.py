@@ -132,12 +132,3 @@ def test_sdxl_vae_is_decoded_in_float32_unless_fp16_safe(tiny_sdxl_path, tmp_pat
     _edit_json(fixed / "vae" / "config.json", force_upcast=False)
     assert load_model(str(fixed), device="cpu", dtype="float16").vae.dtype == torch.float16
 
-
-def test_editing_on_sdxl_is_refused_with_a_message_until_the_methods_run_on_it(tiny_sdxl):
-    import numpy as np
-
-    from engine.errors import InputError
-    from engine.session import EditSession
-
-    with pytest.raises(InputError, match="is an SDXL model: it loads, but the editing methods"):
-        EditSession(tiny_sdxl, np.zeros((64, 64, 3), np.uint8))
