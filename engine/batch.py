@@ -56,6 +56,7 @@ class ModelSpec:
     allow_download: bool = False
     allow_pickle: bool = False
     memory_tier: str = "auto"
+    loras: tuple = ()  # engine.lora.LoraSpec of each LoRA to apply
     # torch CPU threads: float sums depend on how work is split, so the same count is what makes
     # a Ray actor's bytes equal a local run's (None: torch's default, all physical cores).
     threads: int | None = None
@@ -69,7 +70,8 @@ class ModelSpec:
             torch.set_num_threads(self.threads)
         return load_model(self.source, device=self.device, dtype=self.dtype,
                           allow_download=self.allow_download, allow_pickle=self.allow_pickle,
-                          memory_tier=self.memory_tier, on_download=on_download)
+                          memory_tier=self.memory_tier, on_download=on_download,
+                          loras=self.loras)
 
 
 @dataclass(frozen=True)

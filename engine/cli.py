@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from engine import __version__, batch, fields, files, methods
+from engine import __version__, batch, fields, files, lora, methods
 from engine.errors import Cancelled, EngineError, InputError
 from engine.params import EditParams, field_table
 
@@ -77,6 +77,9 @@ def _add_common(sub: argparse.ArgumentParser, target_required: bool = True) -> N
     sub.add_argument("--source", default="", help="what is in the photo now (default: nothing said)")
     sub.add_argument("--model", default=None, help="diffusers folder, .safetensors file, hub id in "
                      "the local cache, or 'tiny' (random weights); default: the configured model")
+    sub.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
+                     help="a LoRA .safetensors file to apply, with its weight (default 1); repeat "
+                          "for several")
     _add_params(sub, ("mask_threshold", "mask_samples", "mask_noise", "resolution", "seed"))
     sub.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
                      help="where to run (default: the setting shared with the app, or auto)")
@@ -362,7 +365,8 @@ def _load_kwargs(args) -> dict:
     return dict(source=source, device=args.device or settings.device,
                 dtype=args.dtype or settings.dtype,
                 allow_download=args.allow_download or settings.allow_download,
-                allow_pickle=args.allow_pickle, memory_tier=args.memory or settings.memory)
+                allow_pickle=args.allow_pickle, memory_tier=args.memory or settings.memory,
+                loras=tuple(lora.parse(spec) for spec in args.lora))
 
 
 def _batch(args) -> int:

@@ -51,6 +51,7 @@ class LoadedModel:
     tokenizer_2: object = None
     # SDXL base: the unconditional branch is all zeros rather than the empty text's features
     force_zeros_for_empty_prompt: bool = False
+    loras: list[str] = field(default_factory=list)  # "name:weight" of each LoRA applied (engine.lora)
     memory_tier: str = "full"  # engine.memory tier in force
     max_batch: int = 8  # most UNet sample-evaluations per call (set by the memory tier)
 
@@ -127,16 +128,20 @@ def load_model(
     allow_pickle: bool = False,
     memory_tier: str = "auto",
     on_download=None,
+    loras=(),
 ) -> LoadedModel:
     """Load the model named by ``source``, or raise ModelError saying what is wrong.
+
+    ``loras``: engine.lora.LoraSpec (file and weight) of each LoRA to apply.
 
     ``memory_tier`` is auto (from free VRAM), full, sliced or offload (engine.memory).
     ``on_download(bytes_done, bytes_total, file)`` reports a download that ``allow_download``
     started for a hub id missing from this machine.
     """
     model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download)
-    from engine import memory
+    from engine import lora, memory
 
+    lora.apply(model, loras)
     memory.apply_tier(model, memory.choose_tier(model, memory_tier))
     return model
 

@@ -28,6 +28,7 @@ class EditResult:
     params: EditParams
     model_name: str
     method: str = "diffedit"
+    loras: list[str] = field(default_factory=list)  # "name:weight" of the LoRAs on the model
     options: dict = field(default_factory=dict)  # the method's own options, as plain values
     stats: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -50,8 +51,11 @@ class EditResult:
                       f"Steps: {p.steps}, Sampler: DDIM, CFG scale: {p.guidance}, Seed: {p.seed}, "
                       f"Denoising strength: {p.strength}, Model: {_quoted(self.model_name)}, "
                       f"Edit: {self.method}, Source prompt: {_quoted(self.source)}")
+        if self.loras:
+            parameters += f", LoRA: {_quoted(' '.join(self.loras))}"
         record = {"method": self.method, "source": self.source, "target": self.target,
-                  "model": self.model_name, "params": p.to_dict(), "options": self.options,
+                  "model": self.model_name, "loras": list(self.loras), "params": p.to_dict(),
+                  "options": self.options,
                   # What made the pixels, not how long it took: the same settings give the same
                   # file bytes (batch reruns, Ray vs local); timings and memory go to --report.
                   "stats": {k: v for k, v in self.stats.items() if k not in _RUN_FIGURES},

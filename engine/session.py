@@ -191,6 +191,7 @@ class EditSession:
         option_values = dataclasses.asdict(options) if options is not None else {}
         return EditResult(image=image, mask=mask, heatmap=heatmap, source=source, target=target,
                           params=params, model_name=self.model.name, method=method,
+                          loras=list(self.model.loras),
                           options=option_values, stats=stats, warnings=list(self.warnings))
 
     def region_for(self, mask: np.ndarray, params: EditParams) -> tuple[int, int, int, int] | None:
