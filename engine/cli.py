@@ -80,6 +80,10 @@ def _add_common(sub: argparse.ArgumentParser, target_required: bool = True) -> N
     sub.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
                      help="a LoRA .safetensors file to apply, with its weight (default 1); repeat "
                           "for several")
+    sub.add_argument("--scheduler", default="auto", choices=["auto", "ddim", "trailing"],
+                     help="sampling timesteps: auto reads the model's scheduler (few-step models "
+                          "such as SDXL-Turbo, Lightning, LCM, TCD get trailing); trailing for a "
+                          "few-step LoRA on a base model (default %(default)s)")
     _add_params(sub, ("mask_threshold", "mask_samples", "mask_noise", "resolution", "seed"))
     sub.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
                      help="where to run (default: the setting shared with the app, or auto)")
@@ -366,7 +370,7 @@ def _load_kwargs(args) -> dict:
                 dtype=args.dtype or settings.dtype,
                 allow_download=args.allow_download or settings.allow_download,
                 allow_pickle=args.allow_pickle, memory_tier=args.memory or settings.memory,
-                loras=tuple(lora.parse(spec) for spec in args.lora))
+                loras=tuple(lora.parse(spec) for spec in args.lora), scheduler=args.scheduler)
 
 
 def _batch(args) -> int:

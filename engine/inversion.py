@@ -43,8 +43,14 @@ class Schedule:
         return float(self.alphas_cumprod[t]) if t >= 0 else self.final_alpha
 
     def previous(self, t: int) -> int:
-        """The timestep one DDIM step closer to the clean image (negative past the end)."""
-        return t - self.stride
+        """The timestep one DDIM step closer to the clean image (negative past the end).
+
+        The schedule's own next timestep: "trailing" spacing rounds its steps, so they are not
+        all ``stride`` apart (3 steps: 999, 666, 332)."""
+        if t not in self.timesteps:
+            return t - self.stride
+        index = self.timesteps.index(t) + 1
+        return self.timesteps[index] if index < len(self.timesteps) else -1
 
     def tail(self, count: int) -> tuple[int, ...]:
         """The last ``count`` timesteps: where a run encoded to ratio count/steps starts decoding."""

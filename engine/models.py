@@ -129,18 +129,23 @@ def load_model(
     memory_tier: str = "auto",
     on_download=None,
     loras=(),
+    scheduler: str = "auto",
 ) -> LoadedModel:
     """Load the model named by ``source``, or raise ModelError saying what is wrong.
 
     ``loras``: engine.lora.LoraSpec (file and weight) of each LoRA to apply.
+    ``scheduler``: which timesteps runs sample at, one of engine.schedulers.CHOICES (auto: the
+    model's scheduler config says whether it is a few-step model).
 
     ``memory_tier`` is auto (from free VRAM), full, sliced or offload (engine.memory).
     ``on_download(bytes_done, bytes_total, file)`` reports a download that ``allow_download``
     started for a hub id missing from this machine.
     """
-    model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download)
-    from engine import lora, memory
+    from engine import lora, memory, schedulers
 
+    schedulers.configure({}, scheduler)  # a bad choice is refused before any weight loads
+    model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download)
+    model.scheduler_config = schedulers.configure(model.scheduler_config, scheduler)
     lora.apply(model, loras)
     memory.apply_tier(model, memory.choose_tier(model, memory_tier))
     return model
