@@ -54,7 +54,7 @@ def apply(model, specs) -> None:
     if not specs:
         return
     for spec in specs:  # every file checked before any is loaded
-        check(spec, model)
+        check_family(spec, model)
     pipe = _pipeline(model)
     names = []
     for index, spec in enumerate(specs):
@@ -71,8 +71,9 @@ def apply(model, specs) -> None:
     model.loras = [spec.label for spec in specs]
 
 
-def check(spec: LoraSpec, model) -> None:
-    """InputError unless ``spec`` is a safetensors LoRA made for ``model``'s family."""
+def check_file(spec: LoraSpec) -> dict[str, tuple[int, ...]]:
+    """The LoRA file's tensor shapes; InputError unless it is a safetensors LoRA (checked before
+    the model loads, so a wrong path is reported at once)."""
     from engine.single_file import read_header
 
     path = spec.path
@@ -84,6 +85,13 @@ def check(spec: LoraSpec, model) -> None:
     shapes = read_header(path).shapes
     if not any("lora" in key.lower() for key in shapes):
         raise InputError(f"{path.name}: not a LoRA file (no LoRA weights in it)")
+    return shapes
+
+
+def check_family(spec: LoraSpec, model) -> None:
+    """InputError unless ``spec`` is a safetensors LoRA made for ``model``'s family."""
+    path = spec.path
+    shapes = check_file(spec)
     width = model.unet.config.cross_attention_dim
     # A cross-attention key projection reads the text features: its input width names the family.
     widths = {shape[1] for key, shape in shapes.items()

@@ -143,7 +143,9 @@ def load_model(
     """
     from engine import lora, memory, schedulers
 
-    schedulers.configure({}, scheduler)  # a bad choice is refused before any weight loads
+    schedulers.configure({}, scheduler)  # bad choices and files are refused before any weight loads
+    for spec in loras:
+        lora.check_file(spec)
     model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download)
     model.scheduler_config = schedulers.configure(model.scheduler_config, scheduler)
     lora.apply(model, loras)

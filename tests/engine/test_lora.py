@@ -113,10 +113,12 @@ def test_bad_specs_name_the_problem(tmp_path):
         lora.apply(object(), [lora.parse(str(tmp_path / "missing.safetensors"))])
 
 
-def test_the_cli_refuses_a_missing_lora_with_one_error_line(tmp_path, capsys, samples_dir):
+def test_the_cli_refuses_a_missing_lora_before_loading_the_model(tmp_path, capsys, samples_dir):
     from engine.cli import main
 
+    # The model folder is missing too: the LoRA's message shows the file was checked first.
     code = main(["edit", str(samples_dir / "chelsea.png"), "-o", str(tmp_path / "out.png"),
-                 "--target", "a dog", "--model", "tiny", "--lora", str(tmp_path / "gone.safetensors:0.5")])
+                 "--target", "a dog", "--model", str(tmp_path / "no-model"),
+                 "--lora", str(tmp_path / "gone.safetensors:0.5")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == [f"error: --lora {tmp_path / 'gone.safetensors'}: no such file"]
