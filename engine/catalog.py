@@ -206,9 +206,7 @@ def _folder_family(folder: Path) -> str:
                                  "use a safetensors copy of this model")
             raise ModelError(f"incomplete: no {component} weights (download it again)")
     unet = read_json(folder / "unet" / "config.json")
-    if unet.get("in_channels", 4) == 9:
-        raise ModelError("inpainting model (9-channel UNet); use the regular version")
-    if unet.get("in_channels", 4) != 4:
+    if unet.get("in_channels", 4) not in (4, 9):  # 9: an inpainting model
         raise ModelError(f"unsupported UNet with {unet.get('in_channels')} input channels")
     if kind == "sdxl":
         return "sdxl"

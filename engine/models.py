@@ -406,10 +406,10 @@ def check_architecture(name: str, unet_config: dict, text_width: int, scheduler_
     ``text_width`` is the width of all text encoders' features together (SDXL concatenates two).
     """
     channels = unet_config.get("in_channels")
-    if channels != 4:
-        raise ModelError(f"{name}: the UNet takes {channels} input channels (an inpainting "
-                         f"or depth model?); a plain {families.SUPPORTED} text-to-image model "
-                         "is needed")
+    if channels not in (4, 9):  # 9: an inpainting model (latent, mask, masked photo's latent)
+        raise ModelError(f"{name}: the UNet takes {channels} input channels (a depth, pix2pix or "
+                         f"upscaler model?); a {families.SUPPORTED} text-to-image or inpainting "
+                         "model is needed")
     cross = unet_config.get("cross_attention_dim")
     if cross != text_width:
         raise ModelError(f"{name}: the UNet expects text features of size {cross} but the text "

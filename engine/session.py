@@ -8,6 +8,7 @@ noise, seed). Refining the mask or changing the target text therefore skips the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections import OrderedDict
@@ -273,6 +274,16 @@ class EditSession:
         if note and note not in self.warnings:
             self.warnings.append(note)
         return conditioning
+
+    def inpainting(self, geometry: WorkingGeometry, mask: np.ndarray):
+        """A context manager: on an inpainting model the predictions inside it see ``mask``
+        (photo size, 1 = generate) and the photo around it; nothing changes on a plain model."""
+        backbone = self.backbone
+        if not backbone.inpainting:
+            return contextlib.nullcontext()
+        latent_mask = torch.from_numpy(geometry.mask_to_latent(mask))
+        return backbone.inpainting_with(
+            backbone.inpaint_condition(geometry.to_working(self.rgb), latent_mask))
 
     def image_latent(self, geometry: WorkingGeometry) -> torch.Tensor:
         """The photo's latent at the working geometry (cached)."""

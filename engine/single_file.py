@@ -122,8 +122,9 @@ def family_from_header(header: Header, name: str) -> str:
         return sdxl
     if conv_in[1] == 9:
         raise ModelError(
-            f"{name}: this is an inpainting model (its UNet takes 9 input channels); "
-            "use the regular (non-inpainting) version of this model"
+            f"{name}: this is an inpainting model (its UNet takes 9 input channels), which loads "
+            "as a diffusers folder or hub id but not yet as a single file; use its diffusers "
+            "release, or the regular (non-inpainting) version of this model"
         )
     if conv_in[1] != 4:
         raise ModelError(

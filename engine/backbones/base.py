@@ -155,6 +155,18 @@ class Backbone:
         override it and take the scale in ``predict``)."""
         return classifier_free(unconditional, conditional, scale)
 
+    # ---- inpainting models (a UNet that also reads a mask and the photo around it)
+    inpainting: bool = False
+
+    def inpaint_condition(self, pixels, latent_mask):
+        """What ``inpainting_with`` gives the model: from (h, w, 3) uint8 working-size pixels and
+        the (h/f, w/f) latent mask (1 = generate)."""
+        raise NotImplementedError
+
+    def inpainting_with(self, condition):
+        """A context manager: the predictions inside it see ``condition``."""
+        raise NotImplementedError
+
     # ---- attention and feature hooks (Prompt-to-Prompt, Plug-and-Play)
     def attention_layers(self) -> list:
         """engine.attention.AttentionLayer of every attention layer (cross and self)."""

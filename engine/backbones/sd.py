@@ -3,6 +3,13 @@ UNet with cross-attention, DDIM over the training schedule.
 
 Reads the model's components at every call (not at construction), so a memory-tier change or a
 test's counting UNet takes effect at once.
+
+Inpainting models (SD 1.5-inpainting, SDXL-inpainting) have a 9-channel UNet: the latent, the
+mask (1 = generate) and the latent of the photo with that area greyed out, as diffusers' inpaint
+pipelines prepare them. Blended and DiffEdit's masked decoding give them the run's mask
+(``inpainting_with``); every other call (mask estimate, encoding, the other methods) gives the
+whole picture as the area to generate over a grey photo: the text-to-image case these models
+were also trained on, so they act as their plain model there.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ class StableDiffusion(Backbone):
 
     def __init__(self, model):
         self.model = model
+        self._inpaint: tuple[torch.Tensor, torch.Tensor] | None = None  # (mask, masked latent)
+        self._grey: dict[tuple, torch.Tensor] = {}  # latent size -> latent of a grey picture
 
     @property
     def family(self) -> str:
@@ -73,12 +82,15 @@ class StableDiffusion(Backbone):
 
     # ---- latents
 
-    @torch.no_grad()
     def encode_image(self, pixels: np.ndarray) -> torch.Tensor:
-        vae = self.model.vae
         pixels = torch.from_numpy(pixels).to(self.model.device)
-        pixels = pixels.permute(2, 0, 1)[None].to(vae.dtype) / 127.5 - 1.0
-        latent = vae.encode(pixels).latent_dist.mean  # the distribution's mean: no noise
+        return self._encode(pixels.permute(2, 0, 1)[None].float() / 127.5 - 1.0)
+
+    @torch.no_grad()
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(1, 3, h, w) pixels in [-1, 1] -> the latent (the distribution's mean: no noise)."""
+        vae = self.model.vae
+        latent = vae.encode(pixels.to(vae.dtype)).latent_dist.mean
         return latent.float() * vae.config.scaling_factor
 
     @torch.no_grad()
@@ -96,9 +108,53 @@ class StableDiffusion(Backbone):
     @torch.no_grad()
     def predict(self, latents: torch.Tensor, timestep, cond: Conditioning, **unet_kwargs) -> torch.Tensor:
         model = self.model
+        latents = self.unet_input(latents)
         return model.unet(latents.to(model.dtype), timestep,
                           encoder_hidden_states=cond.embeds.to(model.dtype), return_dict=False,
                           **unet_kwargs)[0].float()
+
+    # ---- inpainting models
+
+    @property
+    def inpainting(self) -> bool:
+        """Whether the UNet is an inpainting one (9 input channels)."""
+        return self.model.unet.config.in_channels == 9
+
+    def inpaint_condition(self, pixels: np.ndarray, latent_mask: torch.Tensor):
+        """(mask, masked latent) for ``inpainting_with``: (h, w, 3) uint8 working-size pixels and
+        the (h/f, w/f) latent mask in [0, 1]; the area to generate (mask >= 0.5, as diffusers
+        binarises it) is greyed out before encoding."""
+        factor = self.latent_factor
+        keep = (latent_mask < 0.5).float().repeat_interleave(factor, 0).repeat_interleave(factor, 1)
+        photo = torch.from_numpy(pixels).to(self.model.device).permute(2, 0, 1)[None].float()
+        masked = (photo / 127.5 - 1.0) * keep.to(photo.device)
+        return latent_mask.to(self.model.device, torch.float32)[None, None], self._encode(masked)
+
+    @contextmanager
+    def inpainting_with(self, condition) -> Iterator[None]:
+        """Inside the block the inpainting UNet is given ``condition`` (from inpaint_condition)."""
+        self._inpaint = condition
+        try:
+            yield
+        finally:
+            self._inpaint = None
+
+    def unet_input(self, latents: torch.Tensor) -> torch.Tensor:
+        """The UNet's input for ``latents``: as they are, or with the inpainting channels."""
+        if not self.inpainting:
+            return latents
+        if self._inpaint is None:  # the whole picture to generate, over a grey photo
+            size = tuple(latents.shape[-2:])
+            if size not in self._grey:
+                pixels = torch.zeros(1, 3, size[0] * self.latent_factor, size[1] * self.latent_factor,
+                                     device=self.model.device)
+                self._grey[size] = self._encode(pixels)
+            mask, masked = torch.ones(1, 1, *size, device=latents.device), self._grey[size]
+        else:
+            mask, masked = self._inpaint
+        batch = latents.shape[0]
+        return torch.cat([latents, mask.expand(batch, -1, -1, -1).to(latents.dtype),
+                          masked.expand(batch, -1, -1, -1).to(latents.dtype)], dim=1)
 
     # ---- attention and feature hooks
 

@@ -142,6 +142,7 @@ class StableDiffusionXL(StableDiffusion):
             side = tuple(n * self.latent_factor for n in latents.shape[-2:])
             size = SizeConditioning(side, (0, 0), side)
         added = added_conditions(model, cond.pooled.to(model.dtype), size)
+        latents = self.unet_input(latents)
         return model.unet(latents.to(model.dtype), timestep,
                           encoder_hidden_states=cond.embeds.to(model.dtype),
                           added_cond_kwargs=added, return_dict=False, **unet_kwargs)[0].float()

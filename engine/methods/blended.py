@@ -70,9 +70,10 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     from_photo = options.action == "scribble"
     timesteps = schedule.tail(params.encode_steps) if from_photo else schedule.timesteps
     seeds = [params.seed + i for i in range(options.candidates)]
-    # 5. Encode the texts and denoise every candidate, the photo blended in outside the mask
+    # 5. Encode the texts and denoise every candidate, the photo blended in outside the mask (an
+    #    inpainting model also sees the mask and the photo around it)
     negative = params.negative_prompt or source
-    with ctx.timed("decode"):
+    with ctx.timed("decode"), session.inpainting(geometry, mask):
         latents = generate(ctx, schedule, timesteps, session.image_latent(geometry),
                            torch.from_numpy(geometry.mask_to_latent(mask)), session.embed(negative),
                            session.embed(target), params.guidance, params.eta, seeds, from_photo,

@@ -28,8 +28,9 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     latent_mask = torch.from_numpy(geometry.mask_to_latent(mask))
     schedule = session.schedule(params.steps)
     trajectory = session.encode(ctx, geometry, schedule, params)
-    # 5. Encode the texts and decode under the target, the encoding kept outside the mask
-    with ctx.timed("decode"):
+    # 5. Encode the texts and decode under the target, the encoding kept outside the mask (an
+    #    inpainting model also sees the mask and the photo around it)
+    with ctx.timed("decode"), session.inpainting(geometry, mask):
         negative = params.negative_prompt or source
         latent = masked_decode(ctx, schedule, trajectory, latent_mask, session.embed(negative),
                                session.embed(target), params.guidance, params.eta, params.seed,

@@ -62,12 +62,12 @@ def test_pickle_checkpoint_file_is_refused_with_the_risk_explained(tmp_path, suf
         load_model(str(path), device="cpu")
 
 
-def test_inpainting_unet_is_refused(model_copy):
+def test_a_depth_unet_is_refused(model_copy):
     config_file = model_copy / "unet" / "config.json"
     config = json.loads(config_file.read_text())
-    config["in_channels"] = 9
+    config["in_channels"] = 5  # SD 2 depth: latent and depth map
     config_file.write_text(json.dumps(config))
-    with pytest.raises(ModelError, match="9 input channels"):
+    with pytest.raises(ModelError, match="5 input channels"):
         load_model(str(model_copy), device="cpu")
 
 
