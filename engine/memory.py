@@ -5,6 +5,9 @@ sliced   attention computed in slices, VAE tiled above twice the native size, UN
          of 2 (4-8 GB GPUs)
 offload  like sliced, and UNet/VAE/text encoder weights stream to the GPU layer by layer
 
+The free memory each tier needs grows with the model's native area (activations scale with the
+latent's pixels): SDXL's 1024x1024 needs four times what SD 1.5's 512x512 does.
+
 A run that hits out-of-memory frees the cache, moves to the next tier and tries once more.
 """
 
@@ -48,9 +51,10 @@ def choose_tier(model, requested: str = "auto") -> str:
     free, _total = torch.cuda.mem_get_info(model.device)
     # What the weights need beyond what they already occupy: activations of a batch of 20 at
     # 512x512 take a few GB in fp16 with SDPA; 2 GB is enough for sliced batches of 2.
-    if free > 4 * GIB:
+    area = (model.native_size / 512) ** 2
+    if free > 4 * GIB * area:
         return "full"
-    if free > 1.5 * GIB:
+    if free > 1.5 * GIB * area:
         return "sliced"
     return "offload"
 
@@ -67,7 +71,7 @@ def apply_tier(model, tier: str) -> None:
     if tier == "offload" and model.device.type == "cuda" and not getattr(model, "offloaded", False):
         from accelerate import cpu_offload
 
-        for module in (model.unet, model.vae, model.text_encoder):
+        for module in (model.unet, model.vae, *model.text_encoders):
             module.to("cpu")
             cpu_offload(module, execution_device=model.device)
         model.offloaded = True

@@ -102,9 +102,35 @@ def test_auto_tier_follows_free_gpu_memory(monkeypatch, free_gib, tier):
 
     class OnCuda:
         device = torch.device("cuda")
+        native_size = 512
 
     assert memory.choose_tier(OnCuda()) == tier
     assert memory.choose_tier(OnCuda(), "sliced") == "sliced"
+
+
+@pytest.mark.parametrize("free_gib,tier", [(20, "full"), (10, "sliced"), (5, "offload")])
+def test_sdxl_needs_four_times_the_free_memory_per_tier(monkeypatch, free_gib, tier):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gib * memory.GIB,
+                                                                         24 * memory.GIB))
+
+    class SdxlOnCuda:
+        device = torch.device("cuda")
+        native_size = 1024
+
+    assert memory.choose_tier(SdxlOnCuda()) == tier
+
+
+def test_offload_streams_both_sdxl_text_encoders(tiny_sdxl, monkeypatch):
+    import copy
+
+    import accelerate
+
+    streamed = []
+    monkeypatch.setattr(accelerate, "cpu_offload",
+                        lambda module, execution_device: streamed.append(module))
+    model = dataclasses.replace(copy.deepcopy(tiny_sdxl), device=torch.device("cuda"))
+    memory.apply_tier(model, "offload")
+    assert streamed == [model.unet, model.vae, model.text_encoder, model.text_encoder_2]
 
 
 def test_auto_tier_on_the_cpu_is_full():
