@@ -117,8 +117,9 @@ class StableDiffusion(Backbone):
 
     @property
     def inpainting(self) -> bool:
-        """Whether the UNet is an inpainting one (9 input channels)."""
-        return self.model.unet.config.in_channels == 9
+        """Whether the UNet is an inpainting one (9 input channels; a stand-in UNet without a
+        config is a plain one)."""
+        return getattr(getattr(self.model.unet, "config", None), "in_channels", 4) == 9
 
     def inpaint_condition(self, pixels: np.ndarray, latent_mask: torch.Tensor):
         """(mask, masked latent) for ``inpainting_with``: (h, w, 3) uint8 working-size pixels and
