@@ -12,6 +12,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QCursor, QPainter, QPixmap, QTransform
 from PySide6.QtWidgets import (QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QLabel,
                                QVBoxLayout)
+from desktop_app.canvas.hold_keys import COMPARE_KEY, PAN_KEY, HoldKeys
 from desktop_app.canvas.items import (BrushCursorItem, MaskOverlayItem, PaintOverlayItem, PhotoItem,
                                       qimage_from_rgb, qimage_from_rgba)
 from desktop_app.document import Document
@@ -19,7 +20,6 @@ from desktop_app.document import Document
 MIN_ZOOM, MAX_ZOOM = 0.02, 32.0
 BRUSH, ERASER, PAINT = "brush", "eraser", "paint"
 STROKE_MODES = {BRUSH: "add", ERASER: "erase", PAINT: "paint"}
-COMPARE_KEY = Qt.Key.Key_Backslash  # hold to see "before"
 
 
 class Canvas(QGraphicsView):
@@ -73,6 +73,7 @@ class Canvas(QGraphicsView):
         self._space = False
         self._pan_from = QPointF()
         self._fit_on_resize = True
+        self.hold_keys = HoldKeys(self)
 
         self.placeholder = QLabel(self.viewport())
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -332,36 +333,14 @@ class Canvas(QGraphicsView):
             return
         super().mouseReleaseEvent(event)
 
-    def keyPressEvent(self, event) -> None:
-        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
-            self._space = True
+    def hold_key(self, key, down: bool) -> None:
+        """Space held: the left button pans; \\ held: the photo as it was before. HoldKeys sends
+        these whichever widget has the keyboard focus, as long as the pointer is over the canvas."""
+        if key == PAN_KEY:
+            self._space = down
             self._update_cursor_shape()
-            event.accept()
-            return
-        if event.key() == COMPARE_KEY and not event.isAutoRepeat():
-            self.set_show_before(True)
-            event.accept()
-            return
-        super().keyPressEvent(event)
-
-    def keyReleaseEvent(self, event) -> None:
-        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
-            self._space = False
-            self._update_cursor_shape()
-            event.accept()
-            return
-        if event.key() == COMPARE_KEY and not event.isAutoRepeat():
-            self.set_show_before(False)
-            event.accept()
-            return
-        super().keyReleaseEvent(event)
-
-    def focusOutEvent(self, event) -> None:
-        # A key released elsewhere must not leave the view stuck in pan or "before" mode.
-        self._space = False
-        self.set_show_before(False)
-        self._update_cursor_shape()
-        super().focusOutEvent(event)
+        elif key == COMPARE_KEY:
+            self.set_show_before(down)
 
     def enterEvent(self, event) -> None:
         # The enter position is in this widget's coordinates; the scene maps from the viewport's.
