@@ -101,8 +101,8 @@ class Document(QObject):
         self._groups = itertools.count(1)
         self._keys = itertools.count(1)
         self._stroke: undo.StrokeRecorder | None = None
-        self._work_serial = 0
-        self._exported_serial = 0
+        # The base pixels' key and the result ids when last exported (or opened); None: never.
+        self._exported: tuple[str, frozenset[int]] | None = None
 
     # ------------------------------------------------------------------ photo
 
@@ -132,7 +132,7 @@ class Document(QObject):
         self.history.clear()
         self.preview_id = None
         self.applied.clear()
-        self._work_serial = self._exported_serial = 0
+        self._exported = (self.photo_key, frozenset())
         self._refold()
         self.photo_changed.emit()
         self.mask_changed.emit(None)
@@ -152,8 +152,7 @@ class Document(QObject):
         self._groups = itertools.count(max((e.group for e in self.history), default=0) + 1)
         self.results.fit(self.history)
         self._refold()
-        if unexported:
-            self._touch_work()
+        self._exported = None if unexported else self._work_state()
         for signal in (self.photo_changed, self.heatmap_changed, self.history_changed,
                        self.preview_changed, self.work_changed):
             signal.emit()
@@ -403,8 +402,8 @@ class Document(QObject):
         )
         self.history.append(entry)
         self.results.fit(self.history)
-        self._touch_work()
         self.history_changed.emit()
+        self.work_changed.emit()
         return entry
 
     def entry(self, entry_id: int | None) -> HistoryEntry | None:
@@ -415,6 +414,7 @@ class Document(QObject):
         if self.preview_id == entry_id:
             self.set_preview(None)
         self.history_changed.emit()
+        self.work_changed.emit()
 
     def set_preview(self, entry_id: int | None) -> None:
         """Show a history entry on the canvas (None: the base photo)."""
@@ -503,7 +503,7 @@ class Document(QObject):
         self.base, self.photo, self.mask, self.paint = state.base, state.photo, state.mask, state.paint
         self.photo_key = state.key
         self._refold()
-        self._touch_work()
+        self.work_changed.emit()
         # A new size: every view rebuilds as for a new photo (history and undo stay).
         self.photo_changed.emit()
         self.mask_changed.emit(None)
@@ -514,21 +514,35 @@ class Document(QObject):
         x, y, w, h = rect
         self.base[y:y + h, x:x + w] = pixels
         self.photo_key = key
-        self._touch_work()
+        self.work_changed.emit()
         self.base_changed.emit(rect)
 
     # ------------------------------------------------------------------ unexported work
 
-    def _touch_work(self) -> None:
-        self._work_serial += 1
-        self.work_changed.emit()
+    def _work_state(self) -> tuple[str, frozenset[int]]:
+        return self.photo_key, frozenset(e.id for e in self.history)
 
     def has_unexported_work(self) -> bool:
-        return self.base is not None and self._work_serial != self._exported_serial
+        """True when the base differs from the one last exported (undo back to it: False again)
+        or a result came after that export (deleting results adds no work)."""
+        if self.base is None:
+            return False
+        if self._exported is None:
+            return True
+        key, ids = self._work_state()
+        return key != self._exported[0] or not ids <= self._exported[1]
 
     def mark_exported(self) -> None:
-        self._exported_serial = self._work_serial
+        self._exported = self._work_state()
         self.work_changed.emit()
+
+    def mark_applied(self, entry_id: int, on: bool) -> None:
+        """The undo steps' record of which results the base holds (the history marks them)."""
+        if on:
+            self.applied.append(entry_id)
+        elif self.applied and self.applied[-1] == entry_id:
+            self.applied.pop()
+        self.history_changed.emit()
 
 
 def _offset(entry: HistoryEntry) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from desktop_app.panels.dock import add_dock
 from desktop_app.panels.history import HistoryPanel
 from desktop_app.panels.mask import MaskPanel
 from desktop_app.panels.params import ParamsPanel
-from desktop_app.methods import finds_mask
+from desktop_app.methods import extension, finds_mask, takes_paint
 from desktop_app.results_store import MB
 from desktop_app.runs import RunController, RunRefused
 from desktop_app.worker import TINY_MODEL, LoadModelRequest
@@ -63,6 +63,7 @@ class MainWindow(QMainWindow):
         self.runs = RunController(self.doc, engine, self.params, lambda: self.model_state, self)
         self._connect()
         self.params.set_params(settings.default_params())
+        self._show_paint()
         # Crash safety: the session is saved to the data folder as it changes (desktop_app/autosave).
         self.autosaver = Autosaver(self.doc, self.params, self.statusBar(), parent=self)
         self._update_title()
@@ -154,6 +155,8 @@ class MainWindow(QMainWindow):
         p.edit_requested.connect(self.run_edit)
         p.cancel_requested.connect(self.cancel)
         p.method_changed.connect(lambda _m: self._update_enabled())
+        p.method_changed.connect(lambda _m: self._show_paint())
+        p.options_changed.connect(self._show_paint)
         p.set_paint_actions([self.actions[k] for k in ("paint", "paint_colour", "clear_paint")])
         p.bind_threshold(self.doc)
         h = self.history
@@ -166,6 +169,9 @@ class MainWindow(QMainWindow):
         self.doc.photo_changed.connect(self._update_enabled)
         self.doc.work_changed.connect(self._update_title)
         self.doc.preview_changed.connect(self._on_preview_changed)
+        # After the stack moved: the status says what was undone, not what was done before it.
+        self.actions["undo"].triggered.connect(lambda: self._report_undo("Undone", 0))
+        self.actions["redo"].triggered.connect(lambda: self._report_undo("Redone", -1))
         # Working on the mask brings the overlay back if it was hidden to look at a result.
         self.doc.mask_changed.connect(lambda _rect: self._reveal_mask())
         self.canvas.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f} %"))
@@ -426,7 +432,27 @@ class MainWindow(QMainWindow):
         self._start(self.runs.find_mask)
 
     def run_edit(self) -> None:
-        self._start(self.runs.edit)
+        use_mask = self._extend_with_mask()
+        if use_mask is not None:
+            self._start(lambda: self.runs.edit(use_mask=use_mask))
+
+    def _extend_with_mask(self) -> bool | None:
+        """Whether an extend regenerates the mask too (it does when there is one: the user may
+        not remember a mask left from an earlier run); None: the user cancelled."""
+        key, options = self.params.method_key(), self.params.options()
+        if not any(extension(key, options)) or not self.doc.has_photo or not self.doc.composed.any():
+            return True
+        share = float((self.doc.composed > 0).mean()) * 100
+        self.actions["show_mask"].setChecked(True)
+        answer = ask(self, "Extend the photo", f"The mask covers {share:.0f} % of the photo: "
+                     "the extend would regenerate that area too, not only the new border.",
+                     QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+                     | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Yes,
+                     labels={QMessageBox.StandardButton.Yes: "Extend Only",
+                             QMessageBox.StandardButton.No: "Regenerate the Mask Too"})
+        if answer == QMessageBox.StandardButton.Cancel:
+            return None
+        return answer == QMessageBox.StandardButton.No
 
     def cancel(self) -> None:
         self.runs.cancel()
@@ -454,7 +480,7 @@ class MainWindow(QMainWindow):
             self.progress.setFormat(f"{done}/{total}")
 
     def _on_results_added(self) -> None:
-        self.actions["show_mask"].setChecked(False)  # see the result; M brings the mask back
+        # The mask stays shown: it is what the next run regenerates (M hides it to look).
         self.history_dock.raise_()
 
     # ================================================================== history
@@ -494,6 +520,12 @@ class MainWindow(QMainWindow):
                 self.doc.stroking or self.params.threshold_spin.hasFocus()
                 or self.params.threshold_slider.isSliderDown()):
             self.actions["show_mask"].setChecked(True)
+
+    def _report_undo(self, verb: str, offset: int) -> None:
+        stack = self.doc.undo_stack
+        command = stack.command(stack.index() + offset)
+        if command is not None:
+            self.statusBar().showMessage(f"{verb}: {command.text()}", 6000)
 
     def _on_preview_changed(self) -> None:
         entry = self.doc.entry(self.doc.preview_id)
@@ -557,6 +589,15 @@ class MainWindow(QMainWindow):
         if colour.isValid():
             self.settings.set_mask_colour(colour)
             self.canvas.set_mask_colour(colour)
+
+    def _show_paint(self) -> None:
+        """The paint layer and its tools are there for a method that paints with them."""
+        on = takes_paint(self.params.method_key(), self.params.options())
+        self.canvas.set_paint_shown(on)
+        for key in ("paint", "paint_colour", "clear_paint"):
+            self.actions[key].setEnabled(on)
+        if not on and self.actions["paint"].isChecked():
+            self.actions["brush"].setChecked(True)
 
     def _update_title(self) -> None:
         name = self.doc.display_name if self.doc.has_photo else ""

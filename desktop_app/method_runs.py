@@ -21,11 +21,12 @@ class RunInputs:
 
 
 def run_inputs(method: str, options: dict, params: EditParams, doc, source: str, target: str,
-               variations: int = 1) -> RunInputs:
+               variations: int = 1, use_mask: bool = True) -> RunInputs:
     """Collect and check the run's inputs (GUI thread, before submitting). ``variations`` is
-    what the panel asks for; a method without variations runs once."""
+    what the panel asks for; a method without variations runs once; ``use_mask`` False leaves
+    the document's mask out."""
     info = methods.info(method)
-    mask = None if info.mask == "none" else doc.mask_for_engine()
+    mask = None if info.mask == "none" or not use_mask else doc.mask_for_engine()
     paint = None
     if info.takes_paint(options):
         # No layer painted yet is an empty layer, which the check refuses with its sentence.

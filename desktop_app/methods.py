@@ -50,6 +50,11 @@ def shows(method: str, widget: str, options: dict) -> bool:
     return METHODS[method].shows(widget, options)
 
 
+def takes_paint(method: str, options: dict) -> bool:
+    """Whether a run of ``method`` with these options paints with the paint layer (scribble)."""
+    return METHODS[method].takes_paint(options)
+
+
 def uses_seed(method: str) -> bool:
     """A deterministic method (Prompt-to-Prompt) shows no seed: its result never varies."""
     info = METHODS.get(method)

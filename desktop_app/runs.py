@@ -128,8 +128,9 @@ class RunController(QObject):
                     MaskRequest(job_id, self.doc.photo_key, self.doc.current_photo(), source,
                                 target, params))
 
-    def edit(self) -> None:
-        """Run the chosen method with the panel's settings; raises RunRefused."""
+    def edit(self, use_mask: bool = True) -> None:
+        """Run the chosen method with the panel's settings (``use_mask`` False: without the
+        document's mask, e.g. an extend of the border only); raises RunRefused."""
         if self.job is not None:
             return
         source, target = self.check_ready()
@@ -137,7 +138,7 @@ class RunController(QObject):
         params = self.params.run_params().replace(seed=seeds[0])
         try:  # the method's own needs (a mask, paint, valid options) are checked before the run
             inputs = run_inputs(self.params.method_key(), self.params.options(), params, self.doc,
-                                source, target, variations=len(seeds))
+                                source, target, variations=len(seeds), use_mask=use_mask)
         except InputError as exc:
             title = "The mask is empty" if "mask is empty" in str(exc) else "Check the inputs"
             raise RunRefused(title, str(exc)) from None

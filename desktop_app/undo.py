@@ -102,13 +102,12 @@ class ApplyCommand(QUndoCommand):
         self.old, self.new, self.old_key, self.new_key = old, new, old_key, new_key
 
     def redo(self):
-        self.doc.applied.append(self.entry_id)
+        self.doc.mark_applied(self.entry_id, True)
         self.doc.write_base(self.rect, self.new, self.new_key)
         self.doc.set_preview(None)
 
     def undo(self):
-        if self.doc.applied and self.doc.applied[-1] == self.entry_id:
-            self.doc.applied.pop()
+        self.doc.mark_applied(self.entry_id, False)
         self.doc.write_base(self.rect, self.old, self.old_key)
         self.doc.set_preview(None)
 
@@ -160,14 +159,13 @@ class ResizeCommand(QUndoCommand):
         self.doc, self.entry_id, self.old, self.new = doc, entry_id, old, new
 
     def redo(self):
-        self.doc.applied.append(self.entry_id)
+        self.doc.mark_applied(self.entry_id, True)
         self.doc.preview_id = None
         self.doc.set_base_state(self.new)
         self.doc.preview_changed.emit()
 
     def undo(self):
-        if self.doc.applied and self.doc.applied[-1] == self.entry_id:
-            self.doc.applied.pop()
+        self.doc.mark_applied(self.entry_id, False)
         self.doc.preview_id = None
         self.doc.set_base_state(self.old)
         self.doc.preview_changed.emit()

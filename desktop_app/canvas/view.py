@@ -66,8 +66,9 @@ class Canvas(QGraphicsView):
         self.tool = BRUSH
         self.brush_size = 60.0  # diameter in photo pixels
         self.hardness = 0.8
-        self.paint_colour = QColor(220, 60, 40)  # the Paint tool's colour
+        self.paint_colour = QColor(40, 110, 230)  # the Paint tool's: unlike the mask's red
         self.mask_visible = True
+        self.paint_shown = True  # the paint layer is a scribble's input: shown for such runs only
         self._painting = False
         self._panning = False
         self._space = False
@@ -143,7 +144,7 @@ class Canvas(QGraphicsView):
             self.photo_item.set_pixmaps(self._original_pixmap, self._base_pixmap)
             w, h = self.doc.size
         # Paint is the input of the next run, shown over the base only, not over results.
-        self.paint_item.setVisible(entry is None)
+        self.paint_item.setVisible(entry is None and self.paint_shown)
         self.mask_item.setVisible(self.mask_visible and not resized)
         if self.scene().sceneRect().size().toSize().toTuple() != (w, h):
             self.scene().setSceneRect(QRectF(0, 0, w, h))
@@ -175,6 +176,11 @@ class Canvas(QGraphicsView):
         entry = self.doc.entry(self.doc.preview_id)
         resized = entry is not None and entry.image.shape != self.doc.base.shape
         self.mask_item.setVisible(self.mask_visible and not resized)
+
+    def set_paint_shown(self, on: bool) -> None:
+        """Show the paint layer (the chosen method paints with it) or hide it (it would not)."""
+        self.paint_shown = bool(on)
+        self._update_pixmaps()
 
     def set_mask_opacity(self, opacity: float) -> None:
         self.mask_item.setOpacity(float(opacity))

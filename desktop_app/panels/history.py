@@ -7,15 +7,16 @@ import time
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QPushButton, QTreeWidget,
-                               QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QPushButton, QSizePolicy,
+                               QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from desktop_app import methods
 from desktop_app.canvas.items import qimage_from_rgb
-from desktop_app.document import Document, HistoryEntry
+from desktop_app.document import Document, HistoryEntry, make_thumbnail
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole
 THUMB = 64
+APPLIED = "\u2713 Applied: edits start from it"
 
 
 def method_title(entry: HistoryEntry) -> str:
@@ -80,6 +81,15 @@ class HistoryPanel(QWidget):
         super().__init__(parent)
         self.doc = document
         layout = QVBoxLayout(self)
+        # The way back from a previewed result: the photo that edits start from.
+        self.working_button = QToolButton()
+        self.working_button.setCheckable(True)
+        self.working_button.setAutoRaise(True)
+        self.working_button.setIconSize(QSize(THUMB * 5 // 8, THUMB * 5 // 8))
+        self.working_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.working_button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.working_button.clicked.connect(self._show_working)
+        layout.addWidget(self.working_button)
         self.tree = QTreeWidget()
         self.tree.setHeaderHidden(True)
         self.tree.setIconSize(QSize(THUMB, THUMB))
@@ -114,6 +124,8 @@ class HistoryPanel(QWidget):
         document.history_changed.connect(self.rebuild)
         document.preview_changed.connect(self._select_preview)
         document.photo_changed.connect(self._update_buttons)  # an applied extend changes the size
+        document.photo_changed.connect(self._update_working)
+        document.base_changed.connect(lambda _rect: self._update_working())
         self.rebuild()
 
     def selected_id(self) -> int | None:
@@ -157,13 +169,36 @@ class HistoryPanel(QWidget):
         self.tree.blockSignals(False)
         self._select_preview()
         self._update_buttons()
+        self._update_working()
 
     def _item(self, entry: HistoryEntry) -> QTreeWidgetItem:
         item = QTreeWidgetItem([describe(entry)])
         item.setData(0, ENTRY_ROLE, entry.id)
         item.setIcon(0, self._icon(entry))
         item.setToolTip(0, details(entry))
+        if entry.id in self.doc.applied:
+            item.setText(0, f"{item.text(0)}\n{APPLIED}")
+            font = item.font(0)
+            font.setBold(True)
+            item.setFont(0, font)
         return item
+
+    def _show_working(self) -> None:
+        self.tree.setCurrentItem(None)  # previews nothing: the canvas shows the working photo
+        self.preview_requested.emit(None)
+        self._update_working()
+
+    def _update_working(self) -> None:
+        button, doc = self.working_button, self.doc
+        button.setVisible(doc.has_photo)
+        if not doc.has_photo:
+            return
+        applied = len(doc.applied)
+        button.setText("Working photo\n" + (f"{applied} result{'s' * (applied > 1)} applied"
+                                             if applied else "as opened"))
+        button.setToolTip("Show the photo that edits start from (hold \\ to see it as opened)")
+        button.setIcon(QIcon(QPixmap.fromImage(qimage_from_rgb(make_thumbnail(doc.base)))))
+        button.setChecked(doc.preview_id is None)
 
     @staticmethod
     def _icon(entry: HistoryEntry) -> QIcon:
@@ -188,6 +223,7 @@ class HistoryPanel(QWidget):
             self.tree.setCurrentItem(None)
         self.tree.blockSignals(False)
         self._update_buttons()
+        self.working_button.setChecked(self.doc.preview_id is None)
 
     def _on_current(self, current, _previous) -> None:
         self._update_buttons()

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 from PySide6.QtCore import QEventLoop, QPointF, Qt, QTimer
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QMessageBox,
+                               QSpinBox)
 
 from desktop_app.main_window import MainWindow
 from desktop_app.worker import EngineController, LoadModelRequest
@@ -141,8 +142,10 @@ def test_extend_apply_changes_the_size_and_undo_restores_it(qtbot, settings, rea
         win.params.set_method("blended")
         win.params.set_options({"action": "extend", "extend_right": 16, "extend_top": 8,
                                 "candidates": 1})
+        dialogs.answer = QMessageBox.StandardButton.No  # regenerate the painted mask too
         run(qtbot, win)
-        assert dialogs.shown == [], dialogs.texts()
+        assert [title for _, title, _ in dialogs.shown] == ["Extend the photo"], dialogs.texts()
+        assert doc.history[0].mask[8:, :64].max() > 0, "the painted mask was regenerated too"
         [entry] = doc.history
         assert entry.image.shape == (56, 80, 3)
         np.testing.assert_array_equal(entry.image[8:, :64][mask_before == 0],
@@ -350,6 +353,8 @@ def test_p2p_use_its_mask_after_the_mask_changed(qtbot, window):
 
 def test_paint_tool_paints_the_layer_on_the_canvas_undoable(qtbot, window):
     canvas, doc = window.canvas, window.doc
+    window.params.set_method("blended")  # the paint layer is scribble's: its tools show there
+    window.params.set_options({"action": "scribble"})
     window.actions["paint"].trigger()
     canvas.set_paint_colour(Qt.GlobalColor.green)
     canvas.set_brush_size(6)
