@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QStandardPaths, Qt, QTimer
 from PySide6.QtGui import QAction, QGuiApplication
-from PySide6.QtWidgets import (QColorDialog, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow,
-                               QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QColorDialog, QFileDialog, QFrame, QHBoxLayout, QInputDialog, QLabel,
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QVBoxLayout,
+                               QWidget)
 
 from desktop_app import photo_io
 from desktop_app.actions import build_actions, build_menus, build_toolbar
@@ -355,32 +356,68 @@ class MainWindow(QMainWindow):
         BatchDialog(line, self).exec()
 
     def export_dialog(self) -> bool:
-        """Ask where, then export the image on the canvas. True when a file was written."""
-        image = self.doc.shown_image()
-        if image is None:
+        """Ask where (in the last export's folder, as the photo's own format) and, for JPEG or
+        WebP, how fine; then export the image on the canvas. A write that fails says why and
+        asks again. True when a file was written."""
+        if self.doc.shown_image() is None:
             return False
         original = Path(self.doc.photo.path) if getattr(self.doc.photo, "path", None) else None
-        folder = original.parent if original else Path.home()
-        stem = original.stem if original else "photo"
-        path, chosen = QFileDialog.getSaveFileName(
-            self, "Export image", str(folder / f"{stem}-edited.png"), ";;".join(photo_io.EXPORT_FILTERS))
-        if not path:
-            return False
-        path = Path(path)
-        if not path.suffix:
-            path = path.with_suffix(photo_io.EXPORT_FILTERS.get(chosen, ".png"))
-        if original is not None and path.resolve() == original.resolve():
-            answer = ask(self, "Overwrite the original?",
-                         f"{path.name} is the photo you opened. Replace the original with the edit? "
-                         "This cannot be undone.", default=QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
+        suffix = photo_io.export_suffix(original)
+        start = self._export_folder(original) / f"{original.stem if original else 'photo'}-edited{suffix}"
+        while True:
+            path, chosen = QFileDialog.getSaveFileName(
+                self, "Export image", str(start), ";;".join(photo_io.EXPORT_FILTERS),
+                photo_io.export_filter(suffix))
+            if not path:
                 return False
-        return self.export_to(path)
+            path = Path(path)
+            if not path.suffix:
+                path = path.with_suffix(photo_io.EXPORT_FILTERS.get(chosen, suffix))
+            if original is not None and path.resolve() == original.resolve():
+                answer = ask(self, "Overwrite the original?",
+                             f"{path.name} is the photo you opened. Replace the original with the "
+                             "edit? This cannot be undone.", default=QMessageBox.StandardButton.No)
+                if answer != QMessageBox.StandardButton.Yes:
+                    return False
+            quality = self._ask_quality(path)
+            if quality is None:
+                return False
+            if self.export_to(path, quality):
+                self.settings.set_export_folder(path.parent)
+                return True
+            start = path  # the error was shown: choose another place or name
 
-    def export_to(self, path) -> bool:
+    def _export_folder(self, original: Path | None) -> Path:
+        """The last export's folder; else the photo's own unless it ships with the app (a
+        sample); else the Pictures folder."""
+        remembered = self.settings.export_folder()
+        if remembered is not None:
+            return remembered
+        if original is not None and original.parent.resolve() != resource_path("samples").resolve():
+            return original.parent
+        pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
+        return Path(pictures) if pictures and Path(pictures).is_dir() else Path.home()
+
+    def _ask_quality(self, path: Path) -> int | None:
+        """JPEG/WebP quality (remembered); PNG and TIFF are lossless. None: cancelled."""
+        if path.suffix.lower() not in photo_io.QUALITY_SUFFIXES:
+            return self.settings.export_quality()
+        kind = "WebP" if path.suffix.lower() == ".webp" else "JPEG"
+        quality, ok = QInputDialog.getInt(
+            self, f"{kind} quality", "Quality (1-100): higher keeps finer detail in a larger file.",
+            self.settings.export_quality(), 1, 100, 1)
+        if not ok:
+            return None
+        self.settings.set_export_quality(quality)
+        return quality
+
+    def export_to(self, path, quality: int | None = None) -> bool:
+        """Write the image on the canvas to ``path`` (JPEG/WebP at ``quality``, default the
+        remembered one); an error is shown and False returned."""
         try:
             written = photo_io.export(path, self.doc.shown_photo(), self.doc.shown_image(),
-                                      self.doc.shown_metadata())
+                                      self.doc.shown_metadata(),
+                                      quality or self.settings.export_quality())
         except InputError as exc:
             show_error(self, "Export failed", str(exc))
             return False

@@ -18,7 +18,9 @@ EXPORT_FILTERS = {  # file-dialog filter -> suffix
     "PNG image (*.png)": ".png",
     "JPEG image (*.jpg *.jpeg)": ".jpg",
     "WebP image (*.webp)": ".webp",
+    "TIFF image (*.tif *.tiff)": ".tif",
 }
+QUALITY_SUFFIXES = (".jpg", ".jpeg", ".webp")  # the lossy formats: Export asks how fine
 
 load_photo = imaging.load_photo
 read_metadata = imaging.read_metadata
@@ -42,9 +44,22 @@ def session_photo(photo, rgb: np.ndarray):
     return dataclasses.replace(photo, rgb=rgb, native=None, colour_converted=False, warnings=[])
 
 
-def export(path, photo, edited: np.ndarray, metadata: dict | None) -> Path:
-    """Write the edit atomically in the photo's own profile and depth, with alpha, EXIF, metadata."""
-    return imaging.export_photo(path, photo, edited, metadata=metadata or None)
+def export(path, photo, edited: np.ndarray, metadata: dict | None, quality: int = 95) -> Path:
+    """Write the edit atomically in the photo's own profile and depth, with alpha, EXIF, metadata
+    (JPEG and WebP at ``quality``)."""
+    return imaging.export_photo(path, photo, edited, metadata=metadata or None, quality=quality)
+
+
+def export_suffix(original: Path | None) -> str:
+    """The suffix Export proposes: the photo's own format when Export writes it, else PNG."""
+    suffix = original.suffix.lower() if original is not None else ""
+    suffix = {".jpeg": ".jpg", ".tiff": ".tif"}.get(suffix, suffix)
+    return suffix if suffix in EXPORT_FILTERS.values() else ".png"
+
+
+def export_filter(suffix: str) -> str:
+    """The file-dialog filter that writes ``suffix``."""
+    return next(f for f, s in EXPORT_FILTERS.items() if s == suffix)
 
 
 def is_image_path(path: str) -> bool:

@@ -86,6 +86,26 @@ class AppSettings:
     def clear_recent(self) -> None:
         self.q.setValue("recent/files", [])
 
+    # ------------------------------------------------------------------ export
+
+    def export_folder(self) -> Path | None:
+        """The folder of the last export, while it still exists."""
+        folder = str(self.q.value("export/folder", "") or "")
+        return Path(folder) if folder and Path(folder).is_dir() else None
+
+    def set_export_folder(self, folder) -> None:
+        self.q.setValue("export/folder", str(folder))
+
+    def export_quality(self) -> int:
+        """JPEG and WebP quality, 1-100 (95 keeps fine detail and colour edges)."""
+        try:
+            return min(max(int(self.q.value("export/quality", 95)), 1), 100)
+        except (TypeError, ValueError):
+            return 95
+
+    def set_export_quality(self, quality: int) -> None:
+        self.q.setValue("export/quality", int(quality))
+
     # ------------------------------------------------------------------ view
 
     def mask_colour(self) -> QColor:

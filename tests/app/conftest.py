@@ -9,7 +9,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 import pytest
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 # The fake engine sits next to this file; tests/ is not a package.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +24,7 @@ class DialogLog:
         self.answer = QMessageBox.StandardButton.Yes
         self.save_path = ""  # what QFileDialog.getSaveFileName returns
         self.open_path = ""
+        self.quality = None  # what QInputDialog.getInt returns (None: the value it proposes)
 
     def kinds(self) -> list[str]:
         return [kind for kind, _, _ in self.shown]
@@ -62,6 +63,12 @@ def dialogs(monkeypatch):
                         staticmethod(lambda *a, **k: (log.save_path, "")))
     monkeypatch.setattr(QFileDialog, "getOpenFileName",
                         staticmethod(lambda *a, **k: (log.open_path, "")))
+
+    def get_int(parent, title, label, value, *args, **kwargs):
+        log.shown.append(("number", title, label))
+        return (value if log.quality is None else log.quality), True
+
+    monkeypatch.setattr(QInputDialog, "getInt", staticmethod(get_int))
     return log
 
 
