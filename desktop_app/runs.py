@@ -15,11 +15,11 @@ from PySide6.QtCore import QObject, Signal
 from desktop_app.dialogs import APP_TITLE, TINY_NOTE
 from desktop_app.method_runs import run_inputs
 from desktop_app.methods import finds_mask, needs_source
+from desktop_app.time_left import StepClock, left_text, steps_left
 from desktop_app.worker import EditRequest, MaskRequest
 from engine.errors import InputError
 
 STAGE_NAMES = {"mask": "Finding the mask", "encode": "Encoding the photo", "decode": "Editing"}
-STAGE_ORDER = ("mask", "encode", "decode")
 
 
 class RunRefused(Exception):
@@ -45,21 +45,11 @@ class Job:
     plan: dict = field(default_factory=dict)  # stage -> steps per variation, for "time left"
     started: float = field(default_factory=time.perf_counter)
     stage: str = ""
-    stage_started: float = 0.0
-    seconds_per_step: float = 0.0
+    clock: StepClock = field(default_factory=lambda: StepClock(time.perf_counter()))
     results: list = field(default_factory=list)
     heatmap: np.ndarray | None = None
     error: tuple[str, str] | None = None
     cancelled: bool = False
-
-    def steps_left(self, p) -> int:
-        """Steps after progress report ``p`` until the whole run is done."""
-        left = p.total - p.step - 1
-        if p.stage in STAGE_ORDER:
-            for stage in STAGE_ORDER[STAGE_ORDER.index(p.stage) + 1:]:
-                left += self.plan.get(stage, 0)
-        left += (p.variations - p.variation - 1) * self.plan.get("decode", 0)
-        return left
 
 
 class RunController(QObject):
@@ -171,16 +161,14 @@ class RunController(QObject):
         job = self._current(p.job_id)
         if job is None:
             return
-        now = time.perf_counter()
-        if p.stage != job.stage:
-            job.stage, job.stage_started = p.stage, now
+        job.stage = p.stage
+        job.clock.step_done(p.stage, time.perf_counter())
         done = p.step + 1
-        job.seconds_per_step = (now - job.stage_started) / done
         self.step_changed.emit(done, p.total)
-        left = job.steps_left(p) * job.seconds_per_step
+        left = steps_left(job.plan, p.stage, p.step, p.total, p.variation, p.variations)
         variation = f" \u00b7 variation {p.variation + 1}/{p.variations}" if p.variations > 1 else ""
         self.stage_text.emit(f"{STAGE_NAMES.get(p.stage, p.stage)} {done}/{p.total}{variation}"
-                             f" \u00b7 about {duration(left)} left")
+                             f" \u00b7 {left_text(job.clock, left)}")
 
     def _on_preview(self, job_id: int, preview) -> None:
         job = self._current(job_id)
@@ -268,7 +256,3 @@ class RunController(QObject):
             self.message.emit(f"{count} result{'s' if count > 1 else ''} in {elapsed:.1f} s. "
                               "Apply one to keep editing from it, or export it.", 10000)
 
-
-def duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

@@ -1,0 +1,71 @@
+"""The time-left estimate on a recorded step timeline: never "about 0 s" while steps remain, no
+leaps when a stage begins, close to the truth once a stage has a few steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from desktop_app.time_left import StepClock, left_text, steps_left
+
+# A DiffEdit run as this CPU machine reports it: (stage, steps, set-up before its first step,
+# seconds per step). The model warms up before the first mask sample; the photo is VAE-encoded
+# before the first encode step; decode steps cost two UNet calls (guidance); 2 s of VAE decode
+# and paste-back follow the last step.
+STAGES = [("mask", 4, 3.4, 0.6), ("encode", 10, 1.5, 0.8), ("decode", 10, 0.5, 1.6)]
+TAIL = 2.0
+PLAN = {stage: steps for stage, steps, _, _ in STAGES}
+
+
+def timeline(jitter=0.15):
+    """(time, stage, step, total) of every progress report, and the time the run ends."""
+    reports, now = [], 0.0
+    for stage, steps, setup, pace in STAGES:
+        now += setup
+        for step in range(steps):
+            now += pace * (1 + jitter * (-1) ** step)  # alternately slower and faster
+            reports.append((now, stage, step, steps))
+    return reports, now + TAIL
+
+
+def estimates(reports):
+    clock = StepClock(started=0.0)
+    out = []
+    for now, stage, step, total in reports:
+        clock.step_done(stage, now)
+        left = steps_left(PLAN, stage, step, total, 0, 1)
+        out.append((now, clock.seconds_left(left), left_text(clock, left)))
+    return out
+
+
+def test_never_about_0_s_while_steps_remain_and_finishing_at_the_end():
+    reports, _ = timeline()
+    texts = [text for _, _, text in estimates(reports)]
+    # The first step carries the model's warm-up: no pace is known from it alone.
+    assert texts[0] == "estimating the time left\u2026"
+    assert all(t.startswith("about ") and t != "about 0 s left" for t in texts[1:-1]), texts
+    assert texts[-1] == "finishing\u2026"
+
+
+def test_no_leaps_from_one_step_to_the_next():
+    reports, _ = timeline()
+    series = estimates(reports)
+    for (t0, before, _), (t1, after, _) in zip(series[1:-1], series[2:-1]):  # -1: finishing
+        counted_down = max(before - (t1 - t0), 0.5)
+        assert 0.5 <= after / counted_down <= 2.0, (t1, before, after)
+
+
+def test_close_to_the_truth_once_the_last_stage_has_a_few_steps():
+    reports, end = timeline()
+    checked = 0
+    for (now, stage, step, _), (_, left, _) in zip(reports, estimates(reports)):
+        if stage == "decode" and step >= 2 and end - now > 5:
+            assert left == pytest.approx(end - now - TAIL, rel=0.25), (now, left)
+            checked += 1
+    assert checked >= 4
+
+
+def test_steps_left_counts_later_stages_and_variations():
+    plan = {"mask": 4, "encode": 10, "decode": 10}
+    assert steps_left(plan, "mask", 1, 4, 0, 1) == {"mask": 2, "encode": 10, "decode": 10}
+    assert steps_left(plan, "decode", 9, 10, 0, 3) == {"decode": 20}
+    assert sum(steps_left(plan, "decode", 9, 10, 2, 3).values()) == 0
