@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox, QProgressDialog
 
 from desktop_app.autosave.schema import AutosaveError
 from desktop_app.autosave.storage import SavedSession, find_orphans
@@ -91,12 +92,39 @@ def offer_restore(window, found: tuple[list[SavedSession], list[str]] | None = N
     return False
 
 
+def _load_with_progress(session: SavedSession, progress: QProgressDialog) -> dict:
+    """session.load() on a thread of its own (seconds for a big photo) while the GUI thread
+    paints the window and moves the bar by the bytes read."""
+    total = max(session.stored_bytes(), 1)
+    read = [0]  # the loader adds; the GUI thread only reads it
+
+    def on_read(n: int) -> None:
+        read[0] += n
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffedit-restore") as pool:
+        future = pool.submit(session.load, on_read)
+        while not wait([future], timeout=0.03).done:
+            progress.setValue(min(99, 100 * read[0] // total))
+            QApplication.processEvents()
+    return future.result()
+
+
 def _restore(window, session: SavedSession) -> bool:
     from desktop_app.dialogs import show_error
 
-    QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)  # about 2 s for a 12 MP session
+    progress = QProgressDialog(f"Restoring {session.photo_name}\u2026", "", 0, 100, window)
+    progress.setWindowTitle("Restore unsaved session")
+    progress.setCancelButton(None)  # a half-read session is of no use; it takes seconds
+    progress.setWindowModality(Qt.WindowModality.WindowModal)
+    progress.setMinimumDuration(0)
+    progress.setAutoClose(False)
+    progress.show()
+    QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
     try:
-        state = session.load()
+        state = _load_with_progress(session, progress)
+        progress.setLabelText(f"Showing {session.photo_name}\u2026")
+        progress.setValue(100)
+        QApplication.processEvents()
         install(window.doc, state)
         restore_panel(getattr(window, "params", None), state["panel"])
         reason = None
@@ -106,6 +134,8 @@ def _restore(window, session: SavedSession) -> bool:
         reason = f"it does not fit this version of the editor ({type(exc).__name__}: {exc})"
     finally:
         QApplication.restoreOverrideCursor()
+        progress.close()
+        progress.deleteLater()
     if reason is not None:
         kept = session.set_aside()
         show_error(window, "Cannot restore the session",

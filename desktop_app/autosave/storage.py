@@ -147,15 +147,20 @@ def read_array(folder: Path, name: str, cache: dict, as_reference: bool = False)
 
 
 class ArrayReader:
-    """``load(name, where)`` for schema.read_session; remembers what it handed out, for adopting."""
+    """``load(name, where)`` for schema.read_session; remembers what it handed out, for adopting;
+    ``on_read(n)`` hears the bytes of each file read (a restore's progress)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, on_read=None):
         self.folder = folder
         self.cache: dict[str, np.ndarray] = {}
         self.used: list[tuple[np.ndarray, str]] = []
+        self.on_read = on_read
 
     def __call__(self, name: str, where: str) -> np.ndarray:
+        fresh = name not in self.cache
         array = read_array(self.folder, name, self.cache)
+        if fresh and self.on_read is not None:
+            self.on_read((self.folder / name).stat().st_size)
         # Equal content (the base and the photo, two empty layers) is one file but must be
         # separate arrays again: the document paints into some of them in place.
         if any(a is array for a, _ in self.used):
@@ -236,10 +241,14 @@ class SavedSession:
         self.photo_name: str = header["summary"]["photo"]
         self.entries: int = header["summary"]["entries"]
 
-    def load(self) -> dict:
+    def stored_bytes(self) -> int:
+        """The size of its array files: what a load reads."""
+        return sum(p.stat().st_size for p in self.folder.glob("*.arr"))
+
+    def load(self, on_read=None) -> dict:
         """Every document field and the panel state, arrays loaded and verified; "_names" maps the
-        arrays to their files (Autosaver.adopt)."""
-        reader = ArrayReader(self.folder)
+        arrays to their files (Autosaver.adopt). ``on_read(n)``: n more bytes were read."""
+        reader = ArrayReader(self.folder, on_read)
         state = schema.read_session(self.manifest, reader)
         state["_names"] = reader.names()
         return state
