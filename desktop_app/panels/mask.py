@@ -6,6 +6,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGridLayout, QHBoxLayout, QPushButton,
                                QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
+AMOUNT_SHARE = 1 / 160  # Grow/Shrink/Feather's default: of the photo's long side (8 px at 1280)
+
 
 class MaskPanel(QWidget):
     """Binds to the canvas's brush; the operation buttons are the main window's actions."""
@@ -59,11 +61,17 @@ class MaskPanel(QWidget):
 
         ops = QGridLayout()
         self.amount = QSpinBox()
-        self.amount.setRange(1, 256)
+        self.amount.setRange(1, 1000)
         self.amount.setValue(8)
         self.amount.setSuffix(" px")
-        self.amount.setToolTip("How many pixels Grow, Shrink and Feather use")
+        self.amount.setToolTip("How many pixels Grow, Shrink and Feather use. It follows the "
+                               "photo's size: what you set here is kept in proportion for the "
+                               "next photo.")
+        # The amount as a share of the photo's long side: a big photo gets a visible amount.
+        self.amount_share = AMOUNT_SHARE
         self.amount.valueChanged.connect(self.operation_px_changed)
+        self.amount.valueChanged.connect(self._remember_share)
+        canvas.doc.photo_changed.connect(self._scale_amount)
         names = ("grow", "shrink", "feather", "invert", "clear_mask", "load_mask", "save_mask")
         cells = [(0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (3, 0), (3, 1)]
         for name, (r, c) in zip(names, cells):
@@ -82,6 +90,20 @@ class MaskPanel(QWidget):
         self.opacity.valueChanged.connect(lambda v: canvas.set_mask_opacity(v / 100))
         canvas.brush_changed.connect(self._sync)
         self._sync()
+
+    def _long_side(self) -> int:
+        return max(self.canvas.doc.size)
+
+    def _remember_share(self, value: int) -> None:
+        if self._long_side():
+            self.amount_share = value / self._long_side()
+
+    def _scale_amount(self) -> None:
+        if self._long_side():
+            self.amount.blockSignals(True)  # a new photo: the share stays what the user chose
+            self.amount.setValue(max(2, round(self.amount_share * self._long_side())))
+            self.amount.blockSignals(False)
+            self.operation_px_changed.emit(self.amount.value())
 
     def _sync(self) -> None:
         for widget, value in ((self.size, round(self.canvas.brush_size)),
