@@ -147,7 +147,7 @@ class SettingsDialog(QDialog):
         self.steps, self.strength, self.guidance, self.threshold, self.samples, self.feather = (
             param_box(name, getattr(defaults, name)) for name in
             ("steps", "strength", "guidance", "mask_threshold", "mask_samples", "feather"))
-        for label, widget in (("Steps", self.steps), ("Encoding ratio", self.strength),
+        for label, widget in (("Steps", self.steps), ("Strength", self.strength),
                               ("Guidance", self.guidance), ("Mask threshold", self.threshold),
                               ("Mask samples", self.samples), ("Edge feather", self.feather)):
             pform.addRow(label, widget)

@@ -33,6 +33,9 @@ from engine.errors import InputError
 from engine.resources import resource_path
 
 
+LAYOUT_VERSION = 2  # of the saved dock layout: 2 put the history under the mask tools
+
+
 class MainWindow(QMainWindow):
     def __init__(self, settings, engine, parent=None):
         super().__init__(parent)
@@ -73,7 +76,7 @@ class MainWindow(QMainWindow):
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1360, 860)
         if state is not None:
-            self.restoreState(state)
+            self.restoreState(state, LAYOUT_VERSION)  # an older layout is left behind
 
     # ================================================================== building
 
@@ -110,14 +113,16 @@ class MainWindow(QMainWindow):
         self.params = ParamsPanel()
         self.mask_panel = MaskPanel(self.canvas, self.actions)
         self.history = HistoryPanel(self.doc)
-        right = Qt.DockWidgetArea.RightDockWidgetArea
+        right, left = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.LeftDockWidgetArea
+        # The Edit panel has the right side's full height (its options in sight at 1280x720);
+        # the mask tools leave room below them for the history.
         self.params_dock = add_dock(self, "Edit", "edit_dock", self.params, right, scroll=True,
                                     footer=self.params.run_row)
-        self.mask_dock = add_dock(self, "Mask", "mask_dock", self.mask_panel,
-                                  Qt.DockWidgetArea.LeftDockWidgetArea, scroll=True)
-        self.history_dock = add_dock(self, "History", "history_dock", self.history, right)
-        self.resizeDocks([self.params_dock, self.history_dock], [480, 340], Qt.Orientation.Vertical)
-        self.resizeDocks([self.params_dock, self.mask_dock], [380, 240], Qt.Orientation.Horizontal)
+        self.mask_dock = add_dock(self, "Mask", "mask_dock", self.mask_panel, left, scroll=True)
+        self.history_dock = add_dock(self, "History", "history_dock", self.history, left)
+        # All the mask tools stay in sight; the history takes the height left.
+        self.mask_dock.widget().setMinimumHeight(self.mask_panel.sizeHint().height())
+        self.resizeDocks([self.params_dock, self.mask_dock], [380, 300], Qt.Orientation.Horizontal)
 
     def _build_status(self) -> None:
         status = self.statusBar()
@@ -661,7 +666,7 @@ class MainWindow(QMainWindow):
             return
         if self.runs.running:
             self.engine.cancel()
-        self.settings.set_window_state(self.saveGeometry(), self.saveState())
+        self.settings.set_window_state(self.saveGeometry(), self.saveState(LAYOUT_VERSION))
         self.settings.sync()
         self.autosaver.remove()  # a clean close: the work was exported or discarded
         event.accept()

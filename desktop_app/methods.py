@@ -9,19 +9,19 @@ import dataclasses
 from engine.methods import METHODS  # the panels import it from here with the app-side tables
 
 DEFAULT_METHOD = "diffedit"  # the first method the panel shows
-OPTION_LABELS = {
-    "clip_model": "CLIP ranking model", "reweight_words": "Re-weight words",
-    "reweight_scale": "Re-weight scale", "cross_fraction": "Cross-attention steps",
-    "self_fraction": "Self-attention steps", "blend_words": "Local blend words",
-    "blend_threshold": "Local blend level", "feature_fraction": "Feature injection",
-    "attention_fraction": "Attention injection", "masked": "Only inside the mask",
+OPTION_LABELS = {  # plain words; the tooltips keep the papers' terms (the engine's help)
+    "clip_model": "Rank with CLIP model", "reweight_words": "Emphasise words",
+    "reweight_scale": "Emphasis", "cross_fraction": "Keep word layout",
+    "self_fraction": "Keep shapes", "blend_words": "Change only (words)",
+    "blend_threshold": "Word area level", "feature_fraction": "Keep structure",
+    "attention_fraction": "Keep layout", "masked": "Only inside the mask",
     "extend_left": "Extend left", "extend_right": "Extend right", "extend_top": "Extend top",
     "extend_bottom": "Extend bottom",
 }
 CHOICE_LABELS = {
     "inpaint": "Inpaint inside the mask", "background": "Replace the background",
     "extend": "Extend the photo", "scribble": "Scribble (paint colours)",
-    "swap": "Word swap", "refine": "Refine (add words)", "reweight": "Re-weight words",
+    "swap": "Word swap", "refine": "Refine (add words)", "reweight": "Emphasise words",
 }
 
 

@@ -7,7 +7,7 @@ import time
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QPushButton, QSizePolicy,
+from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QPushButton, QSizePolicy,
                                QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from desktop_app import methods
@@ -53,7 +53,7 @@ def details(entry: HistoryEntry) -> str:
     lines = [
         f"Reference: {entry.source}", f"Target: {entry.target}",
         f"Negative: {p.negative_prompt or '(reference text)'}", f"Method: {method_title(entry)}",
-        f"Steps {p.steps}, encoding ratio {p.strength:g}, guidance {p.guidance:g}",
+        f"Steps {p.steps}, strength {p.strength:g}, guidance {p.guidance:g}",
         f"Mask threshold {p.mask_threshold:g}, mask samples {p.mask_samples}, "
         f"feather {p.feather} px, variety {p.eta:g}",
         f"Time {entry.seconds:.1f} s, made {time.strftime('%H:%M:%S', time.localtime(entry.created))}",
@@ -98,7 +98,7 @@ class HistoryPanel(QWidget):
         self.tree.setWordWrap(True)
         self.tree.setRootIsDecorated(True)
         layout.addWidget(self.tree, 1)
-        buttons = QHBoxLayout()
+        buttons = QGridLayout()  # two by two: the dock stays narrow beside the canvas
         self.apply_button = QPushButton("Apply")
         self.apply_button.setToolTip("Make this result the photo you keep editing (undoable)")
         self.settings_button = QPushButton("Use these settings")
@@ -113,8 +113,9 @@ class HistoryPanel(QWidget):
             "itself when the photo has no mask yet.")
         self.delete_button = QPushButton("Delete")
         self.delete_button.setToolTip("Remove this result from the history")
-        for button in (self.apply_button, self.settings_button, self.mask_button, self.delete_button):
-            buttons.addWidget(button)
+        for index, button in enumerate((self.apply_button, self.settings_button, self.mask_button,
+                                        self.delete_button)):
+            buttons.addWidget(button, index // 2, index % 2)
         layout.addLayout(buttons)
         self.mask_button.clicked.connect(lambda: self._emit(self.use_mask_requested))
         self.apply_button.clicked.connect(lambda: self._emit(self.apply_requested))

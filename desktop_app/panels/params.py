@@ -27,8 +27,8 @@ TIPS = {
                 "edit away from what is there now.",
     "method": "The editing method. Each shows only the parameters and options it uses.",
     "steps": "Denoising steps of the full schedule. More is slower and a little cleaner.",
-    "strength": "Encoding ratio: how far the photo is noised before it is re-generated.\n"
-                "Higher changes more (shape and colour); lower keeps more of the photo.",
+    "strength": "How far the photo is noised before it is re-generated (the papers' encoding "
+                "ratio).\nHigher changes more (shape and colour); lower keeps more of the photo.",
     "guidance": "How strongly the target text steers the edit (classifier-free guidance).",
     "mask_threshold": "Heatmap level above which a pixel is edited. Moving it re-thresholds "
                       "instantly and keeps your brush strokes.",
@@ -43,7 +43,7 @@ TIPS = {
                   "together in the history so you can pick one.",
 }
 LABELS = {
-    "steps": "Steps", "strength": "Encoding ratio", "guidance": "Guidance",
+    "steps": "Steps", "strength": "Strength", "guidance": "Guidance",
     "mask_threshold": "Mask threshold", "mask_samples": "Mask samples", "feather": "Edge feather",
     "eta": "Variety", "seed": "Seed", "variations": "Variations",
 }
@@ -252,6 +252,8 @@ class ParamsPanel(QWidget):
         elif kind == "float":
             low, high = low_high or (-1e6, 1e6)
             widget = self._double(low, high, f.default, (high - low) / 40, 2)
+            if f.name.endswith("_fraction"):
+                widget.setSuffix(" of the steps")
             widget.valueChanged.connect(self._on_option)
         else:
             widget = QLineEdit(str(f.default))
