@@ -16,7 +16,7 @@ from desktop_app.document import Document, HistoryEntry, make_thumbnail
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole
 THUMB = 64
-APPLIED = "\u2713 Applied: edits start from it"
+APPLIED = "\u2713 "  # marks an applied result's first line (its tooltip says what it means)
 
 
 def method_title(entry: HistoryEntry) -> str:
@@ -159,12 +159,10 @@ class HistoryPanel(QWidget):
             parent.setIcon(0, self._icon(first))
             parent.setToolTip(0, details(first))
             for entry in entries:
-                child = self._item(entry)
                 kind = methods.result_kind(entry.method).capitalize()
                 extra = f"\n{ranking(entry)}" if ranking(entry) else ""
-                child.setText(0, f"{kind} {entry.variation + 1}{extra}\n{seed_text(entry)}"
-                                 f"{entry.seconds:.1f} s")
-                parent.addChild(child)
+                parent.addChild(self._item(entry, f"{kind} {entry.variation + 1}{extra}\n"
+                                                  f"{seed_text(entry)}{entry.seconds:.1f} s"))
             self.tree.addTopLevelItem(parent)
             parent.setExpanded(True)
         self.tree.blockSignals(False)
@@ -172,13 +170,15 @@ class HistoryPanel(QWidget):
         self._update_buttons()
         self._update_working()
 
-    def _item(self, entry: HistoryEntry) -> QTreeWidgetItem:
-        item = QTreeWidgetItem([describe(entry)])
+    def _item(self, entry: HistoryEntry, text: str = "") -> QTreeWidgetItem:
+        """The entry's row (``text``, or its description), marked when applied."""
+        item = QTreeWidgetItem([text or describe(entry)])
         item.setData(0, ENTRY_ROLE, entry.id)
         item.setIcon(0, self._icon(entry))
         item.setToolTip(0, details(entry))
         if entry.id in self.doc.applied:
-            item.setText(0, f"{item.text(0)}\n{APPLIED}")
+            item.setText(0, APPLIED + item.text(0))
+            item.setToolTip(0, f"Applied: edits start from this result.\n{item.toolTip(0)}")
             font = item.font(0)
             font.setBold(True)
             item.setFont(0, font)

@@ -36,7 +36,8 @@ def test_applied_mark_title_star_and_status_follow_undo_and_redo(qtbot, window):
     history.apply_button.click()
     assert doc.applied == [entry.id] and "*" in window.windowTitle()
     item = _item(window, entry.id)
-    assert APPLIED in item.text(0) and item.font(0).bold()
+    assert item.text(0).startswith(APPLIED) and item.font(0).bold()
+    assert item.toolTip(0).startswith("Applied")
     assert "1 result applied" in history.working_button.text()
 
     window.actions["undo"].trigger()
@@ -61,3 +62,14 @@ def test_a_result_after_the_export_is_unexported_work_and_deleting_one_is_not(qt
     assert not doc.has_unexported_work() and "*" not in window.windowTitle()
     doc.delete_entry(doc.history[0].id)  # one that was exported: nothing new to lose
     assert not doc.has_unexported_work()
+
+
+def test_an_applied_variation_is_marked_inside_its_group(qtbot, window):
+    window.params.variations.setValue(2)
+    run_and_wait(qtbot, window)
+    second = window.doc.history[1]
+    window.history.tree.setCurrentItem(_item(window, second.id))
+    window.history.apply_button.click()
+    assert window.doc.applied == [second.id]
+    assert _item(window, second.id).text(0).startswith(APPLIED + "Variation 2")
+    assert not _item(window, window.doc.history[0].id).text(0).startswith(APPLIED)
