@@ -255,4 +255,3 @@ class RunController(QObject):
             count = len(job.results)
             self.message.emit(f"{count} result{'s' if count > 1 else ''} in {elapsed:.1f} s. "
                               "Apply one to keep editing from it, or export it.", 10000)
-

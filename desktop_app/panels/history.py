@@ -89,6 +89,7 @@ class HistoryPanel(QWidget):
         self.working_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.working_button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.working_button.clicked.connect(self._show_working)
+        self._working_key = None  # the base pixels its thumbnail shows
         layout.addWidget(self.working_button)
         self.tree = QTreeWidget()
         self.tree.setHeaderHidden(True)
@@ -198,7 +199,10 @@ class HistoryPanel(QWidget):
         button.setText("Working photo\n" + (f"{applied} result{'s' * (applied > 1)} applied"
                                              if applied else "as opened"))
         button.setToolTip("Show the photo that edits start from (hold \\ to see it as opened)")
-        button.setIcon(QIcon(QPixmap.fromImage(qimage_from_rgb(make_thumbnail(doc.base)))))
+        key = (doc.photo_key, id(doc.base))  # a restore puts a new base under the same key
+        if self._working_key != key:  # a thumbnail of a 24 MP base takes a moment: once per base
+            self._working_key = key
+            button.setIcon(QIcon(QPixmap.fromImage(qimage_from_rgb(make_thumbnail(doc.base)))))
         button.setChecked(doc.preview_id is None)
 
     @staticmethod
