@@ -45,6 +45,7 @@ class Job:
     plan: dict = field(default_factory=dict)  # stage -> steps per variation, for "time left"
     started: float = field(default_factory=time.perf_counter)
     stage: str = ""
+    pace_key: tuple = ()  # what makes runs alike in pace: kind, method, photo size
     clock: StepClock = field(default_factory=lambda: StepClock(time.perf_counter()))
     results: list = field(default_factory=list)
     heatmap: np.ndarray | None = None
@@ -71,6 +72,7 @@ class RunController(QObject):
         super().__init__(parent)
         self.doc, self.engine, self.params, self.model_state = doc, engine, params, model_state
         self.job: Job | None = None
+        self._paces: dict[tuple, dict[str, float]] = {}  # pace_key -> the last such run's paces
         engine.progress.connect(self._on_progress)
         engine.preview.connect(self._on_preview)
         engine.mask_ready.connect(self._on_mask_ready)
@@ -114,7 +116,8 @@ class RunController(QObject):
         params = self.params.params()
         job_id = self.engine.next_job_id()
         self._start(Job("mask", job_id, self.doc.generation, self.doc.photo_key,
-                        plan={"mask": params.mask_samples}),
+                        plan={"mask": params.mask_samples},
+                        pace_key=("mask", self.params.method_key(), self.doc.size)),
                     MaskRequest(job_id, self.doc.photo_key, self.doc.current_photo(), source,
                                 target, params))
 
@@ -136,10 +139,12 @@ class RunController(QObject):
         job_id = self.engine.next_job_id()
         self._start(Job("edit", job_id, self.doc.generation, self.doc.photo_key,
                         group=self.doc.new_group(), mask=request.mask,
-                        variations=request.variations, plan=inputs.plan),
+                        variations=request.variations, plan=inputs.plan,
+                        pace_key=("edit", request.method, self.doc.size)),
                     EditRequest(job_id, request))
 
     def _start(self, job: Job, request) -> None:
+        job.clock = StepClock(time.perf_counter(), dict(self._paces.get(job.pace_key, {})))
         self.job = job
         self.engine.submit(request)
         self.running_changed.emit(True)
@@ -217,6 +222,8 @@ class RunController(QObject):
                              "A result was applied (or undone) while the run was working on the "
                              "photo as it was before, so its result was not kept. Run it again.", "")
         else:
+            if job.clock.measured:  # the next run like this one knows its stages' pace at once
+                self._paces[job.pace_key] = dict(job.clock.pace)
             self._commit(job)
 
     # ------------------------------------------------------------------ committing

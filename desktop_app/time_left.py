@@ -27,10 +27,12 @@ class StepClock:
     """Seconds per step of each stage, smoothed, from the times the steps finished.
 
     A stage's first step also carries its set-up (the model warming up, the photo being
-    encoded), so it is not a sample of the stage's pace: the stage starts from the pace of the
-    one before, and the run's very first step counts only until a second one is measured."""
+    encoded), so it is not a sample of the stage's pace: the stage starts from its pace in an
+    earlier run of the same kind (``prior``), else from the pace of the stage before, and the
+    run's very first step counts only until a second one is measured."""
 
     started: float  # when the run was submitted
+    prior: dict[str, float] = field(default_factory=dict)  # paces of an earlier run like this
     pace: dict[str, float] = field(default_factory=dict)
     _last: float | None = None
     _stage: str = ""
@@ -43,6 +45,8 @@ class StepClock:
             old = self.pace[stage]
             self.pace[stage] = seconds if self._first_only else old + SMOOTHING * (seconds - old)
             self._first_only = False
+        elif stage in self.prior:
+            self.pace.setdefault(stage, self.prior[stage])
         elif self._stage:
             self.pace.setdefault(stage, self.pace[self._stage])
         else:
@@ -56,9 +60,10 @@ class StepClock:
 
     def seconds_left(self, left: dict[str, int]) -> float:
         """The steps in ``left`` (stage -> count) at each stage's pace (an unmeasured stage at
-        the current one's)."""
+        its earlier run's, else at the current one's)."""
         current = self.pace.get(self._stage, 0.0)
-        return sum(n * self.pace.get(stage, current) for stage, n in left.items())
+        return sum(n * self.pace.get(stage, self.prior.get(stage, current))
+                   for stage, n in left.items())
 
 
 def left_text(clock: StepClock, left: dict[str, int]) -> str:

@@ -27,19 +27,19 @@ def timeline(jitter=0.15):
     return reports, now + TAIL
 
 
-def estimates(reports):
-    clock = StepClock(started=0.0)
+def estimates(reports, prior=None):
+    clock = StepClock(started=0.0, prior=prior or {})
     out = []
     for now, stage, step, total in reports:
         clock.step_done(stage, now)
         left = steps_left(PLAN, stage, step, total, 0, 1)
         out.append((now, clock.seconds_left(left), left_text(clock, left)))
-    return out
+    return out, clock
 
 
 def test_never_about_0_s_while_steps_remain_and_finishing_at_the_end():
     reports, _ = timeline()
-    texts = [text for _, _, text in estimates(reports)]
+    texts = [text for _, _, text in estimates(reports)[0]]
     # The first step carries the model's warm-up: no pace is known from it alone.
     assert texts[0] == "estimating the time left\u2026"
     assert all(t.startswith("about ") and t != "about 0 s left" for t in texts[1:-1]), texts
@@ -48,7 +48,7 @@ def test_never_about_0_s_while_steps_remain_and_finishing_at_the_end():
 
 def test_no_leaps_from_one_step_to_the_next():
     reports, _ = timeline()
-    series = estimates(reports)
+    series, _ = estimates(reports)
     for (t0, before, _), (t1, after, _) in zip(series[1:-1], series[2:-1]):  # -1: finishing
         counted_down = max(before - (t1 - t0), 0.5)
         assert 0.5 <= after / counted_down <= 2.0, (t1, before, after)
@@ -57,11 +57,23 @@ def test_no_leaps_from_one_step_to_the_next():
 def test_close_to_the_truth_once_the_last_stage_has_a_few_steps():
     reports, end = timeline()
     checked = 0
-    for (now, stage, step, _), (_, left, _) in zip(reports, estimates(reports)):
+    for (now, stage, step, _), (_, left, _) in zip(reports, estimates(reports)[0]):
         if stage == "decode" and step >= 2 and end - now > 5:
             assert left == pytest.approx(end - now - TAIL, rel=0.25), (now, left)
             checked += 1
     assert checked >= 4
+
+
+def test_an_earlier_runs_paces_make_the_next_estimate_right_from_its_first_step():
+    reports, end = timeline()
+    _, first_run = estimates(reports)
+    series, _ = estimates(reports, prior=dict(first_run.pace))
+    setups = sum(setup for _, _, setup, _ in STAGES[1:]) + TAIL  # still ahead at the first step
+    assert series[0][2].startswith("about ")
+    assert series[0][1] == pytest.approx(end - reports[0][0] - setups, rel=0.2)
+    for (now, stage, step, _), (_, left, _) in zip(reports, series):
+        if stage == "encode" and step == 0:  # no drop to the previous stage's pace
+            assert left == pytest.approx(end - now - 0.5 - TAIL, rel=0.2)
 
 
 def test_steps_left_counts_later_stages_and_variations():
@@ -69,3 +81,17 @@ def test_steps_left_counts_later_stages_and_variations():
     assert steps_left(plan, "mask", 1, 4, 0, 1) == {"mask": 2, "encode": 10, "decode": 10}
     assert steps_left(plan, "decode", 9, 10, 0, 3) == {"decode": 20}
     assert sum(steps_left(plan, "decode", 9, 10, 2, 3).values()) == 0
+
+
+def test_the_second_run_like_the_first_estimates_from_its_first_step(qtbot, window):
+    from test_window import run_and_wait
+
+    firsts = []
+    for _ in range(2):
+        texts = []
+        window.runs.stage_text.connect(texts.append)
+        run_and_wait(qtbot, window)
+        window.runs.stage_text.disconnect(texts.append)
+        firsts.append(next(t for t in texts if "/" in t).split(" \u00b7 ")[-1])  # first step's
+    assert firsts[0] == "estimating the time left\u2026"
+    assert firsts[1].startswith("about "), firsts
