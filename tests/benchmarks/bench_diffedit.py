@@ -483,26 +483,29 @@ def run_re_edit(session, first_result, params, source: str, target: str, recorde
     """Refine the auto mask with a brush stroke and edit again: no new mask estimate, no new inversion."""
     from engine import masks
 
-    refined = masks.compose(first_result.heatmap, params.mask_threshold, added=brush_stroke(session.size))
+    refined = np.maximum(masks.threshold(first_result.heatmap, params.mask_threshold),
+                         brush_stroke(session.size))
     re_edit, _ = run_ours(session, refined, params, source, target, recorder, "ours/re-edit")
     return re_edit
 
 
 def measure_rethreshold(heatmap: np.ndarray, photo_size, params, probe: UnetProbe) -> dict:
-    """The threshold slider: compose the cached heatmap with the strokes at a new level."""
+    """The threshold slider: the app's fold of the cached heatmap and the strokes at a new level."""
+    from desktop_app.mask_layers import MaskLayers, Segment, fold
     from engine import masks
 
     side = RETHRESHOLD_SIDE
     heatmap = masks.resize(heatmap, (side, side))
     added = masks.resize(brush_stroke(photo_size), (side, side))
     erased = masks.resize(brush_stroke(photo_size)[::-1, ::-1].copy(), (side, side))
-    masks.compose(heatmap, params.mask_threshold, added, erased)  # first call pays imports
+    layers = MaskLayers(heatmap=heatmap, segments=[Segment(added=added, erased=erased)])
+    fold(layers, params.mask_threshold, heatmap.shape)  # first call pays imports
     levels = np.linspace(0.3, 0.7, RETHRESHOLD_REPEATS)
     seconds = []
     evals = probe.total
     for level in levels:
         start = time.perf_counter()
-        masks.compose(heatmap, float(level), added, erased)
+        fold(layers, float(level), heatmap.shape)
         seconds.append(time.perf_counter() - start)
     return {"size": [side, side], "repeats": len(seconds),
             "seconds_median": statistics.median(seconds), "seconds_max": max(seconds),
