@@ -16,6 +16,7 @@ from engine.errors import InputError
 from engine.inversion import Schedule
 from engine.params import EditParams
 from engine.session import EditSession
+from final_latents import FinalLatents
 
 # A few-step edit: 4 steps all the way from pure noise, 2 mask samples, no guidance (the
 # distilled models have it built in): mask 2 x 2 + encoding 4 + decoding 4 = 12 evaluations.
@@ -73,14 +74,7 @@ def test_few_step_sdedit_equals_diffusers_img2img_with_lightnings_euler_trailing
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline
 
     m = few_step_sdxl
-    finals = []
-
-    class Session(EditSession):
-        def finish(self, ctx, geometry, latent, *args, **kwargs):
-            finals.append(latent)
-            return super().finish(ctx, geometry, latent, *args, **kwargs)
-
-    session = Session(m, photo)
+    session = FinalLatents(m, photo)
     session.run("sdedit", "", "a dog", None, FEW.replace(seed=2))
     euler = EulerDiscreteScheduler.from_config(m.scheduler_config, timestep_spacing="trailing")
     pipe = StableDiffusionXLImg2ImgPipeline(
@@ -91,8 +85,8 @@ def test_few_step_sdedit_equals_diffusers_img2img_with_lightnings_euler_trailing
     theirs = pipe(prompt="a dog", image=z0, strength=1.0, num_inference_steps=4, guidance_scale=1.0,
                   generator=torch.Generator("cpu").manual_seed(2), output_type="latent").images
     assert list(pipe.scheduler.timesteps.long()) == [999, 749, 499, 249]
-    assert torch.allclose(finals[0], theirs, atol=1e-3), (finals[0] - theirs).abs().max()
-    assert not torch.allclose(finals[0], z0, atol=0.1)
+    assert torch.allclose(session.finals[0], theirs, atol=1e-3), (session.finals[0] - theirs).abs().max()
+    assert not torch.allclose(session.finals[0], z0, atol=0.1)
 
 
 def test_a_few_step_auto_mask_edit_costs_12_unet_evaluations(few_step_sdxl, photo):

@@ -17,6 +17,7 @@ from engine import masks
 from engine.models import load_model
 from engine.params import EditParams
 from engine.session import EditSession
+from final_latents import FinalLatents
 
 FAST = EditParams(steps=4, mask_samples=1, resolution=64)
 
@@ -114,14 +115,7 @@ def test_sdedit_on_an_inpainting_model_equals_diffusers_inpaint_pipeline_with_a_
 
     m = inpainting_model
     params = EditParams(steps=5, strength=0.8, guidance=5.0, seed=1, resolution=64)
-    finals = []
-
-    class Session(EditSession):
-        def finish(self, ctx, geometry, latent, *args, **kwargs):
-            finals.append(latent)
-            return super().finish(ctx, geometry, latent, *args, **kwargs)
-
-    session = Session(m, photo)
+    session = FinalLatents(m, photo)
     seen = _inputs(m, lambda: session.run("sdedit", "", "a dog", None, params))
     z0 = session.image_latent(session.geometry(params))
     components = dict(vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet,
@@ -138,4 +132,4 @@ def test_sdedit_on_an_inpainting_model_equals_diffusers_inpaint_pipeline_with_a_
                   num_inference_steps=params.steps, guidance_scale=params.guidance, height=64,
                   width=64, output_type="latent",
                   generator=torch.Generator("cpu").manual_seed(params.seed)).images
-    assert torch.allclose(finals[0], theirs, atol=1e-4), (finals[0] - theirs).abs().max()
+    assert torch.allclose(session.finals[0], theirs, atol=1e-4), (session.finals[0] - theirs).abs().max()

@@ -1,6 +1,7 @@
 """Memory tiers and the out-of-memory fallback (simulated: this machine has no GPU)."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -95,29 +96,23 @@ def test_a_second_out_of_memory_is_a_clear_error_and_the_next_run_starts_lower(t
     assert len(unet.batches) == 3  # already at the last tier: no retry left
 
 
-@pytest.mark.parametrize("free_gib,tier", [(10, "full"), (3, "sliced"), (1, "offload")])
-def test_auto_tier_follows_free_gpu_memory(monkeypatch, free_gib, tier):
+def _on_cuda(monkeypatch, free_gib: float, native_size: int):
+    """A model on a CUDA device with ``free_gib`` of its 24 GiB free."""
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gib * memory.GIB,
                                                                          24 * memory.GIB))
+    return SimpleNamespace(device=torch.device("cuda"), native_size=native_size)
 
-    class OnCuda:
-        device = torch.device("cuda")
-        native_size = 512
 
-    assert memory.choose_tier(OnCuda()) == tier
-    assert memory.choose_tier(OnCuda(), "sliced") == "sliced"
+@pytest.mark.parametrize("free_gib,tier", [(10, "full"), (3, "sliced"), (1, "offload")])
+def test_auto_tier_follows_free_gpu_memory(monkeypatch, free_gib, tier):
+    model = _on_cuda(monkeypatch, free_gib, native_size=512)
+    assert memory.choose_tier(model) == tier
+    assert memory.choose_tier(model, "sliced") == "sliced"
 
 
 @pytest.mark.parametrize("free_gib,tier", [(20, "full"), (10, "sliced"), (5, "offload")])
 def test_sdxl_needs_four_times_the_free_memory_per_tier(monkeypatch, free_gib, tier):
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_gib * memory.GIB,
-                                                                         24 * memory.GIB))
-
-    class SdxlOnCuda:
-        device = torch.device("cuda")
-        native_size = 1024
-
-    assert memory.choose_tier(SdxlOnCuda()) == tier
+    assert memory.choose_tier(_on_cuda(monkeypatch, free_gib, native_size=1024)) == tier
 
 
 def test_offload_streams_both_sdxl_text_encoders(tiny_sdxl, monkeypatch):

@@ -14,6 +14,7 @@ from engine.inversion import Schedule
 from engine.methods.blended import add_noise
 from engine.params import EditParams
 from engine.session import EditSession
+from final_latents import FinalLatents
 
 FAST = EditParams(steps=10)
 
@@ -34,16 +35,6 @@ class RecordingUNet(torch.nn.Module):
     def forward(self, latents, timestep, *args, **kwargs):
         self.seen.append((latents.clone(), int(timestep)))
         return self.inner(latents, timestep, *args, **kwargs)
-
-
-class FinalLatents(EditSession):
-    """An EditSession that also keeps the final latent of every run (before the VAE)."""
-
-    finals: list
-
-    def finish(self, ctx, geometry, latent, *args, **kwargs):
-        self.__dict__.setdefault("finals", []).append(latent.clone())
-        return super().finish(ctx, geometry, latent, *args, **kwargs)
 
 
 @pytest.fixture

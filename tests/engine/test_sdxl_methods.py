@@ -18,6 +18,7 @@ from engine.methods import options as method_options
 from engine.params import EditParams
 from engine.runtime import RunContext
 from engine.session import EditSession
+from final_latents import FinalLatents
 
 FAST = EditParams(steps=5, mask_samples=2)  # 4 encoded steps
 IDENTITY = {"mode": "swap", "self_fraction": 0.6, "cross_fraction": 1.0}
@@ -58,14 +59,6 @@ def _kept(result, box, options, feather):
     if (options or {}).get("action") == "background":
         return masks.paste_alpha(masks.invert(box), feather) == 0
     return masks.paste_alpha(result.mask, feather) == 0
-
-
-class FinalLatents(EditSession):
-    """An EditSession that keeps the final latent of every run (before the VAE)."""
-
-    def finish(self, ctx, geometry, latent, *args, **kwargs):
-        self.__dict__.setdefault("finals", []).append(latent.clone())
-        return super().finish(ctx, geometry, latent, *args, **kwargs)
 
 
 def _pipeline(cls, model):

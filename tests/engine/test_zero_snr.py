@@ -10,8 +10,8 @@ import torch
 from engine.inversion import Schedule, ddim_step
 from engine.params import EditParams
 from engine.runtime import RunContext
-from engine.session import EditSession
 from engine.tiny_model import SD_SCHEDULER
+from final_latents import FinalLatents
 
 ZERO_SNR = dict(SD_SCHEDULER, prediction_type="v_prediction", rescale_betas_zero_snr=True,
                 timestep_spacing="trailing")
@@ -47,12 +47,6 @@ def test_decoding_from_the_terminal_step_is_finite_and_equals_diffusers_ddim():
         # float32 noise at alpha 2**-24 keeps the velocity to about 1e-3 on the first step
         torch.testing.assert_close(ours, theirs, atol=2e-3, rtol=0)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
-
-
-class FinalLatents(EditSession):
-    def finish(self, ctx, geometry, latent, *args, **kwargs):
-        self.__dict__.setdefault("finals", []).append(latent.clone())
-        return super().finish(ctx, geometry, latent, *args, **kwargs)
 
 
 @pytest.mark.parametrize("method", ["sdedit", "p2p", "pnp"])
