@@ -242,7 +242,8 @@ def _run(args) -> int:
     from engine.runtime import set_threads
 
     # 1. Everything that needs no model, so that a mistake costs no model load.
-    threads = set_threads(_settings().threads if args.threads is None else args.threads)
+    settings = _settings()  # read once: a bad value is reported before any other work
+    threads = set_threads(settings.threads if args.threads is None else args.threads)
     params = _params(args)
     if not args.target.strip():
         raise InputError("--target is empty: say what the photo should become")
@@ -262,7 +263,7 @@ def _run(args) -> int:
                              user_mask, params, _method_options(args), args.variations,
                              methods.PAINT_IN_PHOTO)
         request.check()
-    load_kwargs = _load_kwargs(args)  # last: with no model, the other mistakes are still named
+    load_kwargs = _load_kwargs(args, settings)  # last: with no model, the other mistakes are still named
     for warning in photo.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -358,9 +359,8 @@ def _settings():
     return settings
 
 
-def _load_kwargs(args) -> dict:
+def _load_kwargs(args, settings) -> dict:
     """load_model's arguments from the flags and the settings (no model loaded yet)."""
-    settings = _settings()
     source = args.model or settings.default_model
     if not source:
         raise InputError("no model: pass --model (a diffusers folder, a .safetensors file or a hub id "
@@ -378,8 +378,9 @@ def _batch(args) -> int:
     defaults = batch.Defaults(method=args.method, source=args.source, target=args.target,
                               params=_params(args), options=_method_options(args),
                               strip_gps=args.strip_gps, scale_feather=args.feather is None)
-    threads = args.threads if args.threads is not None else _settings().threads or None
-    spec = batch.ModelSpec(**_load_kwargs(args), threads=threads)
+    settings = _settings()
+    threads = args.threads if args.threads is not None else settings.threads or None
+    spec = batch.ModelSpec(**_load_kwargs(args, settings), threads=threads)
     return batch.run(args.manifest, args.out_dir, defaults, spec,
                      ray=args.ray, actors=args.actors, report=args.report, quiet=args.quiet,
                      on_download=None if args.quiet else _DownloadBar())
