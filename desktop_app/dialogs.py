@@ -104,7 +104,9 @@ class SettingsDialog(QDialog):
         form.addRow("", tiny)
         hint = QLabel("Models are never downloaded from here; use Models\u2026 to fetch one.\n"
                       f"\u201c{TINY_MODEL}\u201d is the tiny test model ({TINY_NOTE}).")
-        hint.setWordWrap(True)
+        # Two short lines, broken by hand, and the height they need: the form gave a wrapped
+        # label less, and cut off both lines' lower halves.
+        hint.setMinimumHeight(hint.sizeHint().height())
         form.addRow(hint)
         self.device = QComboBox()
         for key, label in (("auto", "Automatic (CUDA, then Apple MPS, then CPU)"), ("cuda", "CUDA GPU"),
