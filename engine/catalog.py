@@ -17,7 +17,8 @@ from engine.config import Settings
 from engine.errors import ModelError
 from engine.families import folder_family, read_json
 
-FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v)", "sdxl": "SDXL"}
+FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v)", "sdxl": "SDXL",
+                "sd3": "SD3.5", "zimage": "Z-Image"}
 _COMPONENTS = {"sd": ("unet", "vae", "text_encoder"), "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2")}
 _SCAN_DEPTH = 2  # folder/model or folder/publisher/model; deeper trees are not model libraries
 
@@ -30,7 +31,7 @@ class ModelEntry:
     kind: str  # "hub" (Hugging Face cache) | "folder" (diffusers layout) | "file" (.safetensors)
     source: str
     path: Path
-    family: str = ""  # "sd1" | "sd2" | "sd2-v" | "sdxl" | "" when unknown
+    family: str = ""  # a FAMILY_NAMES key | "" when unknown
     size_bytes: int = 0
     problem: str = ""  # why it cannot be used; empty when usable
     is_default: bool = False
@@ -189,12 +190,18 @@ def _folder_entry(folder: Path, *, name: str | None = None, kind: str = "folder"
 
 def _folder_family(folder: Path) -> str:
     """Family of a diffusers folder from its configs; ModelError for what we cannot load."""
+    from engine import flow_models
+
     index = read_json(folder / "model_index.json")
     kind = folder_family(folder)
-    absent = [c for c in _COMPONENTS[kind] if c not in index]
+    flow = flow_models.FAMILIES.get(kind)
+    components = _COMPONENTS[kind] if flow is None else (
+        "transformer", "vae", *(part.folder for part in flow.text))
+    absent = [c for c in components if c not in index]
     if absent:
-        raise ModelError(f"not a Stable Diffusion pipeline (no {', '.join(absent)})")
-    for component in _COMPONENTS[kind]:
+        raise ModelError(f"not a {'Stable Diffusion' if flow is None else flow.label} pipeline "
+                         f"(no {', '.join(absent)})")
+    for component in components:
         sub = folder / component
         if not (sub / "config.json").is_file():
             raise ModelError(f"incomplete: {component}/config.json is missing (download it again)")
@@ -205,6 +212,8 @@ def _folder_family(folder: Path) -> str:
                 raise ModelError(f"{component} weights are in pickle format (.bin) only; "
                                  "use a safetensors copy of this model")
             raise ModelError(f"incomplete: no {component} weights (download it again)")
+    if flow is not None:
+        return kind
     unet = read_json(folder / "unet" / "config.json")
     if unet.get("in_channels", 4) not in (4, 9):  # 9: an inpainting model
         raise ModelError(f"unsupported UNet with {unet.get('in_channels')} input channels")

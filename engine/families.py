@@ -2,7 +2,9 @@
 
 Read before any weight is loaded, so that refusing a model costs milliseconds. A diffusers folder
 says it in ``model_index.json`` (pipeline class, components) and ``unet/config.json`` (SDXL's
-``addition_embed_type == "text_time"`` micro-conditioning); a single-file checkpoint in its
+``addition_embed_type == "text_time"`` micro-conditioning); flow-matching transformer families
+(SD3.5, Z-Image) by their pipeline class alone, since their folders have no UNet; a single-file
+checkpoint in its
 tensor names (SDXL's ``conditioner.embedders.N`` prefixes, where SD 1.x/2.x have one
 ``cond_stage_model``). Anything we cannot edit with is refused naming what it is.
 """
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from engine.errors import ModelError
 
-SUPPORTED = "SD 1.x/2.x and SDXL"
+SUPPORTED = "SD 1.x/2.x, SDXL, SD3.5 and Z-Image"
 # single-file key prefixes of the two SDXL text encoders: CLIP ViT-L, then OpenCLIP ViT-bigG
 SDXL_CLIP_L = "conditioner.embedders.0.transformer."
 SDXL_CLIP_G = "conditioner.embedders.1.model."
@@ -24,6 +26,12 @@ SDXL_PIPELINES = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline
                   "StableDiffusionXLInpaintPipeline")
 SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
                 "StableDiffusionInpaintPipeline")
+# Flow-matching transformer families: pipeline class -> family (engine.flow_models loads them).
+FLOW_PIPELINES = {
+    **dict.fromkeys(("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline",
+                     "StableDiffusion3InpaintPipeline"), "sd3"),
+    **dict.fromkeys(("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"), "zimage"),
+}
 
 
 def read_json(path: Path) -> dict:
@@ -42,11 +50,14 @@ def is_sdxl_unet(unet_config: dict) -> bool:
 
 
 def folder_family(folder: Path) -> str:
-    """"sd" (SD 1.x/2.x: the caller tells them apart by text width) or "sdxl" for a diffusers
-    folder; ModelError naming what the folder is for anything else (refiner, other pipelines)."""
+    """"sd" (SD 1.x/2.x: the caller tells them apart by text width), "sdxl", or a flow family of
+    FLOW_PIPELINES for a diffusers folder; ModelError naming what the folder is for anything else
+    (refiner, other pipelines)."""
     folder = Path(folder)
     index = read_json(folder / "model_index.json")
     pipeline = str(index.get("_class_name", ""))
+    if pipeline in FLOW_PIPELINES:  # before SDXL's test: SD3 has a text_encoder_2 too
+        return FLOW_PIPELINES[pipeline]
     unet_file = folder / "unet" / "config.json"
     unet = read_json(unet_file) if unet_file.is_file() else {}
     if is_sdxl_unet(unet) or "text_encoder_2" in index or pipeline in SDXL_PIPELINES:

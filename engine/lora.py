@@ -92,6 +92,9 @@ def check_family(spec: LoraSpec, model) -> None:
     """InputError unless ``spec`` is a safetensors LoRA made for ``model``'s family."""
     path = spec.path
     shapes = check_file(spec)
+    if model.unet is None:
+        raise InputError(f"{path.name}: LoRAs load on SD 1.x/2.x and SDXL models only; the "
+                         f"loaded model ({model.family}) is a diffusion transformer")
     width = model.unet.config.cross_attention_dim
     # A cross-attention key projection reads the text features: its input width names the family.
     widths = {shape[1] for key, shape in shapes.items()

@@ -66,12 +66,13 @@ def apply_tier(model, tier: str) -> None:
         model.max_batch = 20 if model.device.type == "cuda" else 8
         return
     model.max_batch = 2
-    model.unet.set_attention_slice("auto")
+    if hasattr(model.denoiser, "set_attention_slice"):  # the UNets; transformers have none
+        model.denoiser.set_attention_slice("auto")
     _tile_vae_above(model, 2 * model.native_size)
     if tier == "offload" and model.device.type == "cuda" and not getattr(model, "offloaded", False):
         from accelerate import cpu_offload
 
-        for module in (model.unet, model.vae, *model.text_encoders):
+        for module in (model.denoiser, model.vae, *model.text_encoders):
             module.to("cpu")
             cpu_offload(module, execution_device=model.device)
         model.offloaded = True

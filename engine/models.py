@@ -1,8 +1,10 @@
-"""Find and load a Stable Diffusion 1.x/2.x or SDXL model; choose device and dtype in one place.
+"""Find and load a Stable Diffusion 1.x/2.x, SDXL, SD3.5 or Z-Image model; choose device and dtype
+in one place.
 
 Sources: a diffusers-layout folder, a hub repo id resolved from the local Hugging Face cache
 (downloads only when the caller allows them), a single-file ``.safetensors`` checkpoint, or
-"tiny" / "tiny-sdxl" for the random-weight test models. Pickle checkpoints are refused unless
+"tiny" / "tiny-sdxl" / "tiny-sd3" / "tiny-zimage" for the random-weight test models. The
+flow-matching transformer families load through engine.flow_models. Pickle checkpoints are refused unless
 the caller opts in. The family is read from the files (engine.families) before any weight.
 """
 
@@ -32,19 +34,19 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")  # what the hub writes into refs/<branch>
 
 @dataclass
 class LoadedModel:
-    """The diffusers/transformers components of one SD model, on one device."""
+    """The diffusers/transformers components of one model, on one device."""
 
     name: str
     source: str
-    unet: object
+    unet: object  # None for the transformer families (``transformer``)
     vae: object
     text_encoder: object
     tokenizer: object
     scheduler_config: dict
     device: object  # torch.device
     dtype: object  # torch.dtype of the UNet and text encoder
-    family: str  # "sd1" | "sd2" | "sdxl"
-    prediction_type: str  # "epsilon" | "v_prediction"
+    family: str  # "sd1" | "sd2" | "sdxl" | a flow family (engine.families.FLOW_PIPELINES)
+    prediction_type: str  # "epsilon" | "v_prediction" | "flow"
     notes: list[str] = field(default_factory=list)
     # SDXL's second text encoder (OpenCLIP ViT-bigG with projection: gives the pooled embedding)
     text_encoder_2: object = None
@@ -54,6 +56,10 @@ class LoadedModel:
     loras: list[str] = field(default_factory=list)  # "name:weight" of each LoRA applied (engine.lora)
     memory_tier: str = "full"  # engine.memory tier in force
     max_batch: int = 8  # most UNet sample-evaluations per call (set by the memory tier)
+    # Flow-matching families: the diffusion transformer in place of the UNet, and SD3's T5
+    transformer: object = None
+    text_encoder_3: object = None
+    tokenizer_3: object = None
 
     @property
     def vae_scale_factor(self) -> int:
@@ -62,11 +68,21 @@ class LoadedModel:
     @property
     def text_encoders(self) -> tuple:
         """The text encoders whose features are concatenated, in that order."""
-        return tuple(e for e in (self.text_encoder, self.text_encoder_2) if e is not None)
+        return tuple(e for e in (self.text_encoder, self.text_encoder_2, self.text_encoder_3)
+                     if e is not None)
+
+    @property
+    def denoiser(self):
+        """The UNet, or the diffusion transformer of a flow-matching family."""
+        return self.unet if self.unet is not None else self.transformer
 
     @property
     def native_size(self) -> int:
-        """Side in pixels of the square the UNet was trained at (512 for SD 1.x, 1024 for SDXL)."""
+        """Side in pixels of the square the model was trained at (512 for SD 1.x, 1024 for SDXL,
+        SD3.5 and Z-Image): the UNet's sample size in latent cells, or for the transformer
+        families (whose configs do not all say it) the VAE's sample size in pixels."""
+        if self.unet is None:
+            return int(self.vae.config.sample_size)
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
     @property
@@ -175,6 +191,14 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
 
         return _load_folder(ensure_tiny_sdxl(), "tiny SDXL (random weights)", torch_device,
                             torch_dtype, allow_pickle)
+    if source in ("tiny-sd3", "tiny-zimage"):
+        from engine import tiny_flow_models
+
+        ensure = {"tiny-sd3": tiny_flow_models.ensure_tiny_sd3,
+                  "tiny-zimage": tiny_flow_models.ensure_tiny_zimage}[source]
+        label = {"tiny-sd3": "SD3.5", "tiny-zimage": "Z-Image-Turbo"}[source]
+        return _load_folder(ensure(), f"tiny {label} (random weights)", torch_device, torch_dtype,
+                            allow_pickle)
     path = Path(source).expanduser()
     if path.is_dir():
         return _load_folder(path, path.name, torch_device, torch_dtype, allow_pickle)
@@ -323,6 +347,10 @@ def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> 
     # The family and the architecture come from the configs first: refusing a model should
     # not cost loading gigabytes of weights.
     family = _folder_family(folder, name)
+    if family in families.FLOW_PIPELINES.values():
+        from engine.flow_models import load_folder
+
+        return load_folder(folder, name, family, device, dtype, allow_pickle)
     text_parts = TEXT_ENCODERS[family]
     required = ("unet", "vae", "scheduler") + tuple(p for part in text_parts for p in part[::2])
     missing = [c for c in required if not (folder / c).is_dir()]
@@ -428,8 +456,6 @@ def _assemble(name, source, unet, vae, encoders, scheduler_config, device, dtype
               zeros_for_empty=False):
     """Check the architecture, move to the device, and wrap. ``encoders``: (text encoder,
     tokenizer) pairs in TEXT_ENCODERS order."""
-    import torch
-
     config = unet.config
     check_architecture(name, dict(config), sum(e.config.hidden_size for e, _ in encoders),
                        scheduler_config)
@@ -440,18 +466,7 @@ def _assemble(name, source, unet, vae, encoders, scheduler_config, device, dtype
     for label, module in [("unet", unet), ("vae", vae)] + [("text encoder", e) for e, _ in encoders]:
         checks.check_finite_weights(module, f"{name}: {label}")
     prediction = scheduler_config.get("prediction_type", "epsilon")
-    notes = []
-    # fp16 VAEs of several SD releases, and SDXL's always, overflow to NaN/black; the VAE is
-    # small, so keep it in fp32 unless its config says it is fp16-safe (force_upcast false, as
-    # the "sdxl-vae-fp16-fix" VAE's is).
-    fp16_safe = vae.config.get("force_upcast", True) is False
-    vae_dtype = torch.float32 if dtype == torch.float16 and not fp16_safe else dtype
-    if vae_dtype != dtype:
-        notes.append("VAE kept in float32")
-    unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    for encoder, _tokenizer in encoders:
-        encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    vae.to(device=device, dtype=vae_dtype).eval().requires_grad_(False)
+    notes = place([unet, *(encoder for encoder, _ in encoders)], vae, device, dtype)
     if families.is_sdxl_unet(dict(config)):
         family = "sdxl"
     else:
@@ -463,6 +478,22 @@ def _assemble(name, source, unet, vae, encoders, scheduler_config, device, dtype
                        dtype=dtype, family=family, prediction_type=prediction, notes=notes,
                        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
                        force_zeros_for_empty_prompt=bool(zeros_for_empty))
+
+
+def place(modules, vae, device, dtype) -> list[str]:
+    """Move ``modules`` and the ``vae`` to ``device`` in inference mode; the notes to show.
+
+    fp16 VAEs of several SD releases, and SDXL's always, overflow to NaN/black; the VAE is
+    small, so it stays in fp32 under fp16 unless its config says it is fp16-safe (force_upcast
+    false, as the "sdxl-vae-fp16-fix" VAE's is)."""
+    import torch
+
+    fp16_safe = vae.config.get("force_upcast", True) is False
+    vae_dtype = torch.float32 if dtype == torch.float16 and not fp16_safe else dtype
+    for module in modules:
+        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    vae.to(device=device, dtype=vae_dtype).eval().requires_grad_(False)
+    return ["VAE kept in float32"] if vae_dtype != dtype else []
 
 
 def _weight_dtypes(component_dir: Path) -> dict[str, str]:

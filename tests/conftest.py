@@ -56,3 +56,33 @@ def tiny_sdxl(tiny_sdxl_path):
     from engine.models import load_model
 
     return load_model(str(tiny_sdxl_path), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_path() -> Path:
+    """The tiny random-weight SD3.5 in diffusers layout, built once per test session."""
+    from engine.tiny_flow_models import ensure_tiny_sd3
+
+    return ensure_tiny_sd3()
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tiny_sd3_path):
+    from engine.models import load_model
+
+    return load_model(str(tiny_sd3_path), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_zimage_path() -> Path:
+    """The tiny random-weight Z-Image-Turbo in diffusers layout, built once per test session."""
+    from engine.tiny_flow_models import ensure_tiny_zimage
+
+    return ensure_tiny_zimage()
+
+
+@pytest.fixture(scope="session")
+def tiny_zimage(tiny_zimage_path):
+    from engine.models import load_model
+
+    return load_model(str(tiny_zimage_path), device="cpu")

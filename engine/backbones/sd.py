@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from engine import attention
+from engine.backbones import vae
 from engine.backbones.base import Backbone, Conditioning
 from engine.inversion import Schedule
 
@@ -83,22 +84,14 @@ class StableDiffusion(Backbone):
     # ---- latents
 
     def encode_image(self, pixels: np.ndarray) -> torch.Tensor:
-        pixels = torch.from_numpy(pixels).to(self.model.device)
-        return self._encode(pixels.permute(2, 0, 1)[None].float() / 127.5 - 1.0)
+        return self._encode(vae.unit_range(pixels, self.model.device))
 
-    @torch.no_grad()
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """(1, 3, h, w) pixels in [-1, 1] -> the latent (the distribution's mean: no noise)."""
-        vae = self.model.vae
-        latent = vae.encode(pixels.to(vae.dtype)).latent_dist.mean
-        return latent.float() * vae.config.scaling_factor
+        return vae.encode(self.model.vae, pixels)
 
-    @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> np.ndarray:
-        vae = self.model.vae
-        pixels = vae.decode((latent / vae.config.scaling_factor).to(vae.dtype)).sample
-        pixels = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return pixels.permute(1, 2, 0).cpu().numpy()
+        return vae.decode(self.model.vae, latent)
 
     # ---- sampling
 

@@ -223,3 +223,18 @@ def test_downloads_folder_is_always_scanned(tmp_path, monkeypatch):
     assert entries["someone/finished"].usable and entries["someone/finished"].family == "sd2-v"
     assert entries["someone/halfway"].problem == (
         "download not finished (incomplete: no unet weights); download it again to resume")
+
+
+def test_flow_transformer_folders_are_listed_with_their_family(tmp_path, tiny_sd3_path, tiny_zimage_path):
+    import shutil
+
+    library = tmp_path / "models"
+    shutil.copytree(tiny_sd3_path, library / "sd3.5-medium")
+    shutil.copytree(tiny_zimage_path, library / "z-image-turbo")
+    broken = shutil.copytree(tiny_zimage_path, library / "z-image-broken")
+    for weights in (broken / "transformer").glob("*.safetensors"):
+        weights.unlink()
+    entries = by_name(discover_models(Settings(model_folders=[str(library)])))
+    assert entries["sd3.5-medium"].usable and entries["sd3.5-medium"].family_label == "SD3.5"
+    assert entries["z-image-turbo"].usable and entries["z-image-turbo"].family_label == "Z-Image"
+    assert entries["z-image-broken"].problem == "incomplete: no transformer weights (download it again)"
