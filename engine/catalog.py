@@ -195,8 +195,7 @@ def _folder_family(folder: Path) -> str:
     index = read_json(folder / "model_index.json")
     kind = folder_family(folder)
     flow = flow_models.FAMILIES.get(kind)
-    components = _COMPONENTS[kind] if flow is None else (
-        "transformer", "vae", *(part.folder for part in flow.text))
+    components = _COMPONENTS[kind] if flow is None else flow.components
     absent = [c for c in components if c not in index]
     if absent:
         raise ModelError(f"not a {'Stable Diffusion' if flow is None else flow.label} pipeline "

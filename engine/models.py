@@ -348,9 +348,7 @@ def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> 
     # not cost loading gigabytes of weights.
     family = _folder_family(folder, name)
     if family in families.FLOW_PIPELINES.values():
-        from engine.flow_models import load_folder
-
-        return load_folder(folder, name, family, device, dtype, allow_pickle)
+        return _load_flow_folder(folder, name, family, device, dtype, allow_pickle)
     text_parts = TEXT_ENCODERS[family]
     required = ("unet", "vae", "scheduler") + tuple(p for part in text_parts for p in part[::2])
     missing = [c for c in required if not (folder / c).is_dir()]
@@ -403,6 +401,68 @@ def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> 
     encoders = [(encoder, tokenizer) for (encoder, _info), tokenizer in loaded]
     return _assemble(name, str(folder), unet, vae, encoders, scheduler_config, device, dtype,
                      zeros_for_empty=family == "sdxl" and index.get("force_zeros_for_empty_prompt", True))
+
+
+def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
+                      allow_pickle: bool) -> LoadedModel:
+    """A flow-matching transformer model (engine.flow_models.FAMILIES), checked as SD's are."""
+    import diffusers
+    import transformers
+
+    from engine import flow_models
+
+    spec = flow_models.FAMILIES[family]
+    required = spec.components + ("scheduler",) + tuple(p.tokenizer_folder for p in spec.text)
+    missing = [c for c in required if not (folder / c).is_dir()]
+    if missing:
+        raise ModelError(f"{folder} is not a complete {spec.label} folder: missing "
+                         f"{', '.join(missing)} (expected diffusers layout with model_index.json)")
+    checks.check_folder_files(folder)
+    for component in spec.components:
+        _check_weights(folder / component, allow_pickle)
+    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    scheduler = scheduler_config.get("_class_name", "FlowMatchEulerDiscreteScheduler")
+    if scheduler != "FlowMatchEulerDiscreteScheduler":
+        raise ModelError(f"{name}: its scheduler is {scheduler}; a {spec.label} model samples with "
+                         "FlowMatchEulerDiscreteScheduler")
+    flow_models.check_widths(name, family, {c: _read_json(folder / c / "config.json")
+                                            for c in spec.components})
+    safetensors_only = None if allow_pickle else True
+    classes = {"transformer": getattr(diffusers, spec.transformer), "vae": getattr(diffusers, spec.vae)}
+    classes.update({p.folder: getattr(transformers, p.encoder) for p in spec.text})
+    modules = {}
+    try:
+        for component, cls in classes.items():
+            # diffusers' models take the subfolder, transformers' their own folder
+            where = dict(subfolder=component) if cls.__module__.startswith("diffusers") else {}
+            module, info = cls.from_pretrained(
+                folder if where else folder / component, local_files_only=True,
+                use_safetensors=safetensors_only, output_loading_info=True, **where)
+            checks.check_complete(module, info, f"{name}: {component}")
+            modules[component] = module
+        tokenizers = [getattr(transformers, p.tokenizer).from_pretrained(
+            folder / p.tokenizer_folder, local_files_only=True) for p in spec.text]
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load the model in {folder}: {exc}") from None
+    for component, module in modules.items():
+        checks.check_finite_weights(module, f"{name}: {component}")
+    encoders = [modules[p.folder] for p in spec.text]
+    for encoder, tokenizer, part in zip(encoders, tokenizers, spec.text):
+        if part.tokenizer == "CLIPTokenizer":  # CLIP reads 77 positions; T5 and Qwen read long texts
+            checks.check_tokenizer_length(tokenizer.model_max_length,
+                                          encoder.config.max_position_embeddings,
+                                          f"{name}: {part.tokenizer_folder}")
+    notes = place([modules["transformer"], *encoders], modules["vae"], device, dtype)
+    encoders += [None] * (3 - len(encoders))
+    tokenizers += [None] * (3 - len(tokenizers))
+    return LoadedModel(
+        name=name, source=str(folder), unet=None, transformer=modules["transformer"],
+        vae=modules["vae"], text_encoder=encoders[0], tokenizer=tokenizers[0],
+        text_encoder_2=encoders[1], tokenizer_2=tokenizers[1], text_encoder_3=encoders[2],
+        tokenizer_3=tokenizers[2], scheduler_config=dict(scheduler_config), device=device,
+        dtype=dtype, family=family, prediction_type="flow", notes=notes)
 
 
 def _folder_family(folder: Path, name: str) -> str:

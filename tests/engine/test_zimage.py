@@ -84,6 +84,11 @@ def test_zimage_folders_are_told_by_their_pipeline_and_mismatched_parts_are_refu
     with pytest.raises(ModelError, match="zimage: the transformer's cap_feat_dim is 64 but the "
                                          "text encoders give 32; the components do not"):
         load_model(str(folder), device="cpu")
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    scheduler.write_text(json.dumps({**json.loads(scheduler.read_text()), "_class_name": "DDIMScheduler"}))
+    with pytest.raises(ModelError, match="zimage: its scheduler is DDIMScheduler; a Z-Image model "
+                                         "samples with FlowMatchEulerDiscreteScheduler"):
+        load_model(str(folder), device="cpu")
 
 
 def test_text_conditioning_equals_the_pipelines_encode_prompt(zimage):
