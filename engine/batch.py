@@ -42,8 +42,6 @@ class Defaults:
     params: EditParams = EditParams()
     options: dict = field(default_factory=dict)  # options of ``method`` (other methods' items skip them)
     strip_gps: bool = False
-    # No --feather: an item without its own feather gets its photo's (EditSession.default_params).
-    scale_feather: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,6 @@ class Item:
     options: dict  # the method's options, defaults filled in
     strip_gps: bool
     digest: str  # hash of everything that shapes the output bytes (the journal compares it)
-    scale_feather: bool = False  # params.feather is replaced by the photo's default feather
 
     @property
     def key(self) -> str:
@@ -231,14 +228,13 @@ def _item(where: str, row: dict, folder: Path, out_dir: Path, defaults: Defaults
         raise _bad(where, "output", f"{name!r} is not a file name; outputs go into --out-dir, "
                    "so give a name such as 'photo-edited.png'")
     outputs = tuple(files.output_names(out_dir / name, methods.result_count(method, options)))
-    scale_feather = defaults.scale_feather and "feather" not in row
     digest = _digest(model=model, method=method, source=source, target=target,
-                     params=params.to_dict(), scale_feather=scale_feather, options=options,
+                     params=params.to_dict(), options=options,
                      strip_gps=defaults.strip_gps,
                      image=_file_hash(image), mask=mask and _file_hash(mask),
                      outputs=[p.name for p in outputs])
     return Item(where, image, mask, outputs, method, source, target, params, options,
-                defaults.strip_gps, digest, scale_feather)
+                defaults.strip_gps, digest)
 
 
 def check_writes(items: list[Item], manifest: Path, out_dir: Path, report: Path | None) -> None:
@@ -409,11 +405,8 @@ def _edit(model, item: Item):
     photo = imaging.load_photo(item.image)
     mask = files.load_mask(item.mask, photo.size, label="mask") if item.mask else None
     session = EditSession(model, photo)
-    params = item.params
-    if item.scale_feather:  # as `edit` without --feather
-        params = params.replace(feather=session.default_params(item.method).feather)
     request = RunRequest(photo, str(item.image), item.method, item.source, item.target, mask,
-                         params, dict(item.options), paint=methods.PAINT_IN_PHOTO)
+                         item.params, dict(item.options), paint=methods.PAINT_IN_PHOTO)
     return photo, execute(request, lambda key, pixels: session)
 
 
@@ -505,8 +498,8 @@ def command_line(model: str, method: str, source: str, target: str, params: Edit
                  options: dict, photos: str = "PHOTOS_FOLDER", out_dir: str = "RESULTS_FOLDER") -> str:
     """The `batch` command that applies these settings to every photo of a folder, quoted for
     this system's shell (the app's File > Batch... offers it to copy); only values that differ
-    from the method's defaults are spelled out, and the feather always (without --feather each
-    photo gets its own)."""
+    from the method's defaults are spelled out (an AUTO feather is the default: each photo gets
+    its own)."""
     words = ["diffedit-studio", "batch", photos, "--out-dir", out_dir]
     if model:
         words += ["--model", model]
@@ -517,7 +510,7 @@ def command_line(model: str, method: str, source: str, target: str, params: Edit
     default_params = methods.info(method).default_params()
     for f in dataclasses.fields(EditParams):
         value = getattr(params, f.name)
-        if value != getattr(default_params, f.name) or f.name == "feather":
+        if value != getattr(default_params, f.name):
             words += [fields.flag(f), str(value)]
     default_options = methods.info(method).default_options()
     for name, value in options.items():

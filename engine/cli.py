@@ -19,6 +19,7 @@ from pathlib import Path
 
 from engine import __version__, batch, fields, files, lora, methods
 from engine.errors import Cancelled, EngineError, InputError
+from engine.fields import AUTO
 from engine.params import EditParams, field_table
 
 SUBCOMMANDS = ("edit", "mask", "batch", "models")
@@ -122,6 +123,7 @@ def _add_params(sub: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
     for name in names:
         f = table[name]
         default = f"default: {f.metadata['zero']}" if f.metadata.get("zero") and not f.default \
+            else f"default: {f.metadata['auto']}" if f.metadata.get("auto") and f.default == AUTO \
             else f"default {f.default!r}" if isinstance(f.default, str) else f"default {f.default}"
         default += "".join(f"; {info.name} {info.defaults[name]}" for info in methods.METHODS.values()
                            if name in info.defaults)
@@ -272,9 +274,6 @@ def _run(args) -> int:
     from engine.session import EditSession
 
     session = EditSession(model, photo)
-    if request is not None and args.feather is None:  # the default feather scales with the photo
-        params = params.replace(feather=session.default_params(args.method).feather)
-        request = dataclasses.replace(request, params=params)
     progress = None if args.quiet else _ProgressBar()
     if args.command == "mask":
         heatmap = session.estimate_mask(args.source, args.target, params, on_step=progress)
@@ -312,7 +311,7 @@ def _run(args) -> int:
         report = {"command": "edit", "method": args.method, "outputs": [str(p) for p in outputs],
                   **result.stats}
     if args.report:
-        report.update(model=model.name, params=params.to_dict())
+        report.update(model=model.name, params=session.resolved(params).to_dict())
         text = json.dumps(report, indent=2).encode("utf-8")
         imaging.atomic_write(args.report, lambda stream: stream.write(text))
         written.append(args.report)
@@ -377,7 +376,7 @@ def _batch(args) -> int:
     """`batch`: the flags are every item's defaults (engine.batch does the rest)."""
     defaults = batch.Defaults(method=args.method, source=args.source, target=args.target,
                               params=_params(args), options=_method_options(args),
-                              strip_gps=args.strip_gps, scale_feather=args.feather is None)
+                              strip_gps=args.strip_gps)
     settings = _settings()
     threads = args.threads if args.threads is not None else settings.threads or None
     spec = batch.ModelSpec(**_load_kwargs(args, settings), threads=threads)

@@ -10,15 +10,20 @@ from engine.errors import InputError
 
 
 def described(default, help: str, *, range=None, choices=None, label: str | None = None,
-              flag: str | None = None, zero: str | None = None):
+              flag: str | None = None, zero: str | None = None, auto: str | None = None):
     """A dataclass field carrying its user-facing description and allowed values.
 
     ``range`` (low, high) for numbers, ``choices`` for text; ``label`` is the short name a widget
     shows (default: from the field name); ``flag`` the CLI flag when it is not ``--field-name``;
-    ``zero`` says what 0 means when 0 is allowed outside ``range`` (e.g. "the model's native size").
+    ``zero`` says what 0 means when 0 is allowed outside ``range`` (e.g. "the model's native size");
+    ``auto`` what AUTO (-1) means when it is allowed (e.g. "scales with the photo").
     """
     return field(default=default, metadata={"help": help, "range": range, "choices": choices,
-                                            "label": label, "flag": flag, "zero": zero})
+                                            "label": label, "flag": flag, "zero": zero,
+                                            "auto": auto})
+
+
+AUTO = -1  # the value of a field with an ``auto`` description: chosen per photo at run time
 
 
 def kind(f: dataclasses.Field) -> type:
@@ -50,7 +55,8 @@ def check(f: dataclasses.Field, value) -> None:
         if choices is not None and value not in choices:
             raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}", field=name)
         return
-    if value == 0 and f.metadata.get("zero") and not isinstance(value, bool):
+    if not isinstance(value, bool) and ((value == 0 and f.metadata.get("zero"))
+                                        or (value == AUTO and f.metadata.get("auto"))):
         return
     low, high = low_high
     if expected is int and (isinstance(value, bool) or not isinstance(value, int)):

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from engine.fields import validate as validate_fields
-from engine.fields import described
+from engine.fields import AUTO, described
 
 SEED_RANGE = (0, 2**31 - 1)  # every surface's seeds: a 32-bit spin box holds all, torch takes all
 GUIDANCE_RANGE = (0.0, 50.0)  # classifier-free guidance scale; 1 turns guidance off
@@ -29,8 +29,10 @@ class EditParams:
                                   range=(1, 100), label="Mask samples")
     mask_noise: float = described(0.5, "how strongly the photo is noised for the mask estimate "
                                   "(paper: 50%)", range=(0.01, 1.0), label="Mask noise")
-    feather: int = described(4, "px of soft edge outside the mask when pasting back at full "
-                             "resolution", range=(0, 256), label="Feather")
+    feather: int = described(AUTO, "px of soft edge outside the mask when pasting back at full "
+                             "resolution", range=(0, 256), label="Feather",
+                             auto="scales with the photo: 4 px of the working resolution "
+                                  "(27 px on 4000x3000 worked at 512)")
     seed: int = described(0, "random seed of the mask noise and of any sampling noise; the same "
                           "seed gives the same bytes", range=SEED_RANGE, label="Seed")
     eta: float = described(0.0, "DDIM stochasticity while decoding; above 0 lets variations of "

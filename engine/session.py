@@ -23,6 +23,7 @@ from engine.geometry import WorkingGeometry, default_feather
 from engine.inversion import Schedule, ddim_invert
 from engine import methods
 from engine.methods import diffedit
+from engine.fields import AUTO
 from engine.params import EditParams
 from engine.results import EditResult
 from engine.runtime import OnStep, RunContext, ShouldStop
@@ -122,6 +123,7 @@ class EditSession:
         self.warnings.clear()
         if params is None:
             params = self.default_params(method)
+        params = self.resolved(params)
         parsed = methods.check_inputs(method, source, target, mask, params, options,
                                       methods.PAINT_IN_PHOTO)
         source, target = (source or "").strip(), target.strip()
@@ -138,9 +140,14 @@ class EditSession:
         return results
 
     def default_params(self, method: str = "diffedit") -> EditParams:
-        """The method's own defaults (``MethodInfo.default_params``) with the paste-back feather
-        scaled to this photo (``geometry.default_feather``)."""
-        params = methods.info(method).default_params()
+        """The method's own defaults (``MethodInfo.default_params``) as this photo runs them."""
+        return self.resolved(methods.info(method).default_params())
+
+    def resolved(self, params: EditParams) -> EditParams:
+        """``params`` with an AUTO feather replaced by this photo's (``geometry.default_feather``
+        at the working resolution): what a run uses and its metadata records."""
+        if params.feather != AUTO:
+            return params
         side = params.resolution or self.backbone.native_side
         return params.replace(feather=default_feather(self.size, side))
 

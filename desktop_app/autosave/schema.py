@@ -15,6 +15,7 @@ from desktop_app.document import HistoryEntry
 from desktop_app.mask_layers import MaskLayers, PaintLayer, Segment
 from engine.imaging import Photo
 from engine.methods import METHODS
+from engine.fields import AUTO
 from engine.params import EditParams
 
 # Format 1 (until this package) named the classes to rebuild by module path; format 2 holds only
@@ -238,8 +239,9 @@ class Record:
 
 def _params_record() -> Record:
     kinds = {bool: FLAG, int: INT, float: NUMBER, str: TEXT}
-    return Record({f.name: kinds[type(f.default)] for f in dataclasses.fields(EditParams)},
-                  EditParams)
+    auto = Scalar((int,), "a whole number", AUTO, INT.high)  # e.g. the feather: AUTO or px
+    return Record({f.name: auto if f.metadata.get("auto") else kinds[type(f.default)]
+                   for f in dataclasses.fields(EditParams)}, EditParams)
 
 
 PARAMS = _params_record()

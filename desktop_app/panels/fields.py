@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox
 
-from engine.fields import kind
+from engine.fields import AUTO, kind
 from engine.params import field_table
 
 STEPS = {"strength": (0.05, 2), "guidance": (0.5, 1), "mask_threshold": (0.01, 2), "eta": (0.1, 2)}
@@ -25,7 +25,9 @@ def param_box(name: str, value=None) -> QSpinBox | QDoubleSpinBox:
         step, decimals = STEPS[name]
         box.setDecimals(decimals)
         box.setSingleStep(step)
-    box.setRange(low, high)
+    box.setRange(AUTO if f.metadata.get("auto") else low, high)
+    if f.metadata.get("auto"):  # "Auto" stands for AUTO: the engine picks the value per photo
+        box.setSpecialValueText("Auto")
     box.setSuffix(SUFFIXES.get(name, ""))
     box.setValue(f.default if value is None else value)
     return box

@@ -35,7 +35,8 @@ TIPS = {
     "mask_samples": "Noise samples averaged to find the mask. More gives a steadier mask; "
                     "each costs two model evaluations.",
     "feather": "Soft edge, in pixels, when the edit is pasted back into the photo. Pixels beyond "
-               "it stay exactly the original.",
+               "it stay exactly the original.\nAuto (one step below 0) scales it with the photo: 4 pixels "
+               "of the working resolution, e.g. 27 px on a 4000x3000 photo worked at 512 px.",
     "eta": "Variety: DDIM randomness while decoding. 0 is deterministic; variations need more "
            "than 0 to differ (0.5 is used for them when this is 0).",
     "seed": "Random seed. Unlocked, every run picks a new one; locked, runs repeat exactly.",

@@ -22,6 +22,8 @@ import numpy as np
 
 from engine import masks, methods
 from engine.errors import Cancelled
+from engine.fields import AUTO
+from engine.geometry import default_feather
 from engine.params import EditParams
 
 
@@ -131,6 +133,9 @@ class FakeEditSession:
         parsed = methods.check_inputs(method, source, target, mask, params, options,
                                       methods.PAINT_IN_PHOTO)
         values = dataclasses.asdict(parsed)
+        if params.feather == AUTO:  # as EditSession.resolved, at the fake model's native size
+            params = params.replace(feather=default_feather(self.size, params.resolution
+                                                            or self.model.native_size))
         if self.engine.fail_on == "edit":
             raise self.engine.error
         plan = info.step_plan(params, options, mask is not None)

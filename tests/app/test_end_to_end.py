@@ -12,6 +12,7 @@ from PySide6.QtCore import QPointF, Qt
 from desktop_app.main_window import MainWindow
 from desktop_app.worker import EngineController
 from engine import masks
+from engine.geometry import default_feather
 from engine.imaging import read_metadata
 from engine.params import EditParams
 
@@ -65,6 +66,8 @@ def test_open_find_paint_edit_apply_undo_export(qtbot, settings, tiny_model_path
         assert len(doc.history) == 1
         entry = doc.history[0]
         np.testing.assert_array_equal(entry.mask > 0.5, refined > 0.5)  # the refined mask was used
+        # the panel's Auto feather became this photo's own (4 px of the tiny model's 128 px side)
+        assert entry.params.feather == default_feather((451, 300), 128) == 11
         alpha = masks.paste_alpha(entry.mask, entry.params.feather)
         outside = alpha == 0
         assert outside.any() and (~outside).any()

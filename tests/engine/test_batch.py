@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from engine import batch, cli
+from engine.fields import AUTO
 
 FAST = ["--model", "tiny", "--steps", "4", "--mask-samples", "2"]
 
@@ -149,7 +150,7 @@ def test_an_item_without_a_feather_gets_its_photos_default_as_edit_does(tmp_path
     manifest = write_jsonl(folder / "batch.jsonl", [
         {"image": "big.png", "target": "a dog", "mask": "mask.png"},
         {"image": "big.png", "target": "a dog", "mask": "mask.png", "feather": 0, "output": "b.png"}])
-    flags = batch.Defaults(params=batch.EditParams(steps=2), scale_feather=True)  # no --feather
+    flags = batch.Defaults(params=batch.EditParams(steps=2))  # no --feather: AUTO
     items = batch.read_manifest(manifest, tmp_path / "out", flags, "tiny")
     # 4 working px of the tiny model's 128 px side cover 32 px of a 1200x900 photo; a given
     # feather is kept.
@@ -340,10 +341,12 @@ def test_the_apps_command_line_parses_back_to_the_same_settings(tmp_path):
         "/models/my sd", "blended", "a bowl of fruit", "a bowl of pears")
     assert cli._params(args) == params
     assert cli._method_options(args) == {"action": "background", "candidates": 2}
-    # At the method's defaults nothing but the texts and the feather (the app's is in px; the
-    # batch's default scales with each photo) is spelled out.
+    # At the method's defaults nothing but the texts is spelled out (an Auto feather is the
+    # batch's default too: it scales with each photo); a feather in px is.
     plain = batch.command_line("", "diffedit", "", "a dog", batch.EditParams(), {})
-    assert shlex.split(plain)[5:] == ["--target", "a dog", "--feather", "4"]
-    p2p = batch.command_line("", "p2p", "a cat", "a dog", batch.EditParams(strength=1.0), {})
+    assert shlex.split(plain)[5:] == ["--target", "a dog"]
+    p2p = batch.command_line("", "p2p", "a cat", "a dog", batch.EditParams(strength=1.0, feather=4), {})
     assert shlex.split(p2p)[5:] == ["--method", "p2p", "--source", "a cat", "--target", "a dog",
                                     "--feather", "4"]
+    auto = cli.build_parser().parse_args(["batch", "PHOTOS", "--out-dir", "OUT", "--feather", "-1"])
+    assert cli._params(auto).feather == AUTO
