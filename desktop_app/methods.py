@@ -39,11 +39,6 @@ def finds_mask(method: str) -> bool:
     return METHODS[method].mask == "auto"
 
 
-def needs_source(method: str) -> bool:
-    """Whether ``method`` needs the "In the photo" text (not just as a fallback negative)."""
-    return METHODS[method].uses_source
-
-
 def shows(method: str, widget: str, options: dict) -> bool:
     """Whether ``widget`` (an EditParams field, an option field or "variations") belongs on the
     panel now, for these option values."""

@@ -14,9 +14,11 @@ from PySide6.QtCore import QObject, Signal
 
 from desktop_app.dialogs import APP_TITLE, TINY_NOTE
 from desktop_app.method_runs import run_inputs
-from desktop_app.methods import finds_mask, needs_source
+from desktop_app.methods import finds_mask
+from desktop_app.panels.params import LABELS
 from desktop_app.time_left import StepClock, left_text, steps_left
 from desktop_app.worker import EditRequest, MaskRequest
+from engine import methods
 from engine.errors import InputError
 
 STAGE_NAMES = {"mask": "Finding the mask", "encode": "Encoding the photo", "decode": "Editing"}
@@ -29,6 +31,17 @@ class RunRefused(Exception):
     def __init__(self, title: str, message: str, field: str = ""):
         super().__init__(message)
         self.title, self.message, self.field = title, message, field
+
+
+def refused(exc: InputError) -> RunRefused:
+    """The engine's sentence (the one the CLI prints) as a dialog; a text at fault is named by
+    its field's label, as the CLI names its flag, and gets the cursor."""
+    message = str(exc)
+    message = message[:1].upper() + message[1:]
+    field = getattr(exc, "field", None)
+    if field in ("source", "target"):
+        return RunRefused(APP_TITLE, f"{message} (the \u201c{LABELS[field]}\u201d field).", field)
+    return RunRefused("The mask is empty" if field == "mask" else "Check the inputs", f"{message}.")
 
 
 @dataclass
@@ -88,25 +101,15 @@ class RunController(QObject):
     # ------------------------------------------------------------------ starting
 
     def check_ready(self) -> tuple[str, str]:
-        """(source, target) when a run can start; raises RunRefused saying what is missing."""
+        """(source, target) when there is a photo and a model; raises RunRefused saying what is
+        missing. The texts, parameters and mask are the engine's to check (methods.check_inputs)."""
         if not self.doc.has_photo:
             raise RunRefused(APP_TITLE, "Open a photo first (File \u25b8 Open, or File \u25b8 Open "
                              "Sample).")
         if self.model_state() not in ("ready", "loading"):
             raise RunRefused("No model", "No model is loaded. Choose one in Settings, or use the "
                              f"tiny test model from the Models menu ({TINY_NOTE}).")
-        source, target = self.params.prompts()
-        if not source and needs_source(self.params.method_key()):
-            raise RunRefused(APP_TITLE, "Describe what is in the photo (the \u201cIn the photo\u201d "
-                             "field), e.g. \u201ca bowl of fruits\u201d.", "source")
-        if not target:
-            raise RunRefused(APP_TITLE, "Describe what the photo should become (the \u201cShould "
-                             "become\u201d field), e.g. \u201ca bowl of pears\u201d.", "target")
-        try:
-            self.params.params().validate()
-        except InputError as exc:
-            raise RunRefused("Check the parameters", str(exc)) from None
-        return source, target
+        return self.params.prompts()
 
     def find_mask(self) -> None:
         """Estimate the auto mask (methods that find their own); raises RunRefused."""
@@ -114,6 +117,11 @@ class RunController(QObject):
             return
         source, target = self.check_ready()
         params = self.params.params()
+        try:  # as the run that follows will check them (no mask yet: it is being found)
+            methods.check_inputs(self.params.method_key(), source, target, None, params,
+                                 self.params.options(), methods.PAINT_IN_PHOTO)
+        except InputError as exc:
+            raise refused(exc) from None
         job_id = self.engine.next_job_id()
         self._start(Job("mask", job_id, self.doc.generation, self.doc.photo_key,
                         plan={"mask": params.mask_samples},
@@ -133,8 +141,7 @@ class RunController(QObject):
             inputs = run_inputs(self.params.method_key(), self.params.options(), params, self.doc,
                                 source, target, variations=len(seeds), use_mask=use_mask)
         except InputError as exc:
-            title = "The mask is empty" if "mask is empty" in str(exc) else "Check the inputs"
-            raise RunRefused(title, str(exc)) from None
+            raise refused(exc) from None
         request = inputs.request
         job_id = self.engine.next_job_id()
         self._start(Job("edit", job_id, self.doc.generation, self.doc.photo_key,

@@ -44,7 +44,7 @@ TIPS = {
                   "together in the history so you can pick one.",
 }
 LABELS = {
-    "steps": "Steps", "strength": "Strength", "guidance": "Guidance",
+    "source": "In the photo", "target": "Should become", "steps": "Steps", "strength": "Strength", "guidance": "Guidance",
     "mask_threshold": "Mask threshold", "mask_samples": "Mask samples", "feather": "Edge feather",
     "eta": "Variety", "seed": "Seed", "variations": "Variations",
 }
@@ -90,8 +90,8 @@ class ParamsPanel(QWidget):
         self.method_summary.setEnabled(False)  # the palette's quieter text colour
         self._add(prompts, "Method", self.method, TIPS["method"])
         prompts.addRow("", self.method_summary)
-        self._add(prompts, "In the photo", self.source, TIPS["source"])
-        self._add(prompts, "Should become", self.target, TIPS["target"])
+        self._add(prompts, LABELS["source"], self.source, TIPS["source"])
+        self._add(prompts, LABELS["target"], self.target, TIPS["target"])
         self._add(prompts, "Avoid", self.negative, TIPS["negative"])
         self.prompts_form = prompts
         # The shared parameters' widgets by EditParams field name, the method's registry entry
@@ -291,6 +291,9 @@ class ParamsPanel(QWidget):
         if carried != shown:
             self.set_params(carried)
         self.method_summary.setText(info.summary)
+        # Methods that only use it as the fallback negative text run without it.
+        self.source.setPlaceholderText("a bowl of fruits" if info.uses_source
+                                       else "optional: the edit steers away from it")
         for name, box in self.option_boxes.items():
             box.setVisible(name == key and bool(self.option_widgets[name]))
         self._update_visibility()

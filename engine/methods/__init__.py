@@ -139,8 +139,8 @@ def check_inputs(method: str, source: str | None, target: str | None, mask, para
         raise InputError("params must be an EditParams")
     params.validate()
     if not isinstance(target, str) or not target.strip():
-        raise InputError("the target text is empty: say what the photo should become (--target)",
-                         field="target")
+        raise InputError("the target text is empty: say what the photo should become, e.g. "
+                         "\u201ca bowl of pears\u201d", field="target")
     if source is not None and not isinstance(source, str):
         raise InputError("the source text must be text")
     if mask is not None and info_.mask != "none" and not (np.asarray(mask) > 0).any():

@@ -393,10 +393,10 @@ def test_outside_mask_pixels_of_fake_background_run(qtbot, window):
 
 
 def test_methods_that_do_not_use_the_source_text_run_without_it(qtbot, window):
-    from desktop_app.methods import needs_source
+    from desktop_app.methods import METHODS
 
     window.params.source.setText("")
-    assert not needs_source("sdedit") and needs_source("diffedit")
+    assert not METHODS["sdedit"].uses_source and METHODS["diffedit"].uses_source
     window.params.set_method("sdedit")
     with qtbot.waitSignal(window.engine.job_finished, timeout=10000):
         window.actions["edit"].trigger()

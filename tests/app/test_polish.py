@@ -147,8 +147,14 @@ def test_the_window_shows_an_input_error_as_a_sentence(window, dialogs, icons):
 # ----------------------------------------------------------------------------- methods
 
 
-def test_only_diffedit_and_prompt_to_prompt_need_the_source_text():
-    assert {m for m in methods.METHODS if methods.needs_source(m)} == {"diffedit", "p2p"}
+def test_only_diffedit_and_prompt_to_prompt_ask_for_the_source_text(window):
+    panel = window.params
+    asked = set()
+    for name in methods.METHODS:
+        panel.set_method(name)
+        if panel.source.placeholderText() == "a bowl of fruits":
+            asked.add(name)
+    assert asked == {m for m in methods.METHODS if methods.METHODS[m].uses_source} == {"diffedit", "p2p"}
 
 
 def test_sdedit_shows_threshold_and_feather_only_when_masked():
@@ -250,6 +256,7 @@ def test_the_panel_says_when_anything_it_shows_changes(qtbot):
 def test_parameter_widgets_take_range_and_default_from_the_engines_field_table(qtbot, settings):
     """The panel's and the Settings dialog's spin boxes allow exactly what validation accepts."""
     from desktop_app.panels.params import ParamsPanel
+    from engine.fields import AUTO
     from engine.params import field_table
 
     panel, dialog = ParamsPanel(), SettingsDialog(settings)
@@ -261,5 +268,9 @@ def test_parameter_widgets_take_range_and_default_from_the_engines_field_table(q
     boxes += [("mask_threshold", panel.threshold_spin), ("mask_threshold", dialog.threshold),
               ("mask_samples", dialog.samples), ("guidance", dialog.guidance)]
     for name, box in boxes:
-        assert (box.minimum(), box.maximum()) == table[name].metadata["range"], name
+        low, high = table[name].metadata["range"]
+        if table[name].metadata.get("auto"):  # one step below the range: "Auto" (fields.AUTO)
+            low = AUTO
+            assert box.specialValueText() == "Auto" and AUTO < table[name].metadata["range"][0]
+        assert (box.minimum(), box.maximum()) == (low, high), name
     assert panel.steps.value() == table["steps"].default and panel.seed.maximum() == 2**31 - 1

@@ -442,3 +442,33 @@ def test_command_line_arguments(capsys):
     assert main(["a.jpg", "b.jpg"]) == 2
     assert "usage" in capsys.readouterr().err
     assert main(["--help"]) == 0
+
+
+def test_the_app_and_the_cli_refuse_missing_texts_with_the_engines_sentence(qtbot, window, dialogs):
+    from engine import methods
+    from engine.errors import InputError
+
+    def engine_sentence(method, source, target):
+        with pytest.raises(InputError) as caught:
+            methods.check_inputs(method, source, target, None, EditParams(), {})
+        return str(caught.value)
+
+    window.params.target.setText("")
+    window.actions["find_mask"].trigger()
+    sentence = engine_sentence("diffedit", "a cat", "")
+    assert dialogs.shown[-1][2] == (sentence[:1].upper() + sentence[1:]
+                                    + " (the \u201cShould become\u201d field).")
+    assert window.params.target.hasFocus() and window.runs.job is None
+    window.params.target.setText("a dog")
+    window.params.source.setText("")
+    window.params.set_method("p2p")
+    window.actions["edit"].trigger()
+    assert engine_sentence("p2p", "", "a dog")[1:] in dialogs.shown[-1][2]
+    assert "\u201cIn the photo\u201d" in dialogs.shown[-1][2] and window.runs.job is None
+    # DiffEdit contrasts the target with the empty text when no source is given: the engine
+    # allows it, so the app runs it as the CLI does.
+    window.params.set_method("diffedit")
+    shown = len(dialogs.shown)
+    with qtbot.waitSignal(window.engine.job_finished, timeout=10_000):
+        window.actions["find_mask"].trigger()
+    assert len(dialogs.shown) == shown and window.doc.heatmap is not None
