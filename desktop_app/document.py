@@ -8,9 +8,10 @@ mask_structure_changed) change the state without pushing a step of their own.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,36 +25,29 @@ from desktop_app.mask_layers import (MaskLayers, PaintLayer, Rect, Segment, appl
 from desktop_app.results_store import ResultStore
 from engine import masks
 from engine.params import EditParams
+from engine.results import EditResult
 
 
 # ----------------------------------------------------------------------------- history
 
 
-@dataclass
-class HistoryEntry:
-    """One result of one run (a run with variations makes several entries sharing ``group``)."""
+@dataclass(kw_only=True)
+class HistoryEntry(EditResult):
+    """One result of one run: the engine's record itself (image, mask, texts, params, metadata(),
+    ...), plus what the history adds. A run with variations makes several entries sharing
+    ``group``; ``heatmap`` is kept only when the method made it itself (P2P's local blend), for
+    "Use its mask"."""
 
     id: int
     group: int
-    variation: int  # 0-based index within the group
-    image: np.ndarray  # (H, W, 3) uint8, full resolution, pasted back
-    mask: np.ndarray  # (H, W) float32, the mask the run used
-    source: str
-    target: str
-    method: str
-    params: EditParams
-    seconds: float
     created: float  # time.time()
-    metadata: dict = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)  # clip_score and rank (1 = best) for ranked candidates
-    warnings: list = field(default_factory=list)
     thumbnail: np.ndarray | None = None  # small RGB for the history list
-    options: dict = field(default_factory=dict)  # the method's own options (Use these settings)
-    heatmap: np.ndarray | None = None  # an auto mask the run made (P2P local blend), for "Use its mask"
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.image.shape[1], self.image.shape[0]
+    @classmethod
+    def of(cls, result: EditResult, **history) -> "HistoryEntry":
+        """``result`` (its fields, not copies of its arrays) with the history's own fields."""
+        return cls(**{f.name: getattr(result, f.name) for f in dataclasses.fields(EditResult)},
+                   **history)
 
 
 def make_thumbnail(rgb: np.ndarray, side: int = 96) -> np.ndarray:
@@ -390,16 +384,10 @@ class Document(QObject):
     def new_group(self) -> int:
         return next(self._groups)
 
-    def add_result(self, group: int, variation: int, *, image, mask, source, target, method,
-                   params, seconds, metadata=None, stats=None, warnings=None, options=None,
-                   heatmap=None) -> HistoryEntry:
-        entry = HistoryEntry(
-            id=next(self._ids), group=group, variation=variation, image=image, mask=mask,
-            source=source, target=target, method=method, params=params, seconds=seconds,
-            created=time.time(), metadata=dict(metadata or {}), stats=dict(stats or {}),
-            warnings=list(warnings or []), thumbnail=make_thumbnail(image),
-            options=dict(options or {}), heatmap=heatmap,
-        )
+    def add_result(self, group: int, result: EditResult) -> HistoryEntry:
+        """Keep ``result`` in the history, in run ``group``."""
+        entry = HistoryEntry.of(result, id=next(self._ids), group=group, created=time.time(),
+                                thumbnail=make_thumbnail(result.image))
         self.history.append(entry)
         self.results.fit(self.history)
         self.history_changed.emit()
@@ -455,7 +443,7 @@ class Document(QObject):
         entry = self.entry(self.preview_id)
         if entry is None and self.applied:
             entry = self.entry(self.applied[-1])
-        return dict(entry.metadata) if entry is not None else {}
+        return entry.metadata() if entry is not None else {}
 
     def apply_entry(self, entry_id: int) -> bool:
         """Make a result the new base photo (undoable). False when it changes nothing."""

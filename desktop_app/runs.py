@@ -6,6 +6,7 @@ document before the run finishes, and a result for pixels that changed meanwhile
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -252,14 +253,9 @@ class RunController(QObject):
                 self.doc.set_heatmap(result.heatmap)
                 if "blend_threshold" in result.options:
                     self.doc.set_threshold(result.options["blend_threshold"])
-            entry = self.doc.add_result(
-                job.group, result.variation, image=result.image, mask=result.mask,
-                source=result.source, target=result.target, method=result.method,
-                params=result.params, seconds=result.seconds, metadata=result.metadata(),
-                stats=result.stats, warnings=result.warnings, options=result.options,
-                # A heatmap the method made itself (P2P's local blend) stays with its result for
-                # "Use its mask"; the auto mask of a method that finds one is the document's.
-                heatmap=None if finds_mask(result.method) else result.heatmap)
+            if finds_mask(result.method):  # its auto mask is the document's, not the entry's
+                result = dataclasses.replace(result, heatmap=None)
+            entry = self.doc.add_result(job.group, result)
             first = first or entry
             for warning in result.warnings:
                 self.message.emit(warning, 10000)

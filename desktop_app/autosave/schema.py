@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import math
 import os
 from pathlib import Path
@@ -252,11 +253,34 @@ PHOTO = Record({"rgb": RGB, "alpha": Optional(GREY), "path": Optional(FilePath()
 SEGMENT = Record({"op": Optional(MaskOp()), "added": Optional(MASK), "erased": Optional(MASK)}, Segment)
 MASK_LAYERS = Record({"heatmap": Optional(MASK), "segments": ListOf(SEGMENT)}, MaskLayers)
 PAINT = Record({"rgb": RGB, "coverage": MASK}, PaintLayer)
-RESULT = Record({"id": INT, "group": INT, "variation": INT, "image": RGB, "mask": MASK,
-                 "source": TEXT, "target": TEXT, "method": Method(), "params": PARAMS,
-                 "seconds": NUMBER, "created": TIME, "metadata": Plain(), "stats": Plain(),
-                 "warnings": ListOf(TEXT), "thumbnail": Optional(RGB), "options": Plain(),
-                 "heatmap": Optional(MASK)}, HistoryEntry)
+class ResultRecord(Record):
+    """A history entry. Files written before entries were the engine's EditResult kept its
+    metadata text instead of the model's name and LoRAs: those are read back from it."""
+
+    def read(self, value, where, load):
+        if isinstance(value, dict) and "model_name" not in value:
+            saved = _saved_record(value.get("metadata"))
+            model, loras = saved.get("model"), saved.get("loras")
+            value = {**value, "model_name": model if isinstance(model, str) else "",
+                     "loras": loras if isinstance(loras, list) else []}
+        return super().read(value, where, load)
+
+
+def _saved_record(metadata) -> dict:
+    """The "diffedit" JSON of an old entry's metadata, or {} when there is none to read."""
+    try:
+        record = json.loads(metadata["diffedit"])
+    except (TypeError, KeyError, ValueError, RecursionError):  # unreadable: the name stays unknown
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+RESULT = ResultRecord({"id": INT, "group": INT, "variation": INT, "image": RGB, "mask": MASK,
+                       "heatmap": Optional(MASK), "source": TEXT, "target": TEXT,
+                       "params": PARAMS, "model_name": TEXT, "method": Method(),
+                       "loras": ListOf(TEXT), "options": Plain(), "stats": Plain(),
+                       "warnings": ListOf(TEXT), "seconds": NUMBER, "created": TIME,
+                       "thumbnail": Optional(RGB)}, HistoryEntry)
 DOCUMENT = Record({"photo": PHOTO, "display_name": TEXT, "base": RGB,
                    "threshold": Scalar((int, float), "a number", 0.0, 1.0), "mask": MASK_LAYERS,
                    "paint": Optional(PAINT), "history": ListOf(RESULT),

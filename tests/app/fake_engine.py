@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from engine import masks, methods
 from engine.errors import Cancelled
 from engine.fields import AUTO
 from engine.geometry import default_feather
-from engine.params import EditParams
+from engine.results import EditResult
 
 
 @dataclass
@@ -34,24 +34,6 @@ class FakeModel:
     device: str = "cpu"
     dtype: str = "float32"
     native_size: int = 64
-
-
-@dataclass
-class FakeEditResult:
-    image: np.ndarray
-    mask: np.ndarray
-    heatmap: np.ndarray | None
-    source: str
-    target: str
-    params: EditParams
-    method: str = "diffedit"
-    options: dict = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)
-    warnings: list = field(default_factory=list)
-
-    def metadata(self) -> dict:
-        return {"parameters": f"{self.source} -> {self.target}, seed {self.params.seed}",
-                "diffedit": '{"fake": true}'}
 
 
 class FakeEngine:
@@ -170,8 +152,9 @@ class FakeEditSession:
             else:
                 used = np.asarray(mask, np.float32)
                 image = masks.composite(original, edited, masks.paste_alpha(used, params.feather))
-            results.append(FakeEditResult(
+            results.append(EditResult(
                 image=image, mask=used, heatmap=heatmap, source=source, target=target,
+                model_name=self.model.name,
                 params=params.replace(seed=params.seed + i), method=method, options=dict(values),
                 stats={"seconds": {"decode": 0.0}, "device": "cpu"}))
         if values.get("clip_model") == "fake-clip":

@@ -21,6 +21,7 @@ from desktop_app.panels.params import ParamsPanel
 from doc_fingerprint import fingerprint
 from engine.imaging import Photo
 from engine.params import EditParams
+from engine.results import EditResult
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,10 +48,11 @@ def add_result(doc, group, variation, seed, target="a dog"):
     image[20:60, 30:90] = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
     mask = np.zeros(doc.shape, np.float32)
     mask[20:60, 30:90] = rng.random((40, 60), dtype=np.float32)
-    return doc.add_result(group, variation, image=image, mask=mask, source="a cat", target=target,
-                          method="diffedit", params=EditParams(steps=12, seed=seed, eta=0.25),
-                          seconds=1.25 + seed, metadata={"parameters": f"seed {seed}"},
-                          stats={"seconds": {"decode": 0.5}, "device": "cpu"}, warnings=["w"])
+    return doc.add_result(group, EditResult(
+        image=image, mask=mask, heatmap=None, source="a cat", target=target,
+        params=EditParams(steps=12, seed=seed, eta=0.25), model_name="tiny", method="diffedit",
+        loras=["style:0.8"], stats={"seconds": {"decode": 0.5}, "device": "cpu"}, warnings=["w"],
+        variation=variation, seconds=1.25 + seed))
 
 
 def busy_document(qtbot):

@@ -20,6 +20,7 @@ from desktop_app.document import Document
 from desktop_app.panels.params import ParamsPanel
 from doc_fingerprint import fingerprint
 from engine.params import EditParams
+from engine.results import EditResult
 from test_autosave import _saved_session, busy_document, crash, make_window  # noqa: F401 - fixture
 from test_autosave import make_photo, panel_with_values, stroke
 
@@ -77,6 +78,40 @@ def test_an_autosave_written_by_the_released_version_restores_exactly(qtbot, tmp
     install(again, sessions[0].load())
     assert fingerprint(again) == after
     sessions[0].discard()
+
+
+def test_entries_saved_with_their_metadata_text_get_their_model_and_loras_back(qtbot, tmp_path):
+    """Format 2 files written before entries were EditResults hold each entry's metadata text
+    instead of its model name and LoRAs; restored, they export the same metadata."""
+    folder = _saved_session(qtbot, tmp_path)
+    saved_metadata = []
+
+    def to_old_layout(manifest):
+        for entry in manifest["document"]["history"]:
+            result = EditResult(image=np.zeros((1, 1, 3), np.uint8), mask=np.zeros((1, 1), np.float32),
+                                heatmap=None, source=entry["source"], target=entry["target"],
+                                params=EditParams(**entry["params"]), model_name=entry.pop("model_name"),
+                                method=entry["method"], loras=entry.pop("loras"),
+                                options=entry["options"], stats=entry["stats"])
+            entry["metadata"] = result.metadata()
+            saved_metadata.append(entry["metadata"])
+
+    edit_manifest(folder, to_old_layout)
+    [session], problems = find_orphans(tmp_path)
+    doc = Document()
+    install(doc, session.load())
+    assert problems == [] and len(doc.history) == len(saved_metadata) > 0
+    assert [(e.model_name, e.loras) for e in doc.history] == [("tiny", ["style:0.8"])] * len(saved_metadata)
+    assert [e.metadata() for e in doc.history] == saved_metadata
+
+    # Metadata text nested past the parser's limit leaves the name unknown; the rest restores.
+    folder = _saved_session(qtbot, tmp_path / "deep")
+    edit_manifest(folder, lambda m: [e.pop("model_name") and e.update(metadata={"diffedit": "[" * 100_000})
+                                     for e in m["document"]["history"]])
+    [session], _ = find_orphans(tmp_path / "deep")
+    doc = Document()
+    install(doc, session.load())
+    assert doc.history and {e.model_name for e in doc.history} == {""}
 
 
 def test_the_new_format_holds_plain_values_only_and_round_trips(qtbot, tmp_path):
@@ -155,8 +190,8 @@ RESTORE_FAULTS = [
      "field history is text where a list belongs"),
     ("seconds as text", "v2", lambda m, f: m["document"]["history"][1].update(seconds="2 s"),
      "field history[1].seconds is text"),
-    ("deep metadata", "v2", lambda m, f: m["document"]["history"][0].update(metadata={"a": _nested(200)}),
-     "history[0].metadata is nested more than"),
+    ("deep stats", "v2", lambda m, f: m["document"]["history"][0].update(stats={"a": _nested(200)}),
+     "history[0].stats is nested more than"),
     ("deep v1 values", "v1", lambda m, f: m["state"].update(extra={"$tuple": _nested(200)}),
      "nested more than"),
     ("lacks history", "v2", lambda m, f: m["document"].pop("history"), "it lacks history"),
@@ -224,9 +259,10 @@ def _crashed_sessions(qtbot, count: int) -> list[Path]:
         doc = Document()
         doc.set_photo(make_photo(), f"photo-{index}.png")
         stroke(doc, "add", [(10 + index, 10)])
-        doc.add_result(doc.new_group(), 0, image=doc.base.copy(), mask=doc.composed.copy(),
-                       source="a cat", target=f"a dog {index}", method="diffedit",
-                       params=EditParams(seed=index), seconds=1.0)
+        doc.add_result(doc.new_group(), EditResult(
+            image=doc.base.copy(), mask=doc.composed.copy(), heatmap=None, source="a cat",
+            target=f"a dog {index}", params=EditParams(seed=index), model_name="tiny",
+            seconds=1.0))
         saver = Autosaver(doc, root=autosave.autosave_root())
         saver.flush()
         edit_manifest(saver.folder, lambda m: m.update(saved=time.time() - 3600 * (count - index)))

@@ -7,6 +7,7 @@ from desktop_app.document import Document
 from desktop_app.mask_layers import segment_coverage
 from engine import masks
 from engine.params import EditParams
+from engine.results import EditResult
 
 
 @pytest.fixture
@@ -126,9 +127,9 @@ def test_apply_stores_a_patch_and_undoes(doc):
     image = original.copy()
     image[30:40, 50:70] = 255 - image[30:40, 50:70]
     group = doc.new_group()
-    entry = doc.add_result(group, 0, image=image, mask=np.zeros(doc.shape, np.float32),
-                           source="a", target="b", method="diffedit",
-                           params=EditParams(), seconds=1.0)
+    entry = doc.add_result(group, EditResult(image=image, mask=np.zeros(doc.shape, np.float32),
+                                             heatmap=None, source="a", target="b",
+                                             params=EditParams(), model_name="tiny", seconds=1.0))
     key = doc.photo_key
     assert doc.apply_entry(entry.id)
     np.testing.assert_array_equal(doc.base, image)

@@ -107,7 +107,7 @@ def test_each_method_runs_through_the_worker_into_history(qtbot, settings, real_
         assert len(doc.history) == expected and len({e.group for e in doc.history}) == 1
         for entry in doc.history:
             assert entry.method == method
-            record = json.loads(entry.metadata["diffedit"])
+            record = json.loads(entry.metadata()["diffedit"])
             assert record["method"] == method and record["options"] == entry.options
             assert entry.image.shape == original.shape
             assert np.any(entry.image != original), "the run changed nothing"

@@ -13,6 +13,7 @@ from desktop_app.dialogs import SettingsDialog, ShortcutsDialog, sentence, show_
 from desktop_app.panels.history import describe, details
 from engine.imaging import Photo
 from engine.params import EditParams
+from engine.results import EditResult
 
 
 def enter(canvas, point):
@@ -182,9 +183,10 @@ def test_the_panel_follows_sdedits_masked_box(window):
 def add(doc, method, seed):
     image = doc.base.copy()
     image[:10, :10] = 255 - image[:10, :10]
-    return doc.add_result(doc.new_group(), 0, image=image, mask=np.zeros(doc.shape, np.float32),
-                          source="a cat", target="a dog", method=method,
-                          params=EditParams(steps=10, seed=seed), seconds=2.0)
+    return doc.add_result(doc.new_group(), EditResult(
+        image=image, mask=np.zeros(doc.shape, np.float32), heatmap=None, source="a cat",
+        target="a dog", params=EditParams(steps=10, seed=seed), model_name="tiny", method=method,
+        seconds=2.0))
 
 
 def test_history_hides_the_seed_of_a_deterministic_method(window):
@@ -220,9 +222,9 @@ def test_the_close_question_names_export_not_save(window, monkeypatch):
         return QMessageBox.StandardButton.Cancel
 
     monkeypatch.setattr(QMessageBox, "exec", answer)
-    window.doc.add_result(window.doc.new_group(), 0, image=window.doc.base.copy(),
-                          mask=window.doc.composed.copy(), source="a", target="b",
-                          method="diffedit", params=window.params.params(), seconds=0.1)
+    window.doc.add_result(window.doc.new_group(), EditResult(
+        image=window.doc.base.copy(), mask=window.doc.composed.copy(), heatmap=None, source="a",
+        target="b", params=window.params.params(), model_name="tiny", seconds=0.1))
     assert window.doc.has_unexported_work()
     assert not window.confirm_discard("closing")
     assert "Export\u2026" in labels and "Save" not in labels

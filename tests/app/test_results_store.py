@@ -10,14 +10,16 @@ import numpy as np
 from desktop_app.document import Document
 from desktop_app.results_store import MB, ResultStore, resident_bytes
 from engine.params import EditParams
+from engine.results import EditResult
 
 
 def _add(doc, seed):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (*doc.shape, 3), dtype=np.uint8)
     mask = (rng.random(doc.shape) > 0.5).astype(np.float32)
-    doc.add_result(doc.new_group(), 0, image=image, mask=mask, source="a", target="b",
-                   method="diffedit", params=EditParams(), seconds=1.0)
+    doc.add_result(doc.new_group(), EditResult(image=image, mask=mask, heatmap=None, source="a",
+                                               target="b", params=EditParams(), model_name="tiny",
+                                               seconds=1.0))
     return image, mask
 
 

@@ -29,6 +29,7 @@ from desktop_app.autosave import restore_dialog  # noqa: E402
 from desktop_app.document import Document  # noqa: E402
 from engine.imaging import Photo  # noqa: E402
 from engine.params import EditParams  # noqa: E402
+from engine.results import EditResult  # noqa: E402
 
 W, H = 4000, 3000
 
@@ -79,8 +80,9 @@ def main() -> None:
                                 0, 255).astype(np.uint8)
         mask = np.zeros((H, W), np.float32)
         mask[region] = 1.0
-        doc.add_result(1, i, image=image, mask=mask, source="a cup of coffee", target="a cup of tea",
-                       method="diffedit", params=EditParams(seed=i), seconds=30.0)
+        doc.add_result(1, EditResult(image=image, mask=mask, heatmap=None, source="a cup of coffee",
+                                     target="a cup of tea", params=EditParams(seed=i),
+                                     model_name="sd15", variation=i, seconds=30.0))
         doc.set_preview(doc.history[-1].id)
         timed_save(saver, f"+ history entry {i + 1}")
     doc.begin_stroke("erase", 60, 1.0)
