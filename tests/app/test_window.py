@@ -267,7 +267,8 @@ def test_export_writes_metadata_and_protects_the_original(qtbot, window, dialogs
     from engine.imaging import read_metadata
 
     meta = read_metadata(out.with_suffix(".png"))
-    assert "a cat -> a dog" in meta["parameters"]
+    assert meta == window.doc.history[-1].metadata()  # the result's own record, as the CLI writes
+    assert meta["parameters"].startswith("a dog\n") and "Source prompt: a cat" in meta["parameters"]
     assert not window.doc.has_unexported_work()
 
 
