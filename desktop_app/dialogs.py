@@ -10,9 +10,11 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
                                QPlainTextEdit, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QTextBrowser, QVBoxLayout)
 
+from desktop_app.lora_list import LoraList
 from desktop_app.panels.fields import param_box
 from desktop_app.worker import TINY_MODEL
 from engine.config import MAX_THREADS, physical_cores
+from engine.families import SUPPORTED
 from engine.params import EditParams
 
 APP_TITLE = "DiffEdit Studio"
@@ -85,9 +87,9 @@ class SettingsDialog(QDialog):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         self.model = QLineEdit(engine.default_model)
         self.model.setPlaceholderText("Folder, .safetensors file or hub id")
-        self.model.setToolTip("A Stable Diffusion 1.x or 2.x model: a diffusers folder, a single "
-                              ".safetensors checkpoint, or a hub id already in your local cache, "
-                              "such as stabilityai/stable-diffusion-2-1-base.")
+        self.model.setToolTip(f"A model ({SUPPORTED}): a diffusers folder, a single .safetensors "
+                              "checkpoint, or a hub id already in your local cache, such as "
+                              "stabilityai/stable-diffusion-2-1-base.")
         self.model.setMinimumWidth(380)
         folder = QPushButton("Folder\u2026")
         folder.clicked.connect(self._choose_folder)
@@ -136,6 +138,8 @@ class SettingsDialog(QDialog):
         self.threads.setToolTip("CPU threads for the model's arithmetic (also used on a GPU for "
                                 "the CPU-side work). Fewer than the cores keeps a busy machine "
                                 "responsive. Used from the next model load.")
+        self.loras = LoraList(settings.loras())
+        form.addRow("LoRAs", self.loras)
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
         form.addRow("GPU memory", self.memory)
@@ -207,6 +211,10 @@ class SettingsDialog(QDialog):
         if text and text != TINY_MODEL and looks_like_path and not Path(text).expanduser().exists():
             return (f"The model path {text} does not exist. Choose a diffusers folder or a "
                     ".safetensors file, or leave it empty.")
+        missing = self.loras.missing()
+        if missing:
+            return (f"The LoRA file {missing[0]} does not exist. Remove it from the list or add "
+                    "it again from where it is now.")
         return ""
 
     def accept(self) -> None:
@@ -219,6 +227,7 @@ class SettingsDialog(QDialog):
             model = str(Path(model).expanduser())
         self.settings.save_engine(model, self.device.currentData(), self.dtype.currentData(),
                                   self.memory.currentData(), self.threads.value())
+        self.settings.set_loras(self.loras.specs())
         self.settings.set_default_params(self.settings.default_params().replace(
             steps=self.steps.value(), strength=round(self.strength.value(), 4),
             guidance=round(self.guidance.value(), 4), mask_threshold=round(self.threshold.value(), 4),

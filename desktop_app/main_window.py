@@ -192,7 +192,8 @@ class MainWindow(WindowFiles, QMainWindow):
         """Load ``source`` on the engine thread with the configured device, precision and memory
         tier (``overrides`` replaces any of them, e.g. device="cpu")."""
         config = self.settings.engine()
-        request = LoadModelRequest(source, config.device, config.dtype, config.memory, config.threads)
+        request = LoadModelRequest(source, config.device, config.dtype, config.memory, config.threads,
+                                   tuple(self.settings.loras()))
         self.model_source = source
         self.engine.load_model(replace(request, **overrides))
 
@@ -333,6 +334,7 @@ class MainWindow(WindowFiles, QMainWindow):
 
     def settings_dialog(self) -> None:
         before, before_defaults = self.settings.engine(), self.settings.default_params()
+        before_loras = self.settings.loras()
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
@@ -344,8 +346,8 @@ class MainWindow(WindowFiles, QMainWindow):
             self.params.set_params(self.params.params().replace(**changed_defaults))
         self.doc.results.budget = self.settings.history_memory_mb() * MB
         self.doc.results.fit(self.doc.history)
-        changed = (before.default_model, before.device, before.dtype, before.memory) != (
-            after.default_model, after.device, after.dtype, after.memory)
+        changed = (before.default_model, before.device, before.dtype, before.memory, before_loras) != (
+            after.default_model, after.device, after.dtype, after.memory, self.settings.loras())
         if changed and after.default_model:
             self.load_model(after.default_model)
         elif changed:

@@ -1,8 +1,8 @@
 """What the app remembers between sessions.
 
 Model, device and precision live in engine.config (shared with the CLI, so `diffedit-studio edit`
-uses the model chosen here); app-only things (parameter defaults, recent files, window layout,
-mask colour, history memory) live in QSettings.
+uses the model chosen here); app-only things (the LoRAs on the model, parameter defaults, recent
+files, window layout, mask colour, history memory) live in QSettings.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from PySide6.QtCore import QSettings
 from PySide6.QtGui import QColor
 
 from desktop_app.results_store import DEFAULT_BUDGET_MB
-from engine import config
+from engine import config, lora
+from engine.errors import InputError
 from engine.params import EditParams
 
 MAX_RECENT = 10
@@ -38,6 +39,26 @@ class AppSettings:
         current.memory = memory
         current.threads = threads
         current.save()
+
+    def loras(self) -> list[str]:
+        """The LoRA specs (``PATH:WEIGHT``) the app loads onto the model; a saved value that is
+        not a list of readable specs is left out."""
+        try:
+            value = json.loads(self.q.value("model/loras", "[]"))
+        except (TypeError, ValueError, RecursionError):
+            return []
+        if not isinstance(value, list):
+            return []
+        specs = []
+        for spec in value:
+            try:
+                specs.append(lora.parse(spec).spec)
+            except (InputError, AttributeError, TypeError):
+                continue
+        return specs
+
+    def set_loras(self, specs: list[str]) -> None:
+        self.q.setValue("model/loras", json.dumps(list(specs)))
 
     def remember_model(self, source: str) -> None:
         """The model that loaded last is the one the next start (and the CLI) loads."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from engine import lora
 from engine.errors import Cancelled, InputError
 from engine.params import EditParams
 from engine.runs import RunRequest
@@ -34,6 +35,7 @@ class LoadModelRequest:
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     memory: str = "auto"  # GPU memory tier: auto | full | sliced | offload
     threads: int = 0  # torch CPU threads (0: the physical cores), set on the engine thread
+    loras: tuple[str, ...] = ()  # PATH:WEIGHT of each LoRA to load onto the model (engine.lora)
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,13 @@ class Progress:
 class EngineBackend:
     """Where the worker finds the engine. Imports happen on first use, on the worker thread."""
 
-    def load_model(self, source, *, device="auto", dtype="auto", memory_tier="auto", threads=0):
+    def load_model(self, source, *, device="auto", dtype="auto", memory_tier="auto", threads=0,
+                   loras=()):
         from engine.models import load_model
         from engine.runtime import set_threads
 
         set_threads(threads)  # here, on the engine thread: OpenMP thread counts are per thread
-        return load_model(source, device=device, dtype=dtype, memory_tier=memory_tier)
+        return load_model(source, device=device, dtype=dtype, memory_tier=memory_tier, loras=loras)
 
     def ensure_tiny_model(self):
         from engine.tiny_model import ensure_tiny_model
@@ -87,7 +90,10 @@ class EngineBackend:
 
 
 def model_label(model, source: str) -> str:
+    """The model's name (with its LoRAs), device and precision, for the status bar."""
     name = getattr(model, "name", None) or str(source)
+    if getattr(model, "loras", None):
+        name += " + " + ", ".join(model.loras)
     device = getattr(model, "device", "")
     dtype = str(getattr(model, "dtype", "")).replace("torch.", "")
     return f"{name} ({device}, {dtype})" if device else name
@@ -162,8 +168,10 @@ class EngineWorker(QObject):
             source = request.source
             if source == TINY_MODEL:
                 source = str(self.backend.ensure_tiny_model())
+            loras = tuple(lora.parse(spec) for spec in request.loras)
             self.model = self.backend.load_model(source, device=request.device, dtype=request.dtype,
-                                                 memory_tier=request.memory, threads=request.threads)
+                                                 memory_tier=request.memory, threads=request.threads,
+                                                 loras=loras)
         except Exception as exc:
             message, _ = describe_exception(exc)
             self.model_state.emit("failed", message)

@@ -29,6 +29,11 @@ class LoraSpec:
         """``name:weight`` as the metadata and the history show it."""
         return f"{self.path.stem}:{self.weight:g}"
 
+    @property
+    def spec(self) -> str:
+        """``PATH:WEIGHT``, which ``parse`` reads back (the app's saved list)."""
+        return f"{self.path}:{self.weight:g}"
+
 
 def parse(spec: str) -> LoraSpec:
     """``PATH`` or ``PATH:WEIGHT`` (a Windows drive letter's colon belongs to the path)."""

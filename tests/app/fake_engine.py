@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine import masks, methods
+from engine import lora, masks, methods
 from engine.errors import Cancelled
 from engine.fields import AUTO
 from engine.geometry import default_feather
@@ -34,7 +34,7 @@ class FakeModel:
     device: str = "cpu"
     dtype: str = "float32"
     native_size: int = 64
-
+    loras: list = field(default_factory=list)  # "name:weight" of each LoRA, as the real model
 
 class FakeEngine:
     """Script it through its attributes; it records the model loads it was asked for."""
@@ -53,13 +53,16 @@ class FakeEngine:
     # --- the engine.models / engine.tiny_model surface
 
     def load_model(self, source, *, device="auto", dtype="auto", allow_download=False,
-                   allow_pickle=False, memory_tier="auto", threads=0):
+                   allow_pickle=False, memory_tier="auto", threads=0, loras=()):
         self.memory_tiers.append(memory_tier)
         self.load_threads.append(threads)
         if self.fail_on == "load":
             raise self.error
         self.loaded_sources.append(str(source))
-        return FakeModel(name=str(source).rsplit("/", 1)[-1], source=str(source))
+        for spec in loras:  # the engine checks the files before any weight loads
+            lora.check_file(spec)
+        return FakeModel(name=str(source).rsplit("/", 1)[-1], source=str(source),
+                         loras=[spec.label for spec in loras])
 
     def ensure_tiny_model(self, folder=None):
         return "/fake/tiny-model"
