@@ -4,17 +4,22 @@ A single-file checkpoint holds only weights in the original (LDM) key layout. di
 configs for every component; instead of fetching them from the hub we ship them under
 resources/model_configs/<family>/ and build the CLIP tokenizers from open-clip-torch's BPE file.
 Before any weight is read, the safetensors header (names, shapes, offsets) is checked: damaged
-or truncated files, SDXL refiners, inpainting and other architectures are refused with a message naming
-the file, and the weights are matched against the family's architecture on the meta device so
-that a missing tensor is an error rather than a silently random layer.
+or truncated files, SDXL refiners and other architectures are refused with a message naming the
+file, and the weights are matched against the family's architecture on the meta device so that a
+missing tensor is an error rather than a silently random layer. Inpainting checkpoints (a UNet
+that takes 9 input channels) load with the family's configs, their UNet widened to 9 channels.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from engine import families
 from engine.errors import ModelError
@@ -33,6 +38,8 @@ _VAE = "first_stage_model."
 _CLIP_TOKENS = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
 _OPEN_CLIP_TOKENS = "cond_stage_model.model.token_embedding.weight"
 _CONV_IN = _UNET + "input_blocks.0.0.weight"
+# An inpainting UNet reads the latent, the mask and the masked photo's latent (4 + 1 + 4).
+INPAINTING_CHANNELS = 9
 _LOADED = (_UNET, _VAE, "cond_stage_model.")  # the rest (EMA copies, counters) is never read
 _MAX_HEADER = 100 * 1024 * 1024  # real headers are a few hundred KB; more means a damaged file
 
@@ -116,17 +123,11 @@ def family_from_header(header: Header, name: str) -> str:
     conv_in = shapes.get(_CONV_IN)
     if conv_in is None or len(conv_in) != 4:
         raise ModelError(f"{name}: unknown architecture (no UNet input layer); expected SD 1.x/2.x")
-    if conv_in[1] == 4 and sdxl:
+    if conv_in[1] in (4, INPAINTING_CHANNELS) and sdxl:
         if not any(k.startswith(_VAE) for k in keys):
             raise ModelError(f"{name}: the checkpoint has no VAE weights (first_stage_model.*)")
         return sdxl
-    if conv_in[1] == 9:
-        raise ModelError(
-            f"{name}: this is an inpainting model (its UNet takes 9 input channels), which loads "
-            "as a diffusers folder or hub id but not yet as a single file; use its diffusers "
-            "release, or the regular (non-inpainting) version of this model"
-        )
-    if conv_in[1] != 4:
+    if conv_in[1] not in (4, INPAINTING_CHANNELS):
         raise ModelError(
             f"{name}: unsupported architecture (the UNet takes {conv_in[1]} input channels, as depth, "
             "pix2pix or upscaler models do); use a regular SD 1.x/2.x text-to-image model"
@@ -201,6 +202,30 @@ def config_folder_for(family: str) -> Path:
             f"({folder}); reinstall DiffEdit Studio"
         )
     return folder
+
+
+def is_inpainting(header: Header) -> bool:
+    """Whether the checkpoint's UNet is an inpainting one (family_from_header accepted it)."""
+    return header.shapes[_CONV_IN][1] == INPAINTING_CHANNELS
+
+
+@contextmanager
+def inpainting_configs(config_folder: Path) -> Iterator[Path]:
+    """A temporary copy of ``config_folder`` for the inpainting variant of its model: the UNet
+    takes 9 input channels and the pipeline is the family's inpainting one."""
+    with tempfile.TemporaryDirectory(prefix="diffedit-inpaint-configs-") as temporary:
+        folder = Path(temporary) / config_folder.name
+        shutil.copytree(config_folder, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+        unet_config = folder / "unet" / "config.json"
+        unet_config.write_text(json.dumps({**json.loads(unet_config.read_text()),
+                                           "in_channels": INPAINTING_CHANNELS}))
+        index_file = folder / "model_index.json"
+        index = json.loads(index_file.read_text())
+        sdxl = "text_encoder_2" in index
+        index["_class_name"] = ("StableDiffusionXLInpaintPipeline" if sdxl
+                                else "StableDiffusionInpaintPipeline")
+        index_file.write_text(json.dumps(index))
+        yield folder
 
 
 def check_weights(header: Header, config_folder: Path, name: str) -> None:
@@ -284,7 +309,7 @@ def _convert_text_encoder(sfu, model, checkpoint, second: bool = False):
 
 def load_single_file(path: Path, *, dtype, family: str | None = None, config_folder: Path | None = None):
     """Load a single-file SD 1.x/2.x or SDXL ``.safetensors`` checkpoint as a diffusers
-    StableDiffusionPipeline or StableDiffusionXLPipeline.
+    StableDiffusion(XL)Pipeline, or StableDiffusion(XL)InpaintPipeline for an inpainting one.
 
     ``family`` ("sd1" | "sd2" | "sd2-v") overrides detection of the prediction type for SD 2.x
     (the weights cannot tell); it may not contradict the architecture. ``config_folder``
@@ -319,29 +344,32 @@ def load_single_file(path: Path, *, dtype, family: str | None = None, config_fol
         )
     family = family or detected
     folder = Path(config_folder) if config_folder is not None else config_folder_for(family)
-    check_weights(header, folder, name)
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    configs = inpainting_configs(folder) if is_inpainting(header) else nullcontext(folder)
+    with configs as folder:
+        check_weights(header, folder, name)
+        return _from_single_file(path, folder, family, dtype, is_inpainting(header))
 
-    if family == "sdxl":
-        pipeline = StableDiffusionXLPipeline
+
+def _from_single_file(path: Path, folder: Path, family: str, dtype, inpainting: bool):
+    """diffusers' pipeline for ``family`` from the checkpoint with the configs in ``folder``."""
+    import diffusers
+
+    sdxl = family == "sdxl"
+    pipeline = getattr(diffusers, "StableDiffusion" + ("XL" if sdxl else "")
+                       + ("InpaintPipeline" if inpainting else "Pipeline"))
+    if sdxl:
         extra = {"tokenizer": _tokenizer_for("sd1"), "tokenizer_2": _tokenizer_for("sd2")}
     else:
-        pipeline = StableDiffusionPipeline
         extra = {"tokenizer": _tokenizer_for(family), "safety_checker": None,
                  "feature_extractor": None, "requires_safety_checker": False}
+    label = FAMILY_LABELS[family] + (" inpainting" if inpainting else "")
     try:
-        pipe = pipeline.from_single_file(
-            str(path),
-            config=str(folder),
-            local_files_only=True,
-            torch_dtype=dtype,
-            **extra,
-        )
+        return pipeline.from_single_file(str(path), config=str(folder), local_files_only=True,
+                                         torch_dtype=dtype, **extra)
     except ModelError:
         raise
     except Exception as exc:  # diffusers raises many types; the user needs the file and the cause
-        raise ModelError(f"{name}: could not be loaded as {FAMILY_LABELS[family]}: {exc}") from exc
-    return pipe
+        raise ModelError(f"{path.name}: could not be loaded as {label}: {exc}") from exc
 
 
 def _tokenizer_for(family: str):

@@ -158,14 +158,14 @@ def sdxl_to_ldm(unet, vae, text_encoder, text_encoder_2) -> dict:
 
 
 # ---------------------------------------------------------------- tiny random SD models
-def _tiny_components(family: str):
+def _tiny_components(family: str, in_channels: int = 4):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     sd2 = family != "sd1"
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        sample_size=8, in_channels=in_channels, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), norm_num_groups=32,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -340,10 +340,9 @@ def test_sdxl_refiners_and_partial_sdxl_checkpoints_are_refused(tmp_path):
         load_single_file(path, dtype=torch.float32)
 
 
-def test_inpainting_and_other_unets_are_refused(tmp_path):
+def test_inpainting_checkpoints_are_recognised_and_other_unets_refused(tmp_path):
     path = _save_keys(tmp_path / "inpaint.safetensors", _base_keys(768, in_channels=9))
-    with pytest.raises(ModelError, match=r"inpaint\.safetensors: this is an inpainting model"):
-        detect_family(path)
+    assert detect_family(path) == "sd1"
     path = _save_keys(tmp_path / "depth.safetensors", _base_keys(1024, in_channels=5))
     with pytest.raises(ModelError, match="takes 5 input channels"):
         detect_family(path)
@@ -474,3 +473,62 @@ def test_shipped_sdxl_configs_match_the_real_architecture():
     header = Header({k: tuple(v.shape) for k, v in ldm.items()}, {k: "F16" for k in ldm})
     assert family_from_header(header, "sd_xl_base_1.0.safetensors") == "sdxl"
     check_weights(header, folder, "sd_xl_base_1.0.safetensors")
+
+
+def _as_shipped(folder: Path) -> Path:
+    """Configs as the shipped ones are: for the text-to-image UNet of 4 input channels."""
+    config = folder / "unet" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "in_channels": 4}))
+    return folder
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_inpainting_checkpoints_load_as_single_files_and_edit_inside_the_mask(
+        family, tiny_sdxl, tiny_sdxl_path, tmp_path, monkeypatch):
+    """SD 1.5- and SDXL-inpainting single files (a 9-channel UNet) load with the family's own
+    configs, weights intact, and Blended's decoding then reads the mask and the photo."""
+    import shutil
+
+    import numpy as np
+    from diffusers import UNet2DConditionModel
+
+    import engine.single_file
+    from engine.models import load_model
+    from engine.params import EditParams
+    from engine.session import EditSession
+
+    if family == "sd1":
+        unet, vae, text = _tiny_components("sd1", in_channels=9)
+        ldm = to_ldm(unet, vae, text, "sd1")
+        folder = _as_shipped(_config_folder(tmp_path, "sd1", unet, vae, text))
+        originals = (unet, vae, text)
+    else:
+        torch.manual_seed(0)
+        m = tiny_sdxl
+        unet = UNet2DConditionModel(**{**m.unet.config, "in_channels": 9}).eval()
+        ldm = sdxl_to_ldm(unet, m.vae, m.text_encoder, m.text_encoder_2)
+        folder = tmp_path / "configs-sdxl"
+        shutil.copytree(tiny_sdxl_path, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+        originals = (unet, m.vae, m.text_encoder)
+    path = tmp_path / f"tiny-{family}-inpainting.safetensors"
+    save_file({k: v.to(torch.float16).contiguous() for k, v in ldm.items()}, str(path))
+    assert detect_family(path) == family
+    pipe = load_single_file(path, dtype=torch.float32, config_folder=folder)
+    assert type(pipe).__name__.endswith("InpaintPipeline") and pipe.unet.config.in_channels == 9
+    for ours, theirs in zip(originals, (pipe.unet, pipe.vae, pipe.text_encoder)):
+        _params_equal(ours, theirs)
+    assert json.loads((folder / "unet" / "config.json").read_text())["in_channels"] == 4  # untouched
+
+    if family == "sd1":
+        return  # its tiny text encoder has real widths but not the CLIP vocabulary: no prompts
+    monkeypatch.setattr(engine.single_file, "config_folder_for", lambda family: folder)
+    model = load_model(str(path), device="cpu")
+    rgb = (np.arange(64 * 64 * 3) % 251).astype(np.uint8).reshape(64, 64, 3)
+    mask = np.zeros((64, 64), np.float32)
+    mask[16:48, 16:48] = 1
+    session = EditSession(model, rgb)
+    assert session.backbone.inpainting
+    [result] = session.run("blended", "", "a dog", mask,
+                           EditParams(steps=3, seed=2, resolution=64, feather=0), {"candidates": 1})
+    np.testing.assert_array_equal(result.image[mask == 0], rgb[mask == 0])
+    assert np.any(result.image[mask == 1] != rgb[mask == 1])
