@@ -64,7 +64,8 @@ def check(f: dataclasses.Field, value) -> None:
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
         raise InputError(f"{name} must be a number from {low} to {high}, got {value!r}", field=name)
     if not low <= value <= high:
-        raise InputError(f"{name} must be from {low} to {high}, got {value}", field=name)
+        auto = f" (or {AUTO}: {f.metadata['auto']})" if f.metadata.get("auto") else ""
+        raise InputError(f"{name} must be from {low} to {high}{auto}, got {value}", field=name)
 
 
 def validate(obj) -> None:

@@ -91,7 +91,7 @@ def _edit(scratch: Path) -> Path:
         raise AssertionError(f"edited photo is {result.image.shape}, the input {photo.rgb.shape}")
     if not {"mask", "encode", "decode"} <= set(steps):
         raise AssertionError(f"progress reported only the stages {sorted(set(steps))}")
-    keep = masks.paste_alpha(result.mask, params.feather) <= 0  # outside the mask and its feather
+    keep = masks.paste_alpha(result.mask, result.params.feather) <= 0  # beyond the mask and its feather
     if not keep.any() or keep.all():
         raise AssertionError(f"the mask covers {result.mask.mean():.0%} of the photo; expected a part of it")
     if not np.array_equal(result.image[keep], photo.rgb[keep]):

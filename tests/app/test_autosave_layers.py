@@ -11,6 +11,7 @@ from desktop_app.document import Document
 from desktop_app.panels.params import ParamsPanel
 from doc_fingerprint import fingerprint
 from engine.params import EditParams
+from engine.results import EditResult
 from test_autosave import busy_document, crash, stroke
 
 
@@ -22,10 +23,10 @@ def test_scribble_paint_layer_and_method_options_round_trip(qtbot, tmp_path):
         doc.stroke_to(*point)
     doc.end_stroke()
     heat = np.linspace(0, 1, 96 * 128, dtype=np.float32).reshape(96, 128)
-    doc.add_result(doc.new_group(), 0, image=doc.base.copy(), mask=np.ones(doc.shape, np.float32),
-                   source="a cat", target="a cat, painted", method="blended",
-                   params=EditParams(seed=5), seconds=2.0,
-                   options={"action": "scribble", "blend_threshold": 0.35}, heatmap=heat)
+    doc.add_result(doc.new_group(), EditResult(
+        image=doc.base.copy(), mask=np.ones(doc.shape, np.float32), heatmap=heat, source="a cat",
+        target="a cat, painted", params=EditParams(seed=5), model_name="tiny", method="blended",
+        options={"action": "scribble", "blend_threshold": 0.35}, seconds=2.0))
     panel = ParamsPanel()
     qtbot.addWidget(panel)
     panel.set_method("blended")
@@ -54,10 +55,11 @@ def test_an_applied_extend_result_of_another_size_round_trips(qtbot, tmp_path):
     doc = busy_document(qtbot)
     big = np.zeros((96 + 20, 128 + 32, 3), np.uint8)
     big[10:106, 16:144] = doc.base
-    entry = doc.add_result(doc.new_group(), 0, image=big, mask=np.ones(big.shape[:2], np.float32),
-                           source="a cat", target="a cat in a wider room", method="blended",
-                           params=EditParams(seed=8), seconds=3.0,
-                           options={"action": "extend", "extend_left": 16, "extend_top": 10})
+    entry = doc.add_result(doc.new_group(), EditResult(
+        image=big, mask=np.ones(big.shape[:2], np.float32), heatmap=None, source="a cat",
+        target="a cat in a wider room", params=EditParams(seed=8), model_name="tiny",
+        method="blended", options={"action": "extend", "extend_left": 16, "extend_top": 10},
+        seconds=3.0))
     doc.apply_entry(entry.id)
     assert doc.size == (160, 116) and doc.photo.alpha.shape == (116, 160)
     stroke(doc, "add", [(150, 110)])  # a stroke on the new canvas

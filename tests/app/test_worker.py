@@ -8,6 +8,7 @@ import pytest
 from desktop_app.worker import EditRequest, LoadModelRequest, MaskRequest
 from engine.errors import InputError
 from engine.params import EditParams
+from engine.results import EditResult
 from engine.runs import RunRequest
 
 FAST = EditParams(steps=10, strength=0.5, mask_samples=3)
@@ -36,7 +37,7 @@ def test_edit_runs_on_the_worker_thread_and_reports(qtbot, engine_controller, ph
     assert [r.params.seed for r in results] == [4, 5]
     assert results[0].heatmap is not None  # no mask given: found first
     assert stages[:3] == ["mask"] * 3 and "encode" in stages and stages[-1] == "decode"
-    assert results[0].metadata()["parameters"].startswith("a cat -> a dog")
+    assert results[0].metadata()["parameters"].startswith("a dog\nNegative prompt: a cat\n")
     assert not engine_controller.busy
 
 

@@ -47,7 +47,7 @@ def test_inpaint_keeps_outside_pixels_and_costs_two_evals_per_step_per_candidate
                                           {"candidates": 2})
     assert len(results) == 2
     assert unet.evaluations == 2 * 6 * 2  # CFG, all 6 steps from noise, 2 candidates
-    keep = _outside(box, FAST.feather)
+    keep = _outside(box, results[0].params.feather)  # the photo's feather (FAST's is Auto)
     for result in results:
         assert result.image.shape == cat.rgb.shape and result.image.dtype == np.uint8
         assert np.array_equal(result.image[keep], cat.rgb[keep])
@@ -94,7 +94,7 @@ def test_background_keeps_the_subject_and_replaces_the_rest(tiny_model, cat, box
                                               {"action": "background", "candidates": 1})[0]
     background = masks.invert(box)
     assert np.array_equal(result.mask, background)
-    keep = _outside(background, FAST.feather)
+    keep = _outside(background, result.params.feather)
     assert keep[box > 0].mean() > 0.8 and not keep[box == 0].any()
     assert np.array_equal(result.image[keep], cat.rgb[keep])
     assert _changed(result.image[box == 0], cat.rgb[box == 0]) > 0.5
@@ -149,7 +149,7 @@ def test_scribble_starts_from_the_painted_photo_at_the_strength(counted, cat, bo
         result = EditSession(model, painted).run("blended", "", "a red ball", box, params,
                                                  {"action": "scribble", "candidates": 1})[0]
         assert unet.evaluations == 2 * 5  # strength 0.5 of 10 steps
-        keep = _outside(box, params.feather)
+        keep = _outside(box, result.params.feather)
         assert np.array_equal(result.image[keep], cat.rgb[keep])
         images.append(result.image)
     assert _changed(images[0][box > 0], images[1][box > 0]) > 0.5

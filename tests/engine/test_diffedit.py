@@ -121,7 +121,7 @@ def test_large_photo_works_at_the_native_area_and_keeps_full_size(tiny_model):
     small_result = EditSession(tiny_model, small).edit("", "a dog", mask[::8, ::8].copy(), FAST)
     assert big_result.stats["working_size"] == small_result.stats["working_size"]
     assert big_result.image.shape == big.shape
-    outside = masks.paste_alpha(mask, FAST.feather) == 0
+    outside = masks.paste_alpha(mask, big_result.params.feather) == 0
     assert np.array_equal(big_result.image[outside], big[outside])
 
 
@@ -153,7 +153,7 @@ def test_long_prompt_is_truncated_with_a_warning_naming_the_dropped_words(tiny_m
 
 @pytest.mark.parametrize("field,value", [
     ("steps", 0), ("strength", 1.5), ("guidance", -1.0), ("mask_threshold", 2.0),
-    ("mask_samples", 0), ("mask_noise", 0.0), ("feather", -1), ("seed", -5), ("eta", 3.0),
+    ("mask_samples", 0), ("mask_noise", 0.0), ("feather", -2), ("seed", -5), ("eta", 3.0),
     ("resolution", 10), ("steps", 2.5),
 ])
 def test_bad_parameters_are_refused_before_any_model_work(counted, cat, field, value):
@@ -175,7 +175,7 @@ def test_big_photo_edits_the_masks_region_at_full_detail_and_caches_it(counted):
     assert left <= 700 and top <= 400 and right >= 780 and bottom >= 460
     assert (right - left) * (bottom - top) < 0.5 * 1200 * 900
     assert result.image.shape == photo.shape
-    outside = masks.paste_alpha(mask, FAST.feather) == 0
+    outside = masks.paste_alpha(mask, result.params.feather) == 0
     assert np.array_equal(result.image[outside], photo[outside])
     assert (result.image[mask > 0] != photo[mask > 0]).any(axis=-1).mean() > 0.5
     # A small refinement stays in the same box: only decoding runs again.

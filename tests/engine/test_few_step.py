@@ -100,6 +100,6 @@ def test_a_few_step_auto_mask_edit_costs_12_unet_evaluations(few_step_sdxl, phot
         handle.remove()
     assert sum(calls) == 12 == result.stats["unet_evals_total"]
     assert result.stats["unet_evals"] == {"mask": 4, "encode": 4, "decode": 4}
-    kept = masks.paste_alpha(result.mask, FEW.feather) == 0
+    kept = masks.paste_alpha(result.mask, result.params.feather) == 0
     assert kept.any() and np.array_equal(result.image[kept], photo[kept])
     assert not np.array_equal(result.image, photo)

@@ -93,7 +93,7 @@ def test_the_decoding_sees_the_mask_and_the_photo_around_it(inpainting_model, ph
     assert torch.allclose(seen[-1][0, 5:], masked, atol=1e-5)
     if method == "diffedit":  # the encoding before it saw the whole picture over grey
         assert all(bool((inputs[:, 4] == 1).all()) for inputs in seen[:FAST.encode_steps])
-    kept = masks.paste_alpha(results[0].mask, FAST.feather) == 0
+    kept = masks.paste_alpha(results[0].mask, results[0].params.feather) == 0
     assert kept.any() and np.array_equal(results[0].image[kept], photo[kept])
     assert not np.array_equal(results[0].image, photo)
 

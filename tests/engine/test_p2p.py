@@ -247,7 +247,7 @@ def test_local_blend_returns_its_mask_and_keeps_everything_outside(tiny_model, c
     assert result.heatmap.min() >= 0 and result.heatmap.max() == pytest.approx(1.0, abs=1e-3)
     assert np.array_equal(result.mask, masks.threshold(result.heatmap, 0.7))
     assert 0.05 < result.mask.mean() < 0.95
-    outside = masks.paste_alpha(result.mask, FAST.feather) == 0
+    outside = masks.paste_alpha(result.mask, result.params.feather) == 0
     assert np.array_equal(result.image[outside], cat.rgb[outside])
     assert (result.image[result.mask > 0] != cat.rgb[result.mask > 0]).any()
     # In the latent, outside the final blend mask the target branch is the source branch exactly.
@@ -273,7 +273,7 @@ def test_user_mask_replaces_the_attention_mask_and_is_pasted_back_through(tiny_m
     result = EditSession(tiny_model, cat).run("p2p", SOURCE, "a photo of a dog on a sofa", mask,
                                               FAST, {"blend_words": "cat dog"})[0]
     assert result.heatmap is None and np.array_equal(result.mask, mask)
-    outside = masks.paste_alpha(mask, FAST.feather) == 0
+    outside = masks.paste_alpha(mask, result.params.feather) == 0
     assert np.array_equal(result.image[outside], cat.rgb[outside])
     assert (result.image[mask > 0] != cat.rgb[mask > 0]).any(axis=-1).mean() > 0.5
 

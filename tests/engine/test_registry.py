@@ -22,8 +22,9 @@ def test_every_edit_parameter_is_described_and_its_range_is_what_validation_enfo
             EditParams().replace(**{name: high}).validate()
             step = 1 if kind is int else 1e-3
             for bad in (low - step, high + step):
-                if bad == 0 and f.metadata["zero"]:
-                    continue
+                if (bad == 0 and f.metadata["zero"]) or (bad == fields.AUTO and f.metadata["auto"]):
+                    EditParams().replace(**{name: bad}).validate()  # a special value
+                    bad = bad - step  # the one below it is refused
                 with pytest.raises(InputError, match=f"^{name} must be from {low} to {high}"):
                     EditParams().replace(**{name: bad}).validate()
         elif kind is bool:

@@ -81,7 +81,7 @@ def test_scribble_paint_is_laid_over_the_photo_and_keyed_by_its_pixels(tiny_mode
     painted = scribble_photo(cat.rgb, paint, coverage, box)
     [alone] = EditSession(tiny_model, painted).run("blended", "", "a red ball", box, FAST, options)
     assert result.image.tobytes() == alone.image.tobytes()
-    outside = masks.grow(box, FAST.feather + 1) == 0  # beyond the pasted-back feather
+    outside = masks.grow(box, result.params.feather + 1) == 0  # beyond the pasted-back feather
     assert np.array_equal(result.image[outside], cat.rgb[outside])
 
 

@@ -136,7 +136,7 @@ def test_identical_texts_give_an_all_zero_heatmap(tiny_sdxl, photo):
 def test_outside_the_mask_every_pixel_is_the_original(tiny_sdxl, photo, box, method, options):
     [result] = EditSession(tiny_sdxl, _start(photo, box, options)).run(
         method, "a cat", "a dog", box, FAST, options)
-    kept = _kept(result, box, options, FAST.feather)
+    kept = _kept(result, box, options, result.params.feather)
     assert kept.mean() > 0.15 and np.array_equal(result.image[kept], photo[kept])
     assert not np.array_equal(result.image, photo)
 
@@ -239,5 +239,5 @@ def test_every_method_runs_in_bfloat16_on_the_cpu(bf16_sdxl, photo, box, method,
         method, source, "a photo of a dog" if method == "p2p" else "a dog", mask, params, options)
     assert result.image.shape == photo.shape and not np.array_equal(result.image, photo)
     if mask is not None:
-        kept = _kept(result, box, options, params.feather)
+        kept = _kept(result, box, options, result.params.feather)
         assert np.array_equal(result.image[kept], photo[kept])
