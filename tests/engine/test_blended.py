@@ -90,7 +90,7 @@ def test_candidates_beyond_one_batch_are_split_into_calls_and_progress_counts_th
 
 
 def test_background_keeps_the_subject_and_replaces_the_rest(tiny_model, cat, box):
-    result = EditSession(tiny_model, cat).run("blended", "", "a beach", box, FAST,
+    result = EditSession(tiny_model, cat).run("blended", "", "a beach", box, FAST.replace(feather=4),
                                               {"action": "background", "candidates": 1})[0]
     background = masks.invert(box)
     assert np.array_equal(result.mask, background)
