@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
 from desktop_app import undo
+from desktop_app.refold import Refolded, Refolder
 from desktop_app.methods import extension
 from desktop_app.mask_layers import (MaskLayers, PaintLayer, Rect, Segment, apply_strokes, bbox,
                                      fold, place, segment_coverage, union)
@@ -87,6 +88,14 @@ class Document(QObject):
         self.paint: PaintLayer | None = None  # scribble colours (None until the first paint stroke)
         self._composed: np.ndarray | None = None
         self._prefix: np.ndarray | None = None  # composed mask before the top segment's strokes
+        # Re-thresholding runs on a thread of its own: _composed is folded at _levelled, which
+        # trails self.threshold while a job runs; _version counts every other mask change, so a
+        # job that started before one is dropped.
+        self._levelled = self.threshold
+        self._version = 0
+        self._ranges = None  # the heatmap's tile ranges (mask_layers.HeatmapRanges), per heatmap
+        self._refolder = Refolder(self)
+        self._refolder.finished.connect(self._on_refolded)
         self.history: list[HistoryEntry] = []
         self.results = ResultStore()  # keeps the history's arrays within a memory budget
         self.preview_id: int | None = None
@@ -164,7 +173,14 @@ class Document(QObject):
 
     @property
     def composed(self) -> np.ndarray:
-        """The mask as it is now, (H, W) float32 in [0, 1]. Do not modify."""
+        """The mask at the current threshold, (H, W) float32 in [0, 1] (waits for a re-threshold
+        still running). Do not modify."""
+        self.settle()
+        return self._composed
+
+    @property
+    def shown_mask(self) -> np.ndarray:
+        """The mask as the canvas shows it: one running re-threshold behind at most. Never waits."""
         return self._composed
 
     @property
@@ -172,19 +188,22 @@ class Document(QObject):
         return self.mask.heatmap
 
     def has_mask(self) -> bool:
-        return self.mask.heatmap is not None or bool(self._composed is not None and self._composed.any())
+        return self.mask.heatmap is not None or bool(self._composed is not None and self.composed.any())
 
     def mask_for_engine(self) -> np.ndarray | None:
         """None when nothing is there yet (the engine then finds a mask first)."""
-        return self._composed.copy() if self.has_mask() else None
+        return self.composed.copy() if self.has_mask() else None
 
     def _refold(self) -> None:
+        self._version += 1
+        self._levelled = self.threshold
         if self.base is None:
             self._composed = self._prefix = None
             return
         self._prefix, self._composed = fold(self.mask, self.threshold, self.shape)
 
     def _recompose_region(self, rect: Rect) -> None:
+        self._version += 1
         x, y, w, h = rect
         seg = self.mask.segments[-1]
         sl = np.s_[y:y + h, x:x + w]
@@ -197,17 +216,57 @@ class Document(QObject):
     # ------------------------------------------------------------------ mask: threshold
 
     def set_threshold(self, level: float) -> None:
-        """Re-threshold the heatmap instantly; strokes and operations are kept. The panel's
-        slider and spin box write through here and show what threshold_changed says."""
+        """Re-threshold the heatmap, keeping strokes and operations. The level is set at once (the
+        panel's slider and spin box write through here and show what threshold_changed says);
+        the mask follows from a thread of its own, so dragging the slider never blocks the window."""
         level = float(level)
         if level == self.threshold:
             return
         self.threshold = level
         self.threshold_changed.emit(level)
-        if self.base is None:
+        self._start_refold()
+
+    def _start_refold(self) -> None:
+        """One job at a time: a slider flick computes the levels current when a job ends, and
+        the last one is always the slider's."""
+        if self.base is None or self._levelled == self.threshold or self._refolder.busy:
             return
-        self._refold()
-        if self.mask.heatmap is not None:
+        layers = MaskLayers(self.mask.heatmap, list(self.mask.segments))
+        self._refolder.start(layers, self.shape, self._levelled, self.threshold, self._composed,
+                             self._ranges, self._version)
+
+    def _on_refolded(self, result: Refolded) -> None:
+        self._install(result)
+        self._start_refold()
+
+    def _install(self, result: Refolded) -> None:
+        if result.version != self._version:  # the mask changed under the job: compute anew
+            return
+        self._ranges = result.ranges
+        self._levelled = result.level
+        if result.whole is not None:
+            self._prefix, self._composed = result.whole
+            rects = result.rects
+        else:
+            rects = []
+            for rect, prefix, composed in result.patches:
+                x, y, w, h = rect
+                self._prefix[y:y + h, x:x + w] = prefix
+                self._composed[y:y + h, x:x + w] = composed
+                rects.append(rect)
+        for rect in rects:
+            self.mask_changed.emit(rect)
+
+    def settle(self) -> None:
+        """Bring the mask to the current threshold now: take the running job's result, and
+        fold here if that is not enough."""
+        if self._levelled == self.threshold or self.base is None:
+            return
+        result = self._refolder.wait()
+        if result is not None:
+            self._install(result)
+        if self._levelled != self.threshold:
+            self._refold()
             self.mask_changed.emit(None)
 
     # ------------------------------------------------------------------ mask: strokes

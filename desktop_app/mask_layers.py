@@ -136,3 +136,67 @@ def union(a: Rect | None, b: Rect) -> Rect:
     x0, y0 = min(a[0], b[0]), min(a[1], b[1])
     x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
     return x0, y0, x1 - x0, y1 - y0
+
+
+# ----------------------------------------------------------------------------- re-threshold by tiles
+
+TILE = 64  # re-threshold granularity in px: a slider step recomputes (and redraws) only tiles it reaches
+
+
+@dataclass(frozen=True)
+class HeatmapRanges:
+    """Each tile's lowest and highest heatmap value, so that a threshold move from ``a`` to ``b``
+    visits only the tiles holding a value in (min(a, b), max(a, b)]: a thin band of a smooth map."""
+
+    heatmap: np.ndarray  # the map these ranges are of (compared by identity)
+    low: np.ndarray  # (tile rows, tile columns)
+    high: np.ndarray
+
+    @classmethod
+    def of(cls, heatmap: np.ndarray) -> "HeatmapRanges":
+        rows, cols = (np.arange(0, n, TILE) for n in heatmap.shape)
+        low = np.minimum.reduceat(np.minimum.reduceat(heatmap, rows, axis=0), cols, axis=1)
+        high = np.maximum.reduceat(np.maximum.reduceat(heatmap, rows, axis=0), cols, axis=1)
+        return cls(heatmap, low, high)
+
+    def reached(self, a: float, b: float) -> np.ndarray:
+        """Per tile: may ``heatmap > level`` differ between the levels a and b there?"""
+        lo, hi = min(a, b), max(a, b)
+        return (self.high > lo) & (self.low <= hi)
+
+
+def tile_runs(flags: np.ndarray, shape) -> list[Rect]:
+    """Rectangles (x, y, w, h) in px covering the flagged tiles: one per run of neighbours in a
+    tile row, clipped to ``shape`` (H, W)."""
+    height, width = shape
+    rects = []
+    for row, line in enumerate(flags):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], line.astype(np.int8), [0]))))
+        y = row * TILE
+        for start, stop in zip(edges[::2], edges[1::2]):
+            x, x1 = start * TILE, min(width, stop * TILE)
+            rects.append((int(x), int(y), int(x1 - x), int(min(height, y + TILE) - y)))
+    return rects
+
+
+def changed_tiles(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Per tile: does any pixel differ between two masks of one shape?"""
+    rows, cols = (np.arange(0, n, TILE) for n in old.shape)
+    differ = old != new
+    return np.logical_or.reduceat(np.logical_or.reduceat(differ, rows, axis=0), cols, axis=1)
+
+
+def rethreshold_patches(layers: MaskLayers, ranges: HeatmapRanges, old: float, new: float):
+    """For a mask with no operation (one segment) folded at ``old``: the (rect, prefix, composed)
+    patches that make it the fold at ``new``, equal to fold() there; every other pixel keeps its
+    value, because no heatmap value there lies between the two levels."""
+    seg = layers.segments[0]
+    patches = []
+    for rect in tile_runs(ranges.reached(old, new), ranges.heatmap.shape):
+        x, y, w, h = rect
+        sl = np.s_[y:y + h, x:x + w]
+        prefix = masks.threshold(layers.heatmap[sl], new)
+        composed = apply_strokes(prefix, None if seg.added is None else seg.added[sl],
+                                 None if seg.erased is None else seg.erased[sl])
+        patches.append((rect, prefix, composed if composed is not prefix else composed.copy()))
+    return patches

@@ -166,7 +166,7 @@ class Canvas(QGraphicsView):
     def _refresh_mask(self, rect) -> None:
         if not self.doc.has_photo:
             return
-        values = self.doc.heatmap if self.mask_item.show_heatmap else self.doc.composed
+        values = self.doc.heatmap if self.mask_item.show_heatmap else self.doc.shown_mask
         self.mask_item.refresh(values, rect)
 
     # ------------------------------------------------------------------ display options
