@@ -142,6 +142,7 @@ class MainWindow(WindowFiles, QMainWindow):
     def _connect(self) -> None:
         e = self.engine
         e.model_state.connect(self._on_model_state)
+        e.model_methods.connect(self.params.set_methods)
         r = self.runs
         r.running_changed.connect(self._on_running)
         r.stage_text.connect(self.stage_label.setText)

@@ -83,6 +83,14 @@ class EngineBackend:
 
         return ensure_tiny_model()
 
+    def methods(self, model) -> tuple[str, ...]:
+        """The method names the loaded model's backbone runs."""
+        from engine.backbones import for_model
+        from engine.methods import METHODS
+
+        supported = for_model(model).methods
+        return tuple(name for name in METHODS if name in supported)
+
     def EditSession(self, model, photo):  # noqa: N802 - mirrors the engine's class name
         from engine.session import EditSession
 
@@ -123,6 +131,7 @@ class EngineWorker(QObject):
     """Lives on the engine thread; every slot runs there, one request at a time."""
 
     model_state = Signal(str, str)  # state ("loading" | "ready" | "failed"), message
+    model_methods = Signal(object)  # tuple of the method names the loaded model runs
     progress = Signal(object)  # Progress
     preview = Signal(int, object)  # job_id, (h, w, 3) uint8
     mask_ready = Signal(int, object)  # job_id, heatmap (H, W) float32
@@ -179,6 +188,7 @@ class EngineWorker(QObject):
         label = model_label(self.model, request.source)
         if request.source == TINY_MODEL:
             label = "tiny test model (random weights: produces noise)"
+        self.model_methods.emit(self.backend.methods(self.model))
         self.model_state.emit("ready", label)
 
     def _session(self, photo_key: str, photo):
@@ -233,6 +243,7 @@ class EngineController(QObject):
 
     _submit = Signal(object)
     model_state = Signal(str, str)
+    model_methods = Signal(object)
     progress = Signal(object)
     preview = Signal(int, object)
     mask_ready = Signal(int, object)
@@ -250,7 +261,7 @@ class EngineController(QObject):
         self.worker.moveToThread(self._thread)
         self._submit.connect(self.worker.run)
         self.worker.job_finished.connect(self._on_finished)  # first, so `busy` is fresh for views
-        for name in ("model_state", "progress", "preview", "mask_ready", "result_ready",
+        for name in ("model_state", "model_methods", "progress", "preview", "mask_ready", "result_ready",
                      "job_failed", "job_cancelled", "job_finished"):
             getattr(self.worker, name).connect(getattr(self, name))  # queued: receiver is here
         self._jobs = 0

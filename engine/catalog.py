@@ -18,7 +18,7 @@ from engine.errors import ModelError
 from engine.families import folder_family, read_json
 
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v)", "sdxl": "SDXL",
-                "sd3": "SD3.5", "zimage": "Z-Image"}
+                "sd3": "SD3.5", "zimage": "Z-Image", "flux2-klein": "FLUX.2 klein"}
 _COMPONENTS = {"sd": ("unet", "vae", "text_encoder"), "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2")}
 _SCAN_DEPTH = 2  # folder/model or folder/publisher/model; deeper trees are not model libraries
 

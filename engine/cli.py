@@ -230,13 +230,15 @@ def _models() -> int:
     return 0
 
 
-def _params(args) -> EditParams:
-    """EditParams from the flags _add_params made; the others keep the method's own defaults
-    (MethodInfo.default_params)."""
+def _params(args, defaults: EditParams | None = None) -> EditParams:
+    """EditParams from the flags _add_params made; the others keep ``defaults`` (before the model
+    loads: the method's own, MethodInfo.default_params; after: with the model family's too,
+    Backbone.defaults)."""
     given = {name: getattr(args, name) for name in field_table()
              if getattr(args, name, None) is not None}
-    return methods.info(getattr(args, "method", "diffedit")).default_params().replace(
-        **given).validate()
+    if defaults is None:
+        defaults = methods.info(getattr(args, "method", "diffedit")).default_params()
+    return defaults.replace(**given).validate()
 
 
 def _run(args) -> int:
@@ -274,6 +276,11 @@ def _run(args) -> int:
     from engine.session import EditSession
 
     session = EditSession(model, photo)
+    # Unset flags take the family's defaults (a 4-step model's steps are its own).
+    params = _params(args, methods.info(getattr(args, "method", "diffedit")).default_params()
+                     .replace(**session.backbone.defaults))
+    if request is not None:
+        request = dataclasses.replace(request, params=params)
     progress = None if args.quiet else _ProgressBar()
     if args.command == "mask":
         heatmap = session.estimate_mask(args.source, args.target, params, on_step=progress)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine.errors import ModelError
 
-SUPPORTED = "SD 1.x/2.x, SDXL, SD3.5 and Z-Image"
+SUPPORTED = "SD 1.x/2.x, SDXL, SD3.5, Z-Image and FLUX.2 klein"
 # single-file key prefixes of the two SDXL text encoders: CLIP ViT-L, then OpenCLIP ViT-bigG
 SDXL_CLIP_L = "conditioner.embedders.0.transformer."
 SDXL_CLIP_G = "conditioner.embedders.1.model."
@@ -31,6 +31,8 @@ FLOW_PIPELINES = {
     **dict.fromkeys(("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline",
                      "StableDiffusion3InpaintPipeline"), "sd3"),
     **dict.fromkeys(("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"), "zimage"),
+    **dict.fromkeys(("Flux2KleinPipeline", "Flux2KleinInpaintPipeline", "Flux2KleinKVPipeline"),
+                    "flux2-klein"),
 }
 
 

@@ -1,4 +1,5 @@
-"""The flow-matching transformer families (SD3.5, Z-Image): their components and how they fit.
+"""The flow-matching transformer families (SD3.5, Z-Image, FLUX.2 klein): their components and
+how they fit.
 
 Each family's components and their classes are fixed here (a folder's model_index.json names
 classes, but files from outside are data: they choose nothing that runs); engine.models loads
@@ -43,6 +44,9 @@ FAMILIES = {
         TextPart("text_encoder_3", "T5EncoderModel", "tokenizer_3", "T5TokenizerFast"))),
     "zimage": FlowFamily("Z-Image", "ZImageTransformer2DModel", (
         TextPart("text_encoder", "Qwen3Model", "tokenizer", "Qwen2TokenizerFast"),)),
+    "flux2-klein": FlowFamily("FLUX.2 klein", "Flux2Transformer2DModel", (
+        TextPart("text_encoder", "Qwen3ForCausalLM", "tokenizer", "Qwen2TokenizerFast"),),
+        vae="AutoencoderKLFlux2"),
 }
 
 
@@ -50,7 +54,8 @@ def check_widths(name: str, family: str, configs: dict) -> None:
     """Refuse components that do not fit together (from their configs, before any weight):
     latent channels, and the text features the transformer reads."""
     transformer, vae = configs["transformer"], configs["vae"]
-    if transformer.get("in_channels") != vae.get("latent_channels"):
+    patch = 4 if family == "flux2-klein" else 1  # FLUX.2 packs 2x2 latent patches as channels
+    if transformer.get("in_channels") != patch * (vae.get("latent_channels") or 0):
         raise ModelError(f"{name}: the transformer takes {transformer.get('in_channels')} latent "
                          f"channels but the VAE gives {vae.get('latent_channels')}; the "
                          "components do not belong together")
@@ -62,6 +67,8 @@ def check_widths(name: str, family: str, configs: dict) -> None:
                              "the components do not belong together")
         pooled = sum(configs[f].get("projection_dim") or 0 for f in ("text_encoder", "text_encoder_2"))
         expected = {"joint_attention_dim": t5, "pooled_projection_dim": pooled}
+    elif family == "flux2-klein":  # three of the Qwen3 encoder's layers side by side
+        expected = {"joint_attention_dim": 3 * (configs["text_encoder"].get("hidden_size") or 0)}
     else:
         expected = {"cap_feat_dim": configs["text_encoder"].get("hidden_size")}
     for key, value in expected.items():

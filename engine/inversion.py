@@ -1,7 +1,11 @@
 """DDIM schedule arithmetic and DDIM inversion (deterministic encoding of a latent to noise).
 
-Methods work in noise (epsilon) space through ``RunContext.predict_noise``; this module only
-knows the schedule: which timesteps a run visits and the cumulative alphas at each.
+The methods are written against what a schedule offers: ``timesteps``, ``tail``, ``previous``,
+``timestep_at``, ``level`` (the noise level a prediction is converted at), ``noised`` (the
+forward process), ``predict`` (the model's prediction in the space ``step`` takes) and ``step``.
+``Schedule`` is DDIM's over a DDPM training schedule, in noise (epsilon) space;
+engine.flow.FlowSchedule is the flow-matching one, in velocity space. ``ddim_invert`` runs on
+either (on a flow schedule it is the flow-ODE inversion).
 """
 
 from __future__ import annotations
@@ -61,6 +65,28 @@ class Schedule:
         last = len(self.alphas_cumprod) - 1
         return max(0, min(last, round(ratio * last)))
 
+    def level(self, t: int) -> float:
+        """The noise level predictions at ``t`` are converted at: the cumulative alpha."""
+        return self.alpha(t)
+
+    def noised(self, z0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
+        """``z0`` noised to timestep ``t`` with ``noise`` (the forward process)."""
+        return add_noise(z0, noise, self.alpha(t))
+
+    def predict(self, ctx, latents: torch.Tensor, t: int, cond, **kwargs) -> torch.Tensor:
+        """The noise predicted at ``latents`` read as being at ``t``: what ``step`` takes."""
+        return ctx.predict_noise(latents, t, cond, self.alpha(t), **kwargs)
+
+    def step(self, x: torch.Tensor, eps: torch.Tensor, t: int, t_next: int, eta: float = 0.0,
+             noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` moved from timestep ``t`` to ``t_next`` along ``eps`` (ddim_step)."""
+        return ddim_step(x, eps, self.alpha(t), self.alpha(t_next), eta, noise)
+
+
+def add_noise(z0: torch.Tensor, noise: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``z0`` noised to cumulative-alpha level ``alpha`` (the forward process, with ``noise``)."""
+    return alpha**0.5 * z0 + (1.0 - alpha) ** 0.5 * noise
+
 
 def ddim_step(x: torch.Tensor, eps: torch.Tensor, alpha_t: float, alpha_next: float,
               eta: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -91,10 +117,8 @@ def ddim_invert(ctx, z0: torch.Tensor, schedule: Schedule, count: int,
     x = z0
     ascending = list(reversed(schedule.tail(count)))
     for index, t in enumerate(ascending):
-        alpha_from = schedule.alpha(schedule.previous(t))
-        alpha_to = schedule.alpha(t)
-        eps = ctx.predict_noise(x, t, embeddings, alpha_to)  # the UNet reads x as being at t
-        x = ddim_step(x, eps, alpha_from, alpha_to)
+        prediction = schedule.predict(ctx, x, t, embeddings)  # the model reads x as being at t
+        x = schedule.step(x, prediction, schedule.previous(t), t)
         trajectory.append(x)
         ctx.step(index + 1, count)
     return trajectory

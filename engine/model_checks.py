@@ -165,11 +165,15 @@ def check_tokenizer_length(length, text_positions: int, label: str) -> None:
                          f"reads at most {text_positions} tokens; set it to {text_positions}")
 
 
+_INTEGER_BUFFERS = ("position_ids", "num_batches_tracked")
+
+
 def check_dtypes(dtypes: dict[str, str], label: str) -> None:
     """Weights must be floats: integer, boolean or 8-bit float tensors (quantized or damaged
-    files) would be cast silently into noise. Integer position ids are index buffers, not weights."""
+    files) would be cast silently into noise. Integer position ids are index buffers, and a
+    batch norm's step counter (FLUX.2's VAE) a count, not weights."""
     for key, dtype in dtypes.items():
-        if dtype in FLOAT_DTYPES or (key.endswith("position_ids") and dtype.startswith(("I", "U"))):
+        if dtype in FLOAT_DTYPES or (key.endswith(_INTEGER_BUFFERS) and dtype.startswith(("I", "U"))):
             continue
         words = _DTYPE_WORDS.get(dtype, dtype)
         raise ModelError(f"{label}: the tensor {key} is stored as {dtype} ({words}); DiffEdit "

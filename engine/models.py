@@ -60,6 +60,8 @@ class LoadedModel:
     transformer: object = None
     text_encoder_3: object = None
     tokenizer_3: object = None
+    distilled: bool = False  # FLUX.2 klein's is_distilled: guidance built in, no CFG
+    preview_map: object = None  # flow families' latent-to-RGB preview map, fitted on first use
 
     @property
     def vae_scale_factor(self) -> int:
@@ -191,6 +193,11 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
 
         return _load_folder(ensure_tiny_sdxl(), "tiny SDXL (random weights)", torch_device,
                             torch_dtype, allow_pickle)
+    if source == "tiny-flux2":
+        from engine.tiny_model import ensure_tiny_flux2
+
+        return _load_folder(ensure_tiny_flux2(), "tiny FLUX.2 klein (random weights)",
+                            torch_device, torch_dtype, allow_pickle)
     if source in ("tiny-sd3", "tiny-zimage"):
         from engine import tiny_flow_models
 
@@ -462,7 +469,8 @@ def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
         vae=modules["vae"], text_encoder=encoders[0], tokenizer=tokenizers[0],
         text_encoder_2=encoders[1], tokenizer_2=tokenizers[1], text_encoder_3=encoders[2],
         tokenizer_3=tokenizers[2], scheduler_config=dict(scheduler_config), device=device,
-        dtype=dtype, family=family, prediction_type="flow", notes=notes)
+        dtype=dtype, family=family, prediction_type="flow", notes=notes,
+        distilled=bool(_read_json(folder / "model_index.json").get("is_distilled", False)))
 
 
 def _folder_family(folder: Path, name: str) -> str:

@@ -1,9 +1,10 @@
 """One run's plumbing: model calls that count, poll for cancel and report progress; stage timing.
 
-Every method calls the model through ``RunContext.predict_noise`` so that sample-evaluations
-are counted per stage, ``should_stop()`` is polled before every call, and the backbone's native
-prediction is turned into noise in one place (the methods work in noise space); guidance goes
-through ``RunContext.guide``, the backbone's one formula.
+Every method calls the model through ``RunContext.predict_noise`` (or, on flow-matching models,
+``predict_velocity``; the schedule's ``predict`` picks) so that sample-evaluations are counted
+per stage, ``should_stop()`` is polled before every call, and the backbone's native prediction
+is turned into noise in one place; guidance goes through ``RunContext.guide``, the backbone's
+one formula.
 """
 
 from __future__ import annotations
@@ -65,9 +66,7 @@ class RunContext:
                           content: tuple[int, int] | None) -> None:
         """Report a step with a cheap RGB preview of ``latents`` (made only if someone listens)."""
         if self.on_step is not None:
-            from engine.preview import latent_preview
-
-            self.on_step(self.stage, index, total, latent_preview(latents, content))
+            self.on_step(self.stage, index, total, self.backbone.preview(latents, content))
 
     @torch.no_grad()
     def predict_noise(self, latents: torch.Tensor, timestep: int, cond, level: float,
@@ -78,6 +77,17 @@ class RunContext:
         of ``latents``, or batch 1 (broadcast); ``level`` is the noise level the latents are at
         (the cumulative alpha at ``timestep`` for DDPM models).
         """
+        return self.backbone.to_noise(self._predict(latents, timestep, cond, **kwargs), latents, level)
+
+    @torch.no_grad()
+    def predict_velocity(self, latents: torch.Tensor, timestep, cond, **kwargs) -> torch.Tensor:
+        """A flow-matching backbone's velocity for a batch, in float32 (as predict_noise)."""
+        if self.backbone.prediction_type != "flow":
+            raise ValueError(f"a {self.backbone.prediction_type} model predicts no velocity")
+        return self._predict(latents, timestep, cond, **kwargs)
+
+    def _predict(self, latents: torch.Tensor, timestep, cond, **kwargs) -> torch.Tensor:
+        """The backbone's native output: counted per stage, after polling for cancel."""
         self.check()
         batch = latents.shape[0]
         cond = as_conditioning(cond)
@@ -85,7 +95,7 @@ class RunContext:
             cond = cond.expand(batch)
         out = self.backbone.predict(latents, timestep, cond, **kwargs)
         self.unet_evals[self.stage] = self.unet_evals.get(self.stage, 0) + batch
-        return self.backbone.to_noise(out, latents, level)
+        return out
 
     def guide(self, unconditional: torch.Tensor, conditional: torch.Tensor,
               scale: float) -> torch.Tensor:

@@ -126,6 +126,11 @@ class EditSession:
         params = self.resolved(params)
         parsed = methods.check_inputs(method, source, target, mask, params, options,
                                       methods.PAINT_IN_PHOTO)
+        self.check_supported(method)
+        if self.backbone.distilled and params.guidance != 1.0:
+            self.warnings.append(f"guidance {params.guidance:g} was ignored: {self.backbone.title} "
+                                 "is step-distilled (its guidance is built in)")
+            params = params.replace(guidance=1.0)
         source, target = (source or "").strip(), target.strip()
         if mask is not None:
             mask = self.check_mask(mask)
@@ -139,9 +144,20 @@ class EditSession:
             result.stats["seconds"]["total"] = total
         return results
 
+    def check_supported(self, method: str) -> None:
+        """InputError when the loaded model's backbone cannot run ``method``."""
+        backbone = self.backbone
+        if method not in backbone.methods:
+            usable = [name for name in methods.METHODS if name in backbone.methods]
+            title = getattr(backbone, "title", backbone.family)
+            choose = f"choose {', '.join(usable)}" if usable else "no editing method runs on them yet"
+            raise InputError(f"{methods.info(method).title} does not run on {title} models; "
+                             f"{choose}", field="method")
+
     def default_params(self, method: str = "diffedit") -> EditParams:
-        """The method's own defaults (``MethodInfo.default_params``) as this photo runs them."""
-        return self.resolved(methods.info(method).default_params())
+        """The method's own defaults (``MethodInfo.default_params``) with the family's
+        (``Backbone.defaults``: a 4-step model's steps), as this photo runs them."""
+        return self.resolved(methods.info(method).default_params().replace(**self.backbone.defaults))
 
     def resolved(self, params: EditParams) -> EditParams:
         """``params`` with an AUTO feather replaced by this photo's (``geometry.default_feather``
@@ -263,9 +279,11 @@ class EditSession:
         result.stats["region"] = [left, top, right, bottom]
         return dataclasses.replace(result, image=image, mask=mask, heatmap=heatmap)
 
-    def schedule(self, steps: int) -> Schedule:
-        """The schedule of a ``steps``-step run on this backbone (cached)."""
-        return self._schedules.get_or(steps, lambda: self.backbone.schedule(steps))
+    def schedule(self, steps: int, geometry: WorkingGeometry | None = None) -> Schedule:
+        """The schedule of a ``steps``-step run on this backbone at ``geometry`` (cached; flow
+        models shift their schedule by the latent's size, DDPM models ignore it)."""
+        size = None if geometry is None else geometry.latent_size
+        return self._schedules.get_or((steps, size), lambda: self.backbone.schedule(steps, size))
 
     def geometry(self, params: EditParams) -> WorkingGeometry:
         backbone = self.backbone
@@ -317,7 +335,7 @@ class EditSession:
 
         def build():
             with ctx.timed("mask"):
-                schedule = self.schedule(params.steps)
+                schedule = self.schedule(params.steps, geometry)
                 heat = diffedit.estimate_heatmap(
                     ctx, schedule, self.image_latent(geometry), self.embed(source),
                     self.embed(target), params.mask_samples, params.mask_noise, params.seed,

@@ -1,4 +1,5 @@
-"""Tiny random-weight SD and SDXL models, built deterministically and saved in diffusers layout.
+"""Tiny random-weight SD, SDXL and FLUX.2 klein models, built deterministically and saved in
+diffusers layout.
 
 They exist so that the whole workflow (loading, mask, encoding, decoding, paste-back) can be run
 and tested without real weights or a GPU. Their pictures are noise. They have the real CLIP
@@ -6,6 +7,10 @@ tokenizers and SD's noise schedule, a VAE that downsamples by 8 like SD's, and a
 128 px. The SDXL one keeps SDXL's shape: two text encoders (the second with a projection that
 gives the pooled embedding), the text-time addition embedding, three UNet levels of which the
 first has no attention, a deeper transformer at the lowest level, and the SDXL VAE's scale.
+The klein one keeps FLUX.2 klein's shape: a Qwen3 text encoder read at layers 9, 18 and 27 with
+a byte-level BPE tokenizer and Qwen's chat template (built offline), the FLUX.2 VAE (downsamples
+by 8, latent batch-norm statistics set away from 0 and 1 so the normalisation is exercised), 2x2
+latent patches, a double- and a single-stream transformer block, klein's flow scheduler config.
 """
 
 from __future__ import annotations
@@ -20,6 +25,24 @@ from engine.config import cache_dir
 
 TINY_VERSION = 1  # bump when the architecture below changes, so cached copies are rebuilt
 TINY_SDXL_VERSION = 1  # likewise for the SDXL one
+TINY_FLUX2_VERSION = 1  # likewise for the FLUX.2 klein one
+# FLUX.2 klein's scheduler config (FlowMatchEulerDiscreteScheduler; the pipeline computes mu).
+FLUX2_SCHEDULER = dict(
+    num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+    base_image_seq_len=256, max_image_seq_len=4096, time_shift_type="exponential",
+)
+# The text the tiny klein tokenizer learns its merges from (any English works; these are the
+# tests' words, so they become whole tokens as real words are in Qwen's vocabulary).
+_CORPUS = ("a photo of a cat on a sofa", "a dog on a sofa", "a bowl of fruits", "a bowl of pears",
+           "a red car in the street", "the sky above the sea", "a person with a hat")
+_QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+# Qwen3's chat template, reduced to what the klein pipeline renders: one user message, the
+# assistant's turn opened, thinking switched off (an empty think block).
+_QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{% endif %}{% endif %}")
 SD_SCHEDULER = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
     clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
@@ -34,6 +57,10 @@ def default_sdxl_folder() -> Path:
     return cache_dir() / f"tiny-random-sdxl-v{TINY_SDXL_VERSION}"
 
 
+def default_flux2_folder() -> Path:
+    return cache_dir() / f"tiny-random-flux2-klein-v{TINY_FLUX2_VERSION}"
+
+
 def ensure_tiny_model(folder: Path | None = None) -> Path:
     """Return the folder of the tiny model, building it first if it is not there yet."""
     return _ensure(Path(folder) if folder is not None else default_folder(), build_tiny_model)
@@ -42,6 +69,11 @@ def ensure_tiny_model(folder: Path | None = None) -> Path:
 def ensure_tiny_sdxl(folder: Path | None = None) -> Path:
     """Return the folder of the tiny SDXL model, building it first if it is not there yet."""
     return _ensure(Path(folder) if folder is not None else default_sdxl_folder(), build_tiny_sdxl)
+
+
+def ensure_tiny_flux2(folder: Path | None = None) -> Path:
+    """Return the folder of the tiny FLUX.2 klein model, building it first if it is not there."""
+    return _ensure(Path(folder) if folder is not None else default_flux2_folder(), build_tiny_flux2)
 
 
 def _ensure(folder: Path, build) -> Path:
@@ -179,6 +211,75 @@ def build_tiny_sdxl(folder: Path, *, sample_size: int = 16, text_widths=(32, 48)
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     return folder
+
+
+def build_tiny_flux2(folder: Path, *, sample_size: int = 128, text_width: int = 16,
+                     latent_channels: int = 4) -> Path:
+    """Build a tiny FLUX.2 klein (step-distilled, as klein 4B) under ``torch.manual_seed(0)``
+    and save it (safetensors) in ``folder``, laid out as black-forest-labs/FLUX.2-klein-4B is."""
+    import torch
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from engine.libraries import quiet_libraries
+
+    quiet_libraries()
+    folder = Path(folder)
+    tokenizer = _qwen_tokenizer()
+    torch.manual_seed(0)
+    # The pipeline stacks the encoder's hidden states 9, 18 and 27: 27 layers are the fewest.
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=2 * text_width,
+        num_hidden_layers=27, num_attention_heads=2, num_key_value_heads=2, head_dim=8,
+        max_position_embeddings=512, tie_word_embeddings=True)).eval()
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=4 * latent_channels, num_layers=1, num_single_layers=1,
+        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=3 * text_width,
+        timestep_guidance_channels=256, axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False).eval()
+    vae = AutoencoderKLFlux2(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32),
+        layers_per_block=1, latent_channels=latent_channels, norm_num_groups=8,
+        sample_size=sample_size).eval()
+    with torch.no_grad():  # latent statistics as a trained VAE's: not the identity
+        vae.bn.running_mean.copy_(0.3 * torch.randn(vae.bn.running_mean.shape))
+        vae.bn.running_var.copy_(0.5 + torch.rand(vae.bn.running_var.shape))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    FlowMatchEulerDiscreteScheduler(**FLUX2_SCHEDULER).save_pretrained(folder / "scheduler")
+    index = {
+        "_class_name": "Flux2KleinPipeline",
+        "_diffusers_version": "0.42.1",
+        "is_distilled": True,
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "Qwen3ForCausalLM"],
+        "tokenizer": ["transformers", "Qwen2TokenizerFast"],
+        "transformer": ["diffusers", "Flux2Transformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKLFlux2"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    return folder
+
+
+def _qwen_tokenizer():
+    """A Qwen2-style tokenizer (byte-level BPE, Qwen's special tokens and chat template) whose
+    merges are learnt from a few sentences, offline."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import Qwen2TokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(_CORPUS * 4, vocab_size=400, min_frequency=1, show_progress=False)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(pair) if isinstance(pair, list) else tuple(pair.split(" ")) for pair in model["merges"]]
+    tokenizer = Qwen2TokenizerFast(vocab=model["vocab"], merges=merges,
+                                   model_max_length=512)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(_QWEN_SPECIALS[1:])})
+    tokenizer.chat_template = _QWEN_CHAT_TEMPLATE
+    return tokenizer
 
 
 def _tiny_vae(sample_size: int, **config):

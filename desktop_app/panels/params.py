@@ -362,6 +362,21 @@ class ParamsPanel(QWidget):
         if self.method.findData(method) >= 0:
             self.method.setCurrentIndex(self.method.findData(method))
 
+    def set_methods(self, names) -> None:
+        """The menu lists only ``names``: the methods the loaded model's backbone runs (a
+        FLUX.2 klein model runs DiffEdit, Blended and SDEdit). A chosen method the model cannot
+        run gives way to the first it can."""
+        allowed = set(names)
+        items = self.method.model()
+        for index in range(self.method.count()):
+            supported = self.method.itemData(index) in allowed
+            items.item(index).setEnabled(supported)
+            self.method.view().setRowHidden(index, not supported)
+        if self.method.currentData() not in allowed:
+            first = next((i for i in range(self.method.count()) if self.method.itemData(i) in allowed), -1)
+            if first >= 0:
+                self.method.setCurrentIndex(first)
+
     def set_paint_actions(self, actions) -> None:
         """Tool buttons for scribble's paint layer (the Paint tool, its colour, clearing it)."""
         short = ("Paint", "Colour\u2026", "Clear paint")  # the narrow dock's labels

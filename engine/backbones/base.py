@@ -9,6 +9,12 @@ Noise-space methods (DDIM inversion, masked decoding, the DiffEdit contrast) ask
   eps = sqrt(a) v + sqrt(1 - a) x_t;
 - flow-matching models predict the velocity u = eps - x0 along x_t = (1 - s) x0 + s eps
   (s: the flow time in [0, 1]), so eps = x_t + (1 - s) u.
+
+Sampling methods do not choose a space: they take ``schedule.predict`` (the prediction in the
+space the schedule steps in) and give it to ``schedule.step``; DDPM backbones give an
+engine.inversion.Schedule (noise space), flow backbones an engine.flow.FlowSchedule (velocity
+space: at s = 1 the noise would lose the velocity). A flow backbone subclasses
+engine.backbones.flow.FlowBackbone, which supplies the schedule, the methods and guidance rules.
 """
 
 from __future__ import annotations
@@ -93,19 +99,43 @@ class Backbone:
     """One model family's way of doing what the methods need. Subclasses set the attributes and
     implement the methods below; the defaults here are the SD-like ones.
 
-    Attributes: ``family`` (e.g. "sd1"), ``prediction_type`` ("epsilon" | "v_prediction" |
-    "flow"), ``latent_factor`` (pixels per latent cell per side), ``native_area`` (px^2 the model
-    was trained at), ``size_multiple`` (working sizes are multiples of it, in px),
-    ``max_batch`` (most sample-evaluations per model call), ``tokenizer`` (word-to-token
-    alignment for Prompt-to-Prompt), ``methods`` (the method names it supports).
+    Attributes: ``family`` (e.g. "sd1"), ``title`` (the family as users call it),
+    ``prediction_type`` ("epsilon" | "v_prediction" | "flow"), ``latent_factor`` (pixels per
+    latent cell per side), ``native_area`` (px^2 the model was trained at), ``size_multiple``
+    (working sizes are multiples of it, in px), ``max_batch`` (most sample-evaluations per model
+    call), ``tokenizer`` (word-to-token alignment for Prompt-to-Prompt), ``methods`` (the method
+    names it supports),
+    ``defaults`` (EditParams fields whose default differs on this family: a 4-step model's
+    steps), ``distilled`` (guidance is built into the model: runs sample with guidance 1).
     """
 
-    family: str
+    title: str
     prediction_type: str
     latent_factor: int
-    native_area: int
     size_multiple: int
     methods: frozenset[str]
+    defaults: dict = {}
+    distilled: bool = False
+
+    def __init__(self, model):
+        self.model = model  # engine.models.LoadedModel: read at every call
+
+    @property
+    def family(self) -> str:
+        return getattr(self.model, "family", "sd1")
+
+    @property
+    def native_area(self) -> int:
+        return self.model.native_size**2
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def max_batch(self) -> int:
+        """Most sample-evaluations per model call the memory tier allows (set when it loads)."""
+        return int(getattr(self.model, "max_batch", 0) or 8)
 
     @property
     def native_side(self) -> int:
@@ -135,10 +165,19 @@ class Backbone:
         """(1, C, h, w) latent -> (h*f, w*f, 3) uint8 pixels."""
         raise NotImplementedError
 
+    def preview(self, latents: torch.Tensor, content: tuple[int, int] | None = None):
+        """A cheap (h, w, 3) uint8 RGB look at the first latent of a batch, cropped to
+        ``content`` (columns, rows); here SD's four-channel linear map (engine.preview)."""
+        from engine.preview import latent_preview
+
+        return latent_preview(latents, content)
+
     # ---- sampling
-    def schedule(self, steps: int):
-        """The ``steps``-step schedule (engine.inversion.Schedule for DDPM models); a run of
-        strength r uses its last ``EditParams.encode_steps`` timesteps (``schedule.tail``)."""
+    def schedule(self, steps: int, latent_size: tuple[int, int] | None = None):
+        """The ``steps``-step schedule (engine.inversion.Schedule for DDPM models,
+        engine.flow.FlowSchedule for flow models, whose shift may depend on the ``latent_size``
+        (columns, rows) of the run); a run of strength r uses its last
+        ``EditParams.encode_steps`` timesteps (``schedule.tail``)."""
         raise NotImplementedError
 
     def predict(self, latents: torch.Tensor, timestep, cond: Conditioning, **kwargs) -> torch.Tensor:

@@ -29,16 +29,13 @@ FAMILIES = ("sd1", "sd2")
 
 
 class StableDiffusion(Backbone):
+    title = "Stable Diffusion"
     methods = frozenset({"diffedit", "blended", "sdedit", "p2p", "pnp"})
 
     def __init__(self, model):
-        self.model = model
+        super().__init__(model)
         self._inpaint: tuple[torch.Tensor, torch.Tensor] | None = None  # (mask, masked latent)
         self._grey: dict[tuple, torch.Tensor] = {}  # latent size -> latent of a grey picture
-
-    @property
-    def family(self) -> str:
-        return getattr(self.model, "family", "sd1")
 
     @property
     def prediction_type(self) -> str:
@@ -49,21 +46,8 @@ class StableDiffusion(Backbone):
         return self.model.vae_scale_factor
 
     @property
-    def native_area(self) -> int:
-        return self.model.native_size**2
-
-    @property
     def size_multiple(self) -> int:
         return self.model.size_multiple
-
-    @property
-    def tokenizer(self):
-        return self.model.tokenizer
-
-    @property
-    def max_batch(self) -> int:
-        """Most UNet sample-evaluations per call the memory tier allows (set when it loads)."""
-        return int(getattr(self.model, "max_batch", 0) or 8)
 
     # ---- text
 
@@ -95,7 +79,7 @@ class StableDiffusion(Backbone):
 
     # ---- sampling
 
-    def schedule(self, steps: int) -> Schedule:
+    def schedule(self, steps: int, latent_size=None) -> Schedule:
         return Schedule.from_config(self.model.scheduler_config, steps)
 
     @torch.no_grad()

@@ -119,6 +119,8 @@ def added_conditions(model, pooled: torch.Tensor, size: SizeConditioning) -> dic
 class StableDiffusionXL(StableDiffusion):
     """SDXL base and its fine-tunes."""
 
+    title = "SDXL"
+
     def __init__(self, model):
         super().__init__(model)
         self.size: SizeConditioning | None = None  # set by condition_on before predictions

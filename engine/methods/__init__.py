@@ -204,6 +204,22 @@ def _sdedit_checks(inputs: Inputs) -> None:
                          "off to change the whole photo", field="mask")
 
 
+def _flowedit_plan(params: EditParams, options, has_mask: bool) -> dict[str, int]:
+    auto_mask = options.masked and not has_mask
+    plan = {"decode": params.encode_steps}
+    return {"mask": params.mask_samples, **plan} if auto_mask else plan
+
+
+def _flowedit_checks(inputs: Inputs) -> None:
+    if not inputs.source:
+        raise InputError("FlowEdit moves the photo from what its text says to the target: give "
+                         "the source text (what is in the photo now)", field="source")
+    if inputs.options.n_min >= inputs.params.encode_steps:
+        raise InputError(f"n_min ({inputs.options.n_min}) leaves no editing steps of the "
+                         f"{inputs.params.encode_steps} the strength runs: lower n_min or raise "
+                         "the strength or steps", field="n_min")
+
+
 def _p2p_checks(inputs: Inputs) -> None:
     if not inputs.source:
         raise InputError("Prompt-to-Prompt edits a caption of the photo: give the source text "
@@ -255,6 +271,15 @@ METHODS: dict[str, MethodInfo] = {
                    # It translates from the fully inverted photo (pnp-diffusers inverts to the
                    # last timestep and samples all 50 steps from there).
                    defaults={"strength": 1.0}),
+        MethodInfo("flowedit", "FlowEdit", "Move the photo from its description to the target "
+                   "text without inverting it (flow-matching models: FLUX.2 klein...); the whole "
+                   "photo, or only a mask with the original pasted back outside.",
+                   _options.FlowEditOptions, "optional", uses_source=True,
+                   params=(*_SAMPLED[:5], "mask_samples", "feather", "seed"), variations=True,
+                   # Without 'masked' there is no mask, so no threshold, samples or feather.
+                   shown_when={name: ("masked", (True,))
+                               for name in ("mask_threshold", "mask_samples", "feather")},
+                   checks=_flowedit_checks, plan=_flowedit_plan),
     )
 }
 

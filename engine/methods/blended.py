@@ -35,7 +35,8 @@ import torch
 from engine import masks, methods
 from engine.errors import InputError
 from engine.backbones.base import Conditioning, as_conditioning
-from engine.inversion import Schedule, ddim_step
+from engine.inversion import Schedule
+from engine.inversion import add_noise as add_noise  # the DDPM forward process, importable here too
 
 Scorer = Callable[[np.ndarray, str], float]  # (RGB crop, text) -> higher is a better match
 
@@ -66,7 +67,7 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     # 4. Prepare the schedule: scribble starts part way from the painted photo, the others from
     #    pure noise; candidate i takes seed + i
     geometry = session.geometry(params)
-    schedule = session.schedule(params.steps)
+    schedule = session.schedule(params.steps, geometry)
     from_photo = options.action == "scribble"
     timesteps = schedule.tail(params.encode_steps) if from_photo else schedule.timesteps
     seeds = [params.seed + i for i in range(options.candidates)]
@@ -155,11 +156,6 @@ def scribble_photo(rgb: np.ndarray, paint: np.ndarray, coverage: np.ndarray,
 # ---- sampling --------------------------------------------------------------------------------
 
 
-def add_noise(z0: torch.Tensor, noise: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``z0`` noised to cumulative-alpha level ``alpha`` (the forward process, with ``noise``)."""
-    return alpha**0.5 * z0 + (1.0 - alpha) ** 0.5 * noise
-
-
 def seeded_noise(generators: list[torch.Generator], shape, device) -> torch.Tensor:
     """One standard-normal sample per generator, stacked on the batch axis."""
     return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generators]).to(device)
@@ -178,7 +174,7 @@ def generate(ctx, schedule: Schedule, timesteps, z0: torch.Tensor, latent_mask: 
     for first, group in zip(range(0, len(seeds), per_call), groups):
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in group]
         noise = seeded_noise(generators, z0.shape, z0.device)  # this candidate's fixed noise
-        start = add_noise(z0, noise, schedule.alpha(timesteps[0])) if from_photo else noise
+        start = schedule.noised(z0, noise, timesteps[0]) if from_photo else noise
         finals.append(blended_denoise(
             ctx, schedule, timesteps, start, z0, noise, latent_mask, uncond, cond, guidance, eta,
             generators, progress=(first * len(timesteps), len(seeds) * len(timesteps)),
@@ -193,10 +189,11 @@ def blended_denoise(ctx, schedule: Schedule, timesteps, x: torch.Tensor, z0: tor
                     generators: list[torch.Generator] | None = None, *,
                     progress: tuple[int, int | None] = (0, None),
                     preview_content: tuple[int, int] | None = None) -> torch.Tensor:
-    """DDIM from ``x`` (at ``timesteps[0]``) through ``timesteps`` under ``cond`` with CFG.
+    """Sample from ``x`` (at ``timesteps[0]``) through ``timesteps`` under ``cond`` with CFG
+    (DDIM on a DDPM schedule, Euler on a flow-matching one).
 
     Before the first step and after every step, the latent outside ``latent_mask`` (1 = generate,
-    soft values blend; None = no blending) is replaced by ``add_noise(z0, noise, level)`` at the
+    soft values blend; None = no blending) is replaced by ``schedule.noised(z0, noise, t)`` at the
     exact level the latent has reached, so the model always sees the photo where it must stay.
     ``eta`` > 0 draws DDIM's per-step noise from ``generators`` (one per batch entry).
     ``progress`` = (candidate-steps done before this call, total candidate-steps of the run)
@@ -204,10 +201,10 @@ def blended_denoise(ctx, schedule: Schedule, timesteps, x: torch.Tensor, z0: tor
     """
     mask = None if latent_mask is None else latent_mask.to(x.device, torch.float32)[None, None]
 
-    def blend(latent: torch.Tensor, level: float) -> torch.Tensor:
+    def blend(latent: torch.Tensor, t) -> torch.Tensor:
         if mask is None:
             return latent
-        return mask * latent + (1 - mask) * add_noise(z0, noise, level)
+        return mask * latent + (1 - mask) * schedule.noised(z0, noise, t)
 
     count = x.shape[0]
     use_cfg = guidance != 1.0
@@ -216,17 +213,16 @@ def blended_denoise(ctx, schedule: Schedule, timesteps, x: torch.Tensor, z0: tor
              else cond.expand(count))
     done, total = progress
     total = total or len(timesteps) * count
-    x = blend(x, schedule.alpha(timesteps[0]))
+    x = blend(x, timesteps[0])
     for index, t in enumerate(timesteps):
-        alpha_t = schedule.alpha(t)
-        level = schedule.alpha(schedule.previous(t))  # where this step arrives
+        arrival = schedule.previous(t)  # where this step arrives
         if use_cfg:
-            eps = ctx.guide(*ctx.predict_noise(torch.cat([x, x]), t, texts, alpha_t).chunk(2),
-                            guidance)
+            prediction = ctx.guide(*schedule.predict(ctx, torch.cat([x, x]), t, texts).chunk(2),
+                                   guidance)
         else:
-            eps = ctx.predict_noise(x, t, texts, alpha_t)
+            prediction = schedule.predict(ctx, x, t, texts)
         step_noise = seeded_noise(generators, x.shape, x.device) if eta > 0 and generators else None
-        x = blend(ddim_step(x, eps, alpha_t, level, eta, step_noise), level)
+        x = blend(schedule.step(x, prediction, t, arrival, eta, step_noise), arrival)
         ctx.step_with_preview(done + (index + 1) * count, total, x, preview_content)
     return x
 

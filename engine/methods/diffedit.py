@@ -1,12 +1,17 @@
 """DiffEdit (Couairon et al., 2022): mask from noise contrast, unconditional DDIM encoding,
-masked decoding under the target text with the encoded latents kept outside the mask."""
+masked decoding under the target text with the encoded latents kept outside the mask.
+
+On a flow-matching backbone the same code runs on its FlowSchedule (engine.flow): the contrast
+is of the noise the velocities imply, eps_Q - eps_R = (1 - s)(u_Q - u_R) at the path point
+x_s = (1 - s) z0 + s eps, the encoding is the flow-ODE inversion and decoding the Euler steps.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from engine.backbones.base import Conditioning, as_conditioning
-from engine.inversion import Schedule, ddim_step
+from engine.inversion import Schedule
 
 
 def run(session, ctx, source, target, mask, params, options) -> list:
@@ -26,7 +31,7 @@ def run(session, ctx, source, target, mask, params, options) -> list:
         return [session.place(result, box, heatmap)]
     # 4. Encode the photo without text (cached: independent of the texts)
     latent_mask = torch.from_numpy(geometry.mask_to_latent(mask))
-    schedule = session.schedule(params.steps)
+    schedule = session.schedule(params.steps, geometry)
     trajectory = session.encode(ctx, geometry, schedule, params)
     # 5. Encode the texts and decode under the target, the encoding kept outside the mask (an
     #    inpainting model also sees the mask and the photo around it)
@@ -67,17 +72,17 @@ def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: Conditio
     """
     source, target = as_conditioning(source), as_conditioning(target)
     t = schedule.timestep_at(noise_ratio)
-    alpha = schedule.alpha(t)
+    level = schedule.level(t)
     generator = torch.Generator("cpu").manual_seed(seed)
     noise = torch.randn((samples, *z0.shape[1:]), generator=generator).to(z0.device)
-    noisy = alpha**0.5 * z0 + (1 - alpha) ** 0.5 * noise
+    noisy = schedule.noised(z0, noise, t)
     pairs_per_call = max(1, batch // 2)
     total, squares = 0.0, 0.0
     for start in range(0, samples, pairs_per_call):
         chunk = noisy[start:start + pairs_per_call]
         n = chunk.shape[0]
         texts = Conditioning.cat([source.expand(n), target.expand(n)])
-        eps = ctx.predict_noise(torch.cat([chunk, chunk]), t, texts, alpha)
+        eps = ctx.predict_noise(torch.cat([chunk, chunk]), t, texts, level)
         eps_source, eps_target = eps[:n], eps[n:]
         difference = (eps_target - eps_source).abs().mean(dim=1)
         total = total + difference.sum(dim=0)
@@ -126,17 +131,15 @@ def masked_decode(ctx, schedule: Schedule, trajectory: list[torch.Tensor], laten
     texts = Conditioning.cat([uncond, cond]) if use_cfg else cond
     x = trajectory[-1]
     for index, t in enumerate(timesteps):
-        alpha_t = schedule.alpha(t)
-        alpha_next = schedule.alpha(schedule.previous(t))
         if use_cfg:
-            eps = ctx.guide(*ctx.predict_noise(torch.cat([x, x]), t, texts, alpha_t).chunk(2),
-                            guidance)
+            prediction = ctx.guide(*schedule.predict(ctx, torch.cat([x, x]), t, texts).chunk(2),
+                                   guidance)
         else:
-            eps = ctx.predict_noise(x, t, texts, alpha_t)
+            prediction = schedule.predict(ctx, x, t, texts)
         noise = None
         if eta > 0:
             noise = torch.randn(x.shape, generator=generator).to(x.device)
-        x = ddim_step(x, eps, alpha_t, alpha_next, eta, noise)
+        x = schedule.step(x, prediction, t, schedule.previous(t), eta, noise)
         # trajectory[count - index - 1] is the encoded latent at the level x just reached.
         x = mask * x + (1 - mask) * trajectory[count - index - 1]
         ctx.step_with_preview(index + 1, count, x, preview_content)

@@ -62,3 +62,16 @@ class PlugAndPlayOptions:
                                      "injected from the photo", range=(0.0, 1.0))
     attention_fraction: float = option(0.5, "fraction of steps with self-attention queries/keys "
                                        "(decoder blocks 4-11) injected", range=(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class FlowEditOptions:
+    masked: bool = option(False, "restrict the change to the mask (paste-back outside it); "
+                          "without a painted mask, one is found from the two texts as DiffEdit does")
+    source_guidance: float = option(1.5, "guidance of the source text's velocity (models with "
+                                    "true classifier-free guidance; the paper: 1.5 on FLUX, 3.5 on "
+                                    "SD3)", range=(0.0, 50.0))
+    n_avg: int = option(1, "noise draws averaged per step for the velocity difference (the "
+                        "paper's n_avg)", range=(1, 16))
+    n_min: int = option(0, "last steps sampled as plain denoising of the noised edit (the "
+                        "paper's n_min); 0: edit down to the clean image", range=(0, 1000))

@@ -49,6 +49,7 @@ class FakeEngine:
         self.loaded_sources: list[str] = []
         self.memory_tiers: list[str] = []
         self.load_threads: list[int] = []  # the thread count each load_model call was given
+        self.supported = set(methods.METHODS)  # the methods the "loaded backbone" runs
 
     # --- the engine.models / engine.tiny_model surface
 
@@ -66,6 +67,10 @@ class FakeEngine:
 
     def ensure_tiny_model(self, folder=None):
         return "/fake/tiny-model"
+
+    def methods(self, model) -> tuple[str, ...]:
+        """Every method, as the SD backbone runs them (a test may narrow ``supported``)."""
+        return tuple(name for name in methods.METHODS if name in self.supported)
 
     def EditSession(self, model, photo):  # noqa: N802 - the engine's class name
         return FakeEditSession(self, model, photo)

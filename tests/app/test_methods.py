@@ -254,6 +254,25 @@ def test_panel_lists_the_engine_methods_and_builds_options_from_metadata(window)
     assert not extend.isVisible() and panel.paint_row.isVisible() and panel.strength.isVisible()
 
 
+def test_the_menu_lists_only_the_methods_the_loaded_model_runs(qtbot, window, fake_engine):
+    """A flow model (FLUX.2 klein) runs DiffEdit, Blended and SDEdit: only those are listed, and
+    a chosen Prompt-to-Prompt gives way to the first of them; an SD model lists all again."""
+    panel = window.params
+    panel.set_method("p2p")
+    fake_engine.supported = {"diffedit", "blended", "sdedit"}
+    with qtbot.waitSignal(window.engine.model_state, timeout=5000,
+                          check_params_cb=lambda state, _m: state == "ready"):
+        window.load_model("/models/fake-klein")
+    listed = [panel.method.itemData(i) for i in range(panel.method.count())
+              if not panel.method.view().isRowHidden(i)]
+    assert listed == ["diffedit", "blended", "sdedit"] and panel.method_key() == "diffedit"
+    fake_engine.supported = set(METHODS)
+    with qtbot.waitSignal(window.engine.model_state, timeout=5000,
+                          check_params_cb=lambda state, _m: state == "ready"):
+        window.load_model("/models/fake-sd")
+    assert not any(panel.method.view().isRowHidden(i) for i in range(panel.method.count()))
+
+
 def test_the_panels_defaults_are_the_engines_for_each_method(qtbot):
     from desktop_app.panels.params import ParamsPanel
 

@@ -148,14 +148,14 @@ def test_the_window_shows_an_input_error_as_a_sentence(window, dialogs, icons):
 # ----------------------------------------------------------------------------- methods
 
 
-def test_only_diffedit_and_prompt_to_prompt_ask_for_the_source_text(window):
+def test_only_diffedit_prompt_to_prompt_and_flowedit_ask_for_the_source_text(window):
     panel = window.params
     asked = set()
     for name in methods.METHODS:
         panel.set_method(name)
         if panel.source.placeholderText() == "a bowl of fruits":
             asked.add(name)
-    assert asked == {m for m in methods.METHODS if methods.METHODS[m].uses_source} == {"diffedit", "p2p"}
+    assert asked == {m for m in methods.METHODS if methods.METHODS[m].uses_source} == {"diffedit", "p2p", "flowedit"}
 
 
 def test_sdedit_shows_threshold_and_feather_only_when_masked():

@@ -1,0 +1,282 @@
+"""FLUX.2 klein on the tiny random-weight klein, loaded through the same loader as a real one:
+family detection, text and latents equal to diffusers' pipeline, SDEdit equal to
+Flux2KleinPipeline (distilled, and base with true CFG), the invariants of DiffEdit, SDEdit and
+Blended, inversion against an analytic transformer, the CLI, and one bfloat16 run per method.
+
+Where the algorithms differ: diffusers' Flux2KleinInpaintPipeline also gives the transformer the
+photo's latent as reference tokens (klein's image conditioning) beside the latent it blends; our
+masked decoding blends the same way (the noised photo at the next timestep after every step, the
+clean photo after the last) but without reference tokens, so masked runs are compared by their
+invariants, not with that pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine import cli, families, masks
+from engine.backbones import for_model
+from engine.backbones.flux2 import Flux2Klein, patchify
+from engine.errors import InputError
+from engine.params import EditParams
+from engine.runtime import RunContext
+from engine.session import EditSession
+from final_latents import FinalLatents
+
+FAST = EditParams(steps=4, mask_samples=2)  # 3 encoded steps at strength 0.8
+RUNS = [("diffedit", None), ("sdedit", {"masked": True}), ("flowedit", {"masked": True}),
+        *(("blended", {"action": action, "candidates": 1}) for action in ("inpaint", "background"))]
+
+
+@pytest.fixture(scope="module")
+def klein_path() -> Path:
+    from engine.tiny_model import ensure_tiny_flux2
+
+    return ensure_tiny_flux2()
+
+
+@pytest.fixture(scope="module")
+def klein(klein_path):
+    from engine.models import load_model
+
+    return load_model(str(klein_path), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def photo(samples_dir):
+    """The cat at the tiny klein's native 128x128."""
+    return np.asarray(Image.open(samples_dir / "chelsea.png").convert("RGB").resize((128, 128)))
+
+
+@pytest.fixture(scope="module")
+def box(photo):
+    """A mask on the 16 px latent grid."""
+    mask = np.zeros(photo.shape[:2], np.float32)
+    mask[32:96, 48:112] = 1.0
+    return mask
+
+
+def _pipeline(model, distilled: bool = True):
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+
+    pipe = Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(model.scheduler_config),
+        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+        transformer=model.transformer, is_distilled=distilled)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_klein_is_detected_from_its_model_index_and_loaded_in_eval_mode(klein, klein_path, photo):
+    assert families.folder_family(klein_path) == "flux2-klein" == klein.family
+    backbone = for_model(klein)
+    assert isinstance(backbone, Flux2Klein) and backbone.prediction_type == "flow"
+    assert backbone.methods == {"diffedit", "blended", "sdedit", "flowedit"} and backbone.distilled
+    assert (backbone.native_side, backbone.latent_factor, backbone.size_multiple) == (128, 16, 16)
+    parts = (klein.transformer, klein.vae, klein.text_encoder)
+    assert not any(module.training for part in parts for module in part.modules())
+    defaults = EditSession(klein, photo).default_params("diffedit")
+    assert (defaults.steps, defaults.guidance) == (4, 1.0)
+
+
+def test_a_hub_id_loads_from_the_hugging_face_cache(klein_path):
+    from huggingface_hub import constants
+
+    from engine.models import load_model
+
+    repo = Path(constants.HF_HUB_CACHE) / "models--someone--tiny-klein"
+    commit = "1" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(klein_path, repo / "snapshots" / commit)
+    try:
+        model = load_model("someone/tiny-klein", device="cpu")
+        assert model.name == "someone/tiny-klein" and model.family == "flux2-klein"
+    finally:
+        shutil.rmtree(repo)
+
+
+def test_text_and_image_latents_are_the_pipelines(klein, photo):
+    backbone = for_model(klein)
+    pipe = _pipeline(klein)
+    cond, note = backbone.encode_text("a photo of a cat")
+    embeds, ids = pipe.encode_prompt("a photo of a cat", device="cpu")
+    assert note is None and torch.equal(cond.embeds, embeds) and torch.equal(cond.extra["text_ids"], ids)
+    latent = backbone.encode_image(photo)
+    pixels = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    assert torch.allclose(latent, pipe._encode_vae_image(pixels, None), atol=1e-5)
+    # The batch-norm statistics are applied (the tiny VAE's are not the identity) and undone.
+    raw = pipe.vae.encode(pixels).latent_dist.mode()
+    assert not torch.allclose(latent, patchify(raw), atol=0.05)
+    assert torch.allclose(backbone.to_vae_latents(latent), raw, atol=1e-5)
+
+
+@pytest.mark.parametrize("distilled", [True, False])
+def test_sdedit_without_a_mask_equals_the_klein_pipeline_from_the_noised_photo(klein, photo, distilled):
+    """Flux2KleinPipeline started from our noised photo latent on the tail of the same sigmas
+    (it shifts them with mu from the full step count, as our schedule does): img2img, which
+    diffusers has no separate klein pipeline for. Base klein uses true CFG against the empty text."""
+    model = dataclasses.replace(klein, distilled=distilled)
+    params = EditParams(steps=4, strength=0.75, guidance=1.0 if distilled else 4.0, seed=3)
+    session = FinalLatents(model, photo)
+    ours = session.run("sdedit", "", "a dog on a sofa", None, params)[0]
+    schedule = session.schedule(params.steps, session.geometry(params))
+    z0 = session.image_latent(session.geometry(params))
+    noise = torch.randn(z0.shape, generator=torch.Generator("cpu").manual_seed(params.seed))
+    start = schedule.noised(z0, noise, schedule.tail(params.encode_steps)[0])
+    sigmas = np.linspace(1.0, 1 / params.steps, params.steps)[params.steps - params.encode_steps:]
+    theirs = _pipeline(model, distilled)(
+        prompt="a dog on a sofa", latents=start, sigmas=list(sigmas),
+        num_inference_steps=params.steps, guidance_scale=params.guidance, height=128, width=128,
+        output_type="latent").images
+    backbone = session.backbone
+    assert torch.allclose(backbone.to_vae_latents(session.finals[0]), theirs, atol=1e-4)
+    assert ours.stats["unet_evals"]["decode"] == params.encode_steps * (1 if distilled else 2)
+    assert np.abs(ours.image.astype(int) - photo.astype(int)).mean() > 5  # the photo changed
+
+
+def test_identical_texts_give_a_zero_heatmap_and_an_empty_mask_returns_the_photo(klein, photo):
+    session = EditSession(klein, photo)
+    assert not session.estimate_mask("a cat", "a cat", FAST).any()
+    # The tiny transformer reads its 512 text tokens weakly: 8 samples lift the contrast of two
+    # real texts above the sampling noise (2 leave it at the noise floor).
+    assert session.estimate_mask("a cat", "a dog", FAST.replace(mask_samples=8)).any()
+    with pytest.raises(InputError, match="the texts do not disagree"):  # as on every backbone
+        session.run("diffedit", "a cat", "a cat", None, FAST)
+    # Decoding under an empty mask keeps the encoded latent exactly; the paste-back the photo.
+    from engine.methods.diffedit import masked_decode
+
+    geometry = session.geometry(FAST)
+    ctx = RunContext(klein, backbone=session.backbone)
+    schedule = session.schedule(FAST.steps, geometry)
+    trajectory = session.encode(ctx, geometry, schedule, FAST)
+    empty = np.zeros(photo.shape[:2], np.float32)
+    latent = masked_decode(ctx, schedule, trajectory, torch.from_numpy(geometry.mask_to_latent(empty)),
+                           session.embed("a cat"), session.embed("a dog"), 1.0, 0.0, 0)
+    assert torch.equal(latent, trajectory[0])
+    result = session.finish(ctx, geometry, latent, empty, FAST, "a cat", "a dog", "diffedit")
+    assert np.array_equal(result.image, photo)
+
+
+@pytest.mark.parametrize("method,options", RUNS)
+def test_outside_the_mask_every_pixel_is_the_original(klein, photo, box, method, options):
+    [result] = EditSession(klein, photo).run(method, "a cat", "a dog", box, FAST, options)
+    kept = masks.paste_alpha(result.mask, result.params.feather) == 0
+    if (options or {}).get("action") == "background":
+        kept = masks.paste_alpha(masks.invert(box), result.params.feather) == 0
+    assert kept.mean() > 0.15 and np.array_equal(result.image[kept], photo[kept])
+    assert not np.array_equal(result.image, photo)
+
+
+def test_same_seed_same_bytes(klein, photo, box):
+    params = FAST.replace(seed=5, eta=0.5)
+    first = EditSession(klein, photo).run("sdedit", "", "a dog", None, params)[0]
+    again = EditSession(klein, photo).run("sdedit", "", "a dog", None, params)[0]
+    other = EditSession(klein, photo).run("sdedit", "", "a dog", None, params.replace(seed=6))[0]
+    assert np.array_equal(first.image, again.image) and not np.array_equal(first.image, other.image)
+
+
+def test_flowedit_with_identical_texts_returns_the_photo_and_masked_finds_its_mask(klein, photo):
+    session = EditSession(klein, photo)
+    [same] = session.run("flowedit", "a cat", "a cat", None, FAST)
+    assert np.array_equal(same.image, photo) and "moved nothing" in " ".join(same.warnings)
+    assert same.stats["unet_evals"] == {"decode": 2 * FAST.encode_steps}
+    [edited] = session.run("flowedit", "a cat", "a dog", None, FAST)
+    assert not np.array_equal(edited.image, photo)
+    # Masked without a painted mask: DiffEdit's mask from the two texts, the photo kept outside.
+    params = FAST.replace(mask_samples=8)
+    [auto] = session.run("flowedit", "a cat", "a dog", None, params, {"masked": True})
+    assert auto.heatmap is not None and auto.mask.any() and not auto.mask.all()
+    kept = masks.paste_alpha(auto.mask, auto.params.feather) == 0
+    assert np.array_equal(auto.image[kept], photo[kept])
+
+
+class AnalyticTransformer(torch.nn.Module):
+    """Stands in for klein's transformer with the exact velocity of Gaussian data
+    x0 ~ N(0.2, 0.5^2) per token value, read from the packed tokens and the timestep in [0, 1]
+    exactly as the real one is called."""
+
+    def forward(self, hidden_states, timestep, **_):
+        s = timestep.float().view(-1, 1, 1)
+        variance = (1 - s) ** 2 * 0.25 + s**2
+        x = hidden_states.float()
+        return ((s - (1 - s) * 0.25) * (x - (1 - s) * 0.2) / variance - 0.2,)
+
+
+def test_inversion_then_decoding_reconstructs_the_latent_through_the_klein_packing(klein, photo):
+    model = dataclasses.replace(klein, transformer=AnalyticTransformer())
+    errors = []
+    for steps in (8, 32):
+        session = EditSession(model, photo)
+        params = EditParams(steps=steps, strength=1.0)
+        geometry = session.geometry(params)
+        ctx = RunContext(model, backbone=session.backbone)
+        schedule = session.schedule(steps, geometry)
+        trajectory = session.encode(ctx, geometry, schedule, params)
+        from engine.methods.diffedit import masked_decode
+
+        everywhere = torch.ones(trajectory[0].shape[-2:])
+        text = session.embed("")
+        final = masked_decode(ctx, schedule, trajectory, everywhere, text, text, 1.0, 0.0, 0)
+        errors.append(float((final - trajectory[0]).abs().max()))
+    # Euler is first order: 4x the steps cut the error about 4x (0.92 -> 0.10 here).
+    assert errors[1] < errors[0] / 3 and errors[1] < 0.15, errors
+
+
+def test_unsupported_methods_and_guidance_on_a_distilled_klein(klein, photo):
+    session = EditSession(klein, photo)
+    with pytest.raises(InputError, match="Prompt-to-Prompt does not run on FLUX.2 klein models; "
+                                         "choose diffedit, blended, sdedit, flowedit"):
+        session.run("p2p", "a photo of a cat", "a photo of a dog", None, FAST)
+    [result] = session.run("sdedit", "", "a dog", None, FAST.replace(guidance=5.0))
+    assert result.params.guidance == 1.0 and result.stats["unet_evals"]["decode"] == 3
+    assert any("guidance 5 was ignored" in w for w in result.warnings)
+
+
+def test_the_cli_edits_with_the_klein_folder_and_refuses_other_methods(klein_path, tmp_path,
+                                                                        samples_dir, capsys):
+    out, report = tmp_path / "out.png", tmp_path / "report.json"
+    photo = samples_dir / "chelsea.png"
+    code = cli.main(["edit", str(photo), "-o", str(out), "--source", "a cat", "--target", "a dog",
+                     "--mask-samples", "8", "--model", str(klein_path), "--quiet",
+                     "--report", str(report)])
+    assert code == 0 and out.is_file()
+    data = json.loads(report.read_text())
+    assert data["params"]["steps"] == 4 and data["unet_evals"] == {"mask": 16, "encode": 3, "decode": 3}
+    capsys.readouterr()
+    code = cli.main(["edit", str(photo), "-o", str(tmp_path / "p2p.png"), "--source", "a cat",
+                     "--target", "a dog", "--method", "p2p", "--model", str(klein_path), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: Prompt-to-Prompt does not run")
+    code = cli.main(["edit", str(photo), "-o", str(tmp_path / "fe.png"), "--source", "a cat",
+                     "--target", "a dog", "--method", "flowedit", "--n-avg", "2",
+                     "--model", str(klein_path), "--quiet"])
+    assert code == 0 and (tmp_path / "fe.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def bf16_klein(klein_path):
+    from engine.models import load_model
+
+    model = load_model(str(klein_path), device="cpu", dtype="bfloat16")
+    assert model.transformer.dtype == torch.bfloat16 and model.text_encoder.dtype == torch.bfloat16
+    return model
+
+
+@pytest.mark.parametrize("method,options", [*RUNS, ("sdedit", None), ("flowedit", None)])
+def test_every_method_runs_in_bfloat16_on_the_cpu(bf16_klein, photo, box, method, options):
+    params = EditParams(steps=3, mask_samples=1, resolution=64)
+    mask = None if method in ("sdedit", "flowedit") and not options else box
+    [result] = EditSession(bf16_klein, photo).run(method, "a cat", "a dog", mask, params, options)
+    assert result.image.shape == photo.shape and not np.array_equal(result.image, photo)
+    if mask is not None and (options or {}).get("action") != "background":
+        kept = masks.paste_alpha(result.mask, result.params.feather) == 0
+        assert np.array_equal(result.image[kept], photo[kept])
