@@ -60,11 +60,9 @@ def build_actions(window) -> None:
     A("settings", "&Settings\u2026", window.settings_dialog, K.Preferences, "settings",
       "Model, device, precision and default parameters")
     A("quit", "&Quit", window.close, K.Quit)
-    undo = window.doc.undo_stack.createUndoAction(window, "&Undo")
-    undo.setShortcuts([QKeySequence(K.Undo)])
+    undo = window.doc.undo_stack.create_action(window, False, [QKeySequence(K.Undo)])
     undo.setIcon(icon("undo"))
-    redo = window.doc.undo_stack.createRedoAction(window, "&Redo")
-    redo.setShortcuts(redo_keys(QKeySequence.keyBindings(K.Redo)))
+    redo = window.doc.undo_stack.create_action(window, True, redo_keys(QKeySequence.keyBindings(K.Redo)))
     redo.setIcon(icon("redo"))
     for key, action in (("undo", undo), ("redo", redo)):
         action.setIconText(key.title())  # the toolbar keeps a short label; the menu names the step

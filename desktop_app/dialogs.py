@@ -72,6 +72,15 @@ def ask(parent, title: str, question: str, buttons=None, default=None, labels=No
 # ----------------------------------------------------------------------------- settings
 
 
+def megabytes_box(value: int) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(64, 1 << 20)
+    box.setSingleStep(256)
+    box.setSuffix(" MB")
+    box.setValue(value)
+    return box
+
+
 class SettingsDialog(QDialog):
     """Model, device, precision and the default parameters; OK saves them."""
 
@@ -162,19 +171,19 @@ class SettingsDialog(QDialog):
         pform.addRow("", reset)
         layout.addWidget(params_box)
 
-        history_box = QGroupBox("History")
+        history_box = QGroupBox("History and undo")
         hform = QFormLayout(history_box)
-        self.history_memory = QSpinBox()
-        self.history_memory.setRange(64, 1 << 20)
-        self.history_memory.setSingleStep(256)
-        self.history_memory.setSuffix(" MB")
-        self.history_memory.setValue(settings.history_memory_mb())
+        self.history_memory, self.undo_memory = (megabytes_box(value) for value in (
+            settings.history_memory_mb(), settings.undo_memory_mb()))
         hform.addRow("Results in memory", self.history_memory)
         note = QLabel("Beyond this, older results are kept on disk in a temporary folder and read "
                       "back when you show them (a 12 MP result with its mask takes up to 84 MB). "
                       "The folder is removed when the app closes.")
         note.setWordWrap(True)
         hform.addRow(note)
+        self.undo_memory.setToolTip("Undo keeps only what each step changed (a brush stroke the "
+                                    "tiles it touched); beyond this the oldest steps are dropped.")
+        hform.addRow("Undo memory", self.undo_memory)
         layout.addWidget(history_box)
 
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
@@ -233,6 +242,7 @@ class SettingsDialog(QDialog):
             guidance=round(self.guidance.value(), 4), mask_threshold=round(self.threshold.value(), 4),
             mask_samples=self.samples.value(), feather=self.feather.value()))
         self.settings.set_history_memory_mb(self.history_memory.value())
+        self.settings.set_undo_memory_mb(self.undo_memory.value())
         super().accept()
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QUndoStack
 
 from desktop_app import undo
 from desktop_app.refold import Refolded, Refolder
@@ -77,7 +76,7 @@ class Document(QObject):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.undo_stack = QUndoStack(self)
+        self.undo_stack = undo.UndoStack(self)
         self.photo = None  # engine.imaging.Photo as opened (metadata, original pixels)
         self.base: np.ndarray | None = None  # current base RGB; applied results are patched in
         self.photo_key = ""  # identifies the base pixels for the worker's session cache
@@ -328,22 +327,15 @@ class Document(QObject):
         if stroke is None or not stroke.tiles:
             return
         if stroke.mode == "paint":
-            layer = self.paint
-            patches = {}
-            for key, (rect, old_rgb, old_cov) in stroke.tiles.items():
-                x, y, w, h = rect
-                sl = np.s_[y:y + h, x:x + w]
-                patches[key] = (rect, old_rgb, old_cov, layer.rgb[sl].copy(), layer.coverage[sl].copy())
-            self.undo_stack.push(undo.PaintStrokeCommand(self, patches))
-            return
-        seg = self.mask.segments[stroke.segment]
-        patches = {}
-        for key, (rect, old_added, old_erased) in stroke.tiles.items():
-            x, y, w, h = rect
-            sl = np.s_[y:y + h, x:x + w]
-            patches[key] = (rect, old_added, old_erased, seg.added[sl].copy(), seg.erased[sl].copy())
-        label = "Brush stroke" if stroke.mode == "add" else "Eraser stroke"
-        self.undo_stack.push(undo.StrokeCommand(self, stroke.segment, patches, label))
+            patches = stroke.patches((self.paint.rgb, self.paint.coverage))
+            step = undo.PaintStrokeCommand(self, patches)
+        else:
+            seg = self.mask.segments[stroke.segment]
+            patches = stroke.patches((seg.added, seg.erased))
+            label = "Brush stroke" if stroke.mode == "add" else "Eraser stroke"
+            step = undo.StrokeCommand(self, stroke.segment, patches, label)
+        if patches:  # a stroke that changed nothing is no step
+            self.undo_stack.push(step)
 
     @property
     def stroking(self) -> bool:

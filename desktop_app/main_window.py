@@ -39,6 +39,7 @@ class MainWindow(WindowFiles, QMainWindow):
         self.engine = engine
         self.doc = Document(self)
         self.doc.results.budget = settings.history_memory_mb() * MB
+        self.doc.undo_stack.set_limit(settings.undo_memory_mb() * MB)
         self.model_state = "none"  # none | loading | ready | failed
         self.model_message = ""
         self.model_source = ""
@@ -175,6 +176,7 @@ class MainWindow(WindowFiles, QMainWindow):
         # After the stack moved: the status says what was undone, not what was done before it.
         self.actions["undo"].triggered.connect(lambda: self._report_undo("Undone", 0))
         self.actions["redo"].triggered.connect(lambda: self._report_undo("Redone", -1))
+        self.doc.undo_stack.dropped.connect(self._on_undo_dropped)
         # Working on the mask brings the overlay back if it was hidden to look at a result.
         self.doc.mask_changed.connect(lambda _rect: self._reveal_mask())
         self.canvas.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f} %"))
@@ -325,6 +327,12 @@ class MainWindow(WindowFiles, QMainWindow):
         if command is not None:
             self.statusBar().showMessage(f"{verb}: {command.text()}", 6000)
 
+    def _on_undo_dropped(self, count: int) -> None:
+        limit = self.doc.undo_stack.limit_bytes // MB
+        self.statusBar().showMessage(
+            f"Undo memory is full ({limit} MB, see Settings): the {count} oldest "
+            f"step{'s' if count != 1 else ''} can no longer be undone.", 10000)
+
     def _on_preview_changed(self) -> None:
         entry = self.doc.entry(self.doc.preview_id)
         if entry is not None:
@@ -347,6 +355,7 @@ class MainWindow(WindowFiles, QMainWindow):
             self.params.set_params(self.params.params().replace(**changed_defaults))
         self.doc.results.budget = self.settings.history_memory_mb() * MB
         self.doc.results.fit(self.doc.history)
+        self.doc.undo_stack.set_limit(self.settings.undo_memory_mb() * MB)
         changed = (before.default_model, before.device, before.dtype, before.memory, before_loras) != (
             after.default_model, after.device, after.dtype, after.memory, self.settings.loras())
         if changed and after.default_model:

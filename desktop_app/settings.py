@@ -2,7 +2,7 @@
 
 Model, device and precision live in engine.config (shared with the CLI, so `diffedit-studio edit`
 uses the model chosen here); app-only things (the LoRAs on the model, parameter defaults, recent
-files, window layout, mask colour, history memory) live in QSettings.
+files, window layout, mask colour, history and undo memory) live in QSettings.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from PySide6.QtCore import QSettings
 from PySide6.QtGui import QColor
 
 from desktop_app.results_store import DEFAULT_BUDGET_MB
+from desktop_app.undo import DEFAULT_LIMIT_MB
 from engine import config, lora
 from engine.errors import InputError
 from engine.params import EditParams
@@ -79,17 +80,27 @@ class AppSettings:
     def set_default_params(self, params: EditParams) -> None:
         self.q.setValue("defaults/params", json.dumps(params.validate().to_dict()))
 
-    # ------------------------------------------------------------------ history memory
+    # ------------------------------------------------------------------ history and undo memory
+
+    def _megabytes(self, key: str, default: int) -> int:
+        try:
+            return max(64, int(self.q.value(key, default)))
+        except (TypeError, ValueError):
+            return default
 
     def history_memory_mb(self) -> int:
         """Memory for history results before older ones move to disk (results_store)."""
-        try:
-            return max(64, int(self.q.value("history/memory_mb", DEFAULT_BUDGET_MB)))
-        except (TypeError, ValueError):
-            return DEFAULT_BUDGET_MB
+        return self._megabytes("history/memory_mb", DEFAULT_BUDGET_MB)
 
     def set_history_memory_mb(self, megabytes: int) -> None:
         self.q.setValue("history/memory_mb", int(megabytes))
+
+    def undo_memory_mb(self) -> int:
+        """The undo stack's memory cap: beyond it the oldest steps are dropped."""
+        return self._megabytes("undo/memory_mb", DEFAULT_LIMIT_MB)
+
+    def set_undo_memory_mb(self, megabytes: int) -> None:
+        self.q.setValue("undo/memory_mb", int(megabytes))
 
     # ------------------------------------------------------------------ recent files
 

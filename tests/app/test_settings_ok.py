@@ -39,3 +39,11 @@ def test_a_changed_default_reaches_the_panel_and_nothing_else(window, accept_set
     window.settings_dialog()
     shown = window.params.params()
     assert shown.steps == 30 and shown.strength == 0.65
+
+
+def test_the_undo_memory_cap_is_set_in_settings_and_kept(window, accept_settings):
+    accept_settings.append(lambda dialog: dialog.undo_memory.setValue(300))
+    window.settings_dialog()
+    assert window.doc.undo_stack.limit_bytes == 300 * 1024**2
+    assert window.settings.undo_memory_mb() == 300
+    assert "of its 300 MB" in window.actions["undo"].toolTip()
