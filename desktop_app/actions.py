@@ -13,6 +13,9 @@ from desktop_app.dialogs import TINY_NOTE
 from desktop_app.icons import icon
 
 
+SPLIT_STEP = 5  # % of the width the split keys move it
+
+
 def add_action(window, key, text, slot=None, shortcut=None, icon_name=None, tip="", checkable=False):
     """One command as ``window.actions[key]``, its keys in its tooltip; ``slot`` gets triggered
     (or toggled, when ``checkable``)."""
@@ -112,6 +115,10 @@ def build_actions(window) -> None:
     A("actual", "&100 %", window.canvas.actual_pixels, "Ctrl+1", "zoom100")
     A("zoom_in", "Zoom &In", lambda: window.canvas.zoom_by(1.25), K.ZoomIn)
     A("zoom_out", "Zoom &Out", lambda: window.canvas.zoom_by(0.8), K.ZoomOut)
+    A("split_left", "Split &Left", lambda: window.move_split(-SPLIT_STEP), ",",
+      tip="Move the before/after split left (shows more of after)")
+    A("split_right", "Split &Right", lambda: window.move_split(SPLIT_STEP), ".",
+      tip="Move the before/after split right (shows more of before)")
     A("models", "&Models\u2026", window.models_dialog, tip="Find, add and download models")
     A("tiny", "Use the &Tiny Test Model", window.use_tiny_model,
       tip=f"Load the tiny test model ({TINY_NOTE})")
@@ -146,8 +153,8 @@ def build_menus(window):
                 "load_mask", "save_mask"):
         mask_menu.addSeparator() if key is None else mask_menu.addAction(a[key])
     view_menu = bar.addMenu("&View")
-    for key in ("fit", "actual", "zoom_in", "zoom_out"):
-        view_menu.addAction(a[key])
+    for key in ("fit", "actual", "zoom_in", "zoom_out", None, "split_left", "split_right"):
+        view_menu.addSeparator() if key is None else view_menu.addAction(a[key])
     view_menu.addSeparator()
     for dock in (window.params_dock, window.mask_dock, window.history_dock):
         view_menu.addAction(dock.toggleViewAction())

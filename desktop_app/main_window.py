@@ -22,11 +22,12 @@ from desktop_app.panels.dock import add_dock
 from desktop_app.panels.history import HistoryPanel
 from desktop_app.panels.mask import MaskPanel
 from desktop_app.panels.params import ParamsPanel
-from desktop_app.methods import extension, finds_mask, takes_paint
+from desktop_app.methods import extension, finds_mask, shows, takes_paint
 from desktop_app.results_store import MB
 from desktop_app.runs import RunController, RunRefused
 from desktop_app.window_files import WindowFiles
 from desktop_app.worker import TINY_MODEL, LoadModelRequest
+from engine.methods import EXTEND_SIDES
 
 
 LAYOUT_VERSION = 2  # of the saved dock layout: 2 put the history under the mask tools
@@ -59,12 +60,14 @@ class MainWindow(WindowFiles, QMainWindow):
         self._fill_samples()
         self.toolbar, self.split_slider = build_toolbar(self)
         self.split_slider.valueChanged.connect(lambda v: self.canvas.set_split(v / 100))
+        self.canvas.split_dragged.connect(lambda f: self.split_slider.setValue(round(f * 100)))
         self._build_status()
         # One run's life (start, progress, cancel, commit) is the controller's; the window shows it.
         self.runs = RunController(self.doc, engine, self.params, lambda: self.model_state, self)
         self._connect()
         self.params.set_params(settings.default_params())
         self._show_paint()
+        self._show_extend_frame()
         # Crash safety: the session is saved to the data folder as it changes (desktop_app/autosave).
         self.autosaver = Autosaver(self.doc, self.params, self.statusBar(), parent=self)
         self._update_title()
@@ -161,6 +164,9 @@ class MainWindow(WindowFiles, QMainWindow):
         p.method_changed.connect(lambda _m: self._update_enabled())
         p.method_changed.connect(lambda _m: self._show_paint())
         p.options_changed.connect(self._show_paint)
+        p.method_changed.connect(lambda _m: self._show_extend_frame())
+        p.options_changed.connect(self._show_extend_frame)
+        self.canvas.extend_dragged.connect(self._on_extend_dragged)
         p.set_paint_actions([self.actions[k] for k in ("paint", "paint_colour", "clear_paint")])
         p.bind_threshold(self.doc)
         h = self.history
@@ -407,6 +413,18 @@ class MainWindow(WindowFiles, QMainWindow):
         if not on and self.actions["paint"].isChecked():
             self.actions["brush"].setChecked(True)
 
+    def move_split(self, percent: int) -> None:
+        self.split_slider.setValue(self.split_slider.value() + percent)
+
+    def _show_extend_frame(self) -> None:
+        """The extend frame is on the canvas while the panel shows the extend margins."""
+        key, options = self.params.method_key(), self.params.options()
+        framed = shows(key, "extend_left", options)
+        self.canvas.set_extend_frame(extension(key, options) if framed else None)
+
+    def _on_extend_dragged(self, margins: tuple) -> None:
+        self.params.set_options({f"extend_{side}": m for side, m in zip(EXTEND_SIDES, margins)})
+
     def _update_title(self) -> None:
         name = self.doc.display_name if self.doc.has_photo else ""
         star = "*" if self.doc.has_unexported_work() else ""
@@ -425,6 +443,8 @@ class MainWindow(WindowFiles, QMainWindow):
         self.params.find_mask_button.setEnabled(has_photo and not running and auto_mask)
         self.params.edit_button.setEnabled(has_photo and not running)
         self.split_slider.setEnabled(has_photo)
+        for key in ("split_left", "split_right"):
+            self.actions[key].setEnabled(has_photo)
 
     def closeEvent(self, event) -> None:
         if not self.confirm_discard("closing"):

@@ -1,5 +1,5 @@
 """The canvas: zoom under the cursor, fit, 100 %, pan, brush and eraser on the mask, the Paint tool
-on the scribble paint layer, before/after.
+on the scribble paint layer, before/after with a draggable split, the extend frame's edges.
 
 Scene coordinates are photo pixels ((0, 0) is the top-left corner of the top-left pixel). The view
 only reads the document and calls its stroke methods; everything else arrives through signals.
@@ -12,6 +12,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QCursor, QPainter, QPixmap, QTransform
 from PySide6.QtWidgets import (QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QLabel,
                                QVBoxLayout)
+from desktop_app.canvas.handles import EDGE_CURSORS, GRAB_PX, ExtendFrameItem, SplitGripItem
 from desktop_app.canvas.hold_keys import COMPARE_KEY, PAN_KEY, HoldKeys
 from desktop_app.canvas.items import (BrushCursorItem, MaskOverlayItem, PaintOverlayItem, PhotoItem,
                                       qimage_from_rgb, qimage_from_rgba)
@@ -26,6 +27,8 @@ class Canvas(QGraphicsView):
     """Shows the document's photo, mask and results; paints strokes into its mask."""
 
     zoom_changed = Signal(float)
+    split_dragged = Signal(float)  # the split the hand moved to (the toolbar's slider applies it)
+    extend_dragged = Signal(tuple)  # (left, right, top, bottom) an edge drag asks for
     brush_changed = Signal()  # tool, size or hardness changed (panels mirror them)
     cursor_moved = Signal(int, int)  # photo pixel under the mouse
 
@@ -54,13 +57,18 @@ class Canvas(QGraphicsView):
         self.preview_item.setZValue(20)
         self.preview_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.preview_item.setVisible(False)
+        self.split_grip = SplitGripItem()
+        self.split_grip.setVisible(False)
+        self.frame_item = ExtendFrameItem()
+        self.frame_item.setVisible(False)
+        self.extend_margins: tuple[int, int, int, int] | None = None  # None: no extend frame
         self.cursor_item = BrushCursorItem()
         self.cursor_item.setVisible(False)
         # The ring is shown only once it sits under the mouse: until then its position is stale
         # (or the scene origin), and showing it would draw it at the photo's corner.
         self._ring_placed = False
         for item in (self.photo_item, self.paint_item, self.mask_item, self.preview_item,
-                     self.cursor_item):
+                     self.frame_item, self.split_grip, self.cursor_item):
             self.scene().addItem(item)
 
         self.tool = BRUSH
@@ -70,6 +78,7 @@ class Canvas(QGraphicsView):
         self.mask_visible = True
         self.paint_shown = True  # the paint layer is a scribble's input: shown for such runs only
         self._painting = False
+        self._dragging: str | None = None  # "split" or an extend frame side, while dragged
         self._panning = False
         self._space = False
         self._pan_from = QPointF()
@@ -113,7 +122,6 @@ class Canvas(QGraphicsView):
         self._base_pixmap = QPixmap.fromImage(qimage_from_rgb(doc.base))
         self._original_pixmap = self._base_pixmap.copy()
         w, h = doc.size
-        self.scene().setSceneRect(QRectF(0, 0, w, h))
         self.mask_item.reset((h, w))  # the document's mask_changed(None) that follows fills it
         self.paint_item.reset((h, w))
         self._on_paint_changed(None)
@@ -133,22 +141,48 @@ class Canvas(QGraphicsView):
         if self._base_pixmap is None:
             return
         entry = self.doc.entry(self.doc.preview_id)
-        resized = entry is not None and entry.image.shape != self.doc.base.shape
+        resized = self._resized_shown()
         if entry is not None:
             after = QPixmap.fromImage(qimage_from_rgb(entry.image))
             # A result of another size (Blended extend) has no pixel-aligned "before".
             self.photo_item.set_pixmaps(None if resized else self._base_pixmap, after)
-            w, h = entry.size
         else:
             # Nothing previewed: compare the current base with the photo as it was opened.
             self.photo_item.set_pixmaps(self._original_pixmap, self._base_pixmap)
-            w, h = self.doc.size
         # Paint is the input of the next run, shown over the base only, not over results.
         self.paint_item.setVisible(entry is None and self.paint_shown)
         self.mask_item.setVisible(self.mask_visible and not resized)
-        if self.scene().sceneRect().size().toSize().toTuple() != (w, h):
-            self.scene().setSceneRect(QRectF(0, 0, w, h))
-            if self._fit_on_resize:
+        self._place_handles()
+
+    def _resized_shown(self) -> bool:
+        entry = self.doc.entry(self.doc.preview_id)
+        return entry is not None and entry.image.shape != self.doc.base.shape
+
+    def _place_handles(self) -> None:
+        """The split grip, the extend frame and the scene rect (the picture shown, and the frame
+        with room around it to drag its edges outwards)."""
+        pix = self.photo_item.after
+        if pix is None:
+            self.split_grip.setVisible(False)
+            self.frame_item.setVisible(False)
+            return
+        w, h = pix.width(), pix.height()
+        item = self.photo_item
+        # A grip where there is something to compare: a result, or the photo after an apply.
+        self.split_grip.setVisible(item.before is not None and not item.show_before
+                                   and (self.doc.preview_id is not None or bool(self.doc.applied)))
+        self.split_grip.setPos(item.split * w, h / 2)
+        framed = self.extend_margins is not None and not self._resized_shown()
+        self.frame_item.setVisible(framed)
+        rect = QRectF(0, 0, w, h)
+        if framed:
+            self.frame_item.set_frame((w, h), self.extend_margins)
+            room = 0.25 * max(w, h)  # to drag an edge outwards; a frame beyond it gets room too
+            rect = rect.adjusted(-room, -room, room, room).united(
+                self.frame_item.frame_rect().adjusted(-room / 2, -room / 2, room / 2, room / 2))
+        if self.scene().sceneRect() != rect:
+            self.scene().setSceneRect(rect)
+            if self._fit_on_resize and self._dragging is None:  # no zoom jump under the hand
                 self.fit()
 
     def _on_paint_changed(self, rect) -> None:
@@ -173,9 +207,7 @@ class Canvas(QGraphicsView):
 
     def set_mask_visible(self, on: bool) -> None:
         self.mask_visible = bool(on)
-        entry = self.doc.entry(self.doc.preview_id)
-        resized = entry is not None and entry.image.shape != self.doc.base.shape
-        self.mask_item.setVisible(self.mask_visible and not resized)
+        self.mask_item.setVisible(self.mask_visible and not self._resized_shown())
 
     def set_paint_shown(self, on: bool) -> None:
         """Show the paint layer (the chosen method paints with it) or hide it (it would not)."""
@@ -195,9 +227,16 @@ class Canvas(QGraphicsView):
 
     def set_split(self, fraction: float) -> None:
         self.photo_item.set_split(fraction)
+        self._place_handles()
 
     def set_show_before(self, on: bool) -> None:
         self.photo_item.set_show_before(on)
+        self._place_handles()
+
+    def set_extend_frame(self, margins: tuple[int, int, int, int] | None) -> None:
+        """Show the canvas an extend would make ((left, right, top, bottom) px), or no frame."""
+        self.extend_margins = None if margins is None else tuple(int(m) for m in margins)
+        self._place_handles()
 
     def show_run_preview(self, rgb: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Show a small engine preview stretched over the photo (inside the mask when given)."""
@@ -298,6 +337,11 @@ class Canvas(QGraphicsView):
             return
         if button == Qt.MouseButton.LeftButton and self.doc.has_photo and not self.doc.stroking:
             self.setFocus()
+            self._dragging = self._grab_at(event.position())
+            if self._dragging is not None:
+                self._drag_to(self.mapToScene(event.position().toPoint()))
+                event.accept()
+                return
             self._painting = True
             mode = STROKE_MODES.get(self.tool, "add")
             c = self.paint_colour
@@ -320,10 +364,15 @@ class Canvas(QGraphicsView):
             self._fit_on_resize = False
             event.accept()
             return
+        if self._dragging is not None:
+            self._drag_to(p)
+            event.accept()
+            return
         if self._painting:
             self.doc.stroke_to(p.x(), p.y())
             event.accept()
             return
+        self._update_cursor_shape(self._grab_at(event.position()))
         super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event) -> None:
@@ -332,12 +381,38 @@ class Canvas(QGraphicsView):
             self._update_cursor_shape()
             event.accept()
             return
+        if self._dragging is not None and event.button() == Qt.MouseButton.LeftButton:
+            self._dragging = None
+            if self._fit_on_resize:
+                self.fit()  # the frame may have grown: it is all in sight again
+            event.accept()
+            return
         if self._painting and event.button() == Qt.MouseButton.LeftButton:
             self._painting = False
             self.doc.end_stroke()
             event.accept()
             return
         super().mouseReleaseEvent(event)
+
+    def _grab_at(self, position) -> str | None:
+        """"split" or an extend frame side when the pointer (viewport px) is on one, else None."""
+        p = self.mapToScene(position.toPoint())
+        reach = GRAB_PX / self.zoom
+        if self.frame_item.isVisible():
+            side = self.frame_item.edge_at(p, reach)
+            if side is not None:
+                return side
+        grip = self.split_grip
+        if grip.isVisible() and (abs(p.x() - grip.x()) <= max(reach, grip.RADIUS / self.zoom)):
+            return "split"
+        return None
+
+    def _drag_to(self, p: QPointF) -> None:
+        if self._dragging == "split":
+            width = self.photo_item.boundingRect().width()
+            self.split_dragged.emit(min(max(p.x() / width, 0.0), 1.0) if width else 0.0)
+        else:
+            self.extend_dragged.emit(self.frame_item.dragged(self._dragging, p))
 
     def hold_key(self, key, down: bool) -> None:
         """Space held: the left button pans; \\ held: the photo as it was before. HoldKeys sends
@@ -370,10 +445,13 @@ class Canvas(QGraphicsView):
             self.cursor_item.setVisible(not self._panning and not self._space)
             self.cursor_moved.emit(int(p.x()), int(p.y()))
 
-    def _update_cursor_shape(self) -> None:
+    def _update_cursor_shape(self, grab: str | None = None) -> None:
+        """The hand over the canvas: pan, a handle to drag (no brush ring then), or the brush."""
         if self._space or self._panning:
             self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
+        elif grab is not None:
+            self.viewport().setCursor(EDGE_CURSORS.get(grab, Qt.CursorShape.SplitHCursor))
         else:
             self.viewport().setCursor(QCursor(Qt.CursorShape.CrossCursor))
         self.cursor_item.setVisible(self.doc.has_photo and self._ring_placed and not self._space
-                                    and self.underMouse())
+                                    and grab is None and self.underMouse())
