@@ -7,7 +7,7 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSlider, QWidget
 
-from desktop_app.canvas import BRUSH, ERASER, PAINT
+from desktop_app.canvas import BRUSH, ERASER, LASSO, PAINT, RECT
 from desktop_app.canvas.items import colour_swatch
 from desktop_app.dialogs import TINY_NOTE
 from desktop_app.icons import icon
@@ -81,6 +81,12 @@ def build_actions(window) -> None:
       "Paint the mask: add to where the edit happens", checkable=True)
     A("eraser", "E&raser", lambda on: on and window.canvas.set_tool(ERASER), "E", "eraser",
       "Erase the mask: protect from the edit", checkable=True)
+    A("rect_select", "&Rectangle", lambda on: on and window.canvas.set_tool(RECT), "R", "rect_select",
+      "Drag a rectangle to add it to the mask; hold Alt while pressing to take it away "
+      "(one undo step)", checkable=True)
+    A("lasso", "&Lasso", lambda on: on and window.canvas.set_tool(LASSO), "L", "lasso",
+      "Draw round an area to add it to the mask; hold Alt while pressing to take it away "
+      "(one undo step)", checkable=True)
     A("paint", "&Paint", lambda on: on and window.canvas.set_tool(PAINT), "P", None,
       "Paint rough colours for Blended scribble (they steer the edit inside the mask)",
       checkable=True)
@@ -88,7 +94,7 @@ def build_actions(window) -> None:
       tip="The Paint tool's colour")
     A("clear_paint", "Clear Pa&int", lambda: window.doc.clear_paint(),
       tip="Remove all painted colours (undoable)")
-    for key in ("brush", "eraser", "paint"):
+    for key in ("brush", "eraser", "rect_select", "lasso", "paint"):
         tools.addAction(window.actions[key])
     window.actions["paint"].setIcon(colour_swatch(window.canvas.paint_colour))
     window.actions["brush"].setChecked(True)
@@ -147,7 +153,8 @@ def build_menus(window):
     for key in ("undo", "redo", None, "find_mask", "edit", "cancel"):
         edit_menu.addSeparator() if key is None else edit_menu.addAction(a[key])
     mask_menu = bar.addMenu("&Mask")
-    for key in ("brush", "eraser", "paint", "paint_colour", "clear_paint", "smaller", "bigger",
+    for key in ("brush", "eraser", "rect_select", "lasso", "paint", "paint_colour", "clear_paint",
+                "smaller", "bigger",
                 None, "show_mask", "show_heatmap",
                 "mask_colour", None, "invert", "clear_mask", "grow", "shrink", "feather", None,
                 "load_mask", "save_mask"):
@@ -173,12 +180,13 @@ def build_toolbar(window):
     bar.setObjectName("main_toolbar")
     bar.setIconSize(QSize(20, 20))
     bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-    for key in ("open", "export", None, "undo", "redo", None, "brush", "eraser", "paint", "show_mask",
+    for key in ("open", "export", None, "undo", "redo", None, "brush", "eraser", "rect_select", "lasso",
+                "paint", "show_mask",
                 None, "fit", "actual", None, "find_mask", "edit", "cancel"):
         bar.addSeparator() if key is None else bar.addAction(window.actions[key])
     # Secondary actions show only their icon (the tooltip has the name and keys), so that the
     # compare slider fits without an overflow menu at common window widths.
-    for key in ("undo", "redo", "show_mask", "fit", "actual", "cancel"):
+    for key in ("undo", "redo", "rect_select", "lasso", "show_mask", "fit", "actual", "cancel"):
         bar.widgetForAction(window.actions[key]).setToolButtonStyle(
             Qt.ToolButtonStyle.ToolButtonIconOnly)
     bar.addSeparator()

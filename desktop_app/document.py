@@ -302,9 +302,9 @@ class Document(QObject):
         if hit is None:
             return
         rect, coverage = hit
-        rx, ry, rw, rh = rect
-        sl = np.s_[ry:ry + rh, rx:rx + rw]
         if stroke.mode == "paint":
+            rx, ry, rw, rh = rect
+            sl = np.s_[ry:ry + rh, rx:rx + rw]
             layer = self.paint
             stroke.save_tiles(rect, (layer.rgb, layer.coverage))
             c = coverage[..., None]
@@ -313,8 +313,14 @@ class Document(QObject):
             np.maximum(layer.coverage[sl], coverage, out=layer.coverage[sl])
             self.paint_changed.emit(rect)
             return
+        self._cover(stroke, rect, coverage)
+
+    def _cover(self, stroke: undo.StrokeRecorder, rect: Rect, coverage: np.ndarray) -> None:
+        """Add (or erase) ``coverage`` over ``rect`` of the top segment, its tiles saved first."""
         seg = self.mask.segments[stroke.segment]
         stroke.save_tiles(rect, (seg.added, seg.erased))
+        x, y, w, h = rect
+        sl = np.s_[y:y + h, x:x + w]
         paint, clear = (seg.added, seg.erased) if stroke.mode == "add" else (seg.erased, seg.added)
         # Painting one layer also lifts the other there, so the last stroke always wins.
         np.maximum(paint[sl], coverage, out=paint[sl])
@@ -322,7 +328,16 @@ class Document(QObject):
         self._recompose_region(rect)
         self.mask_changed.emit(rect)
 
-    def end_stroke(self) -> None:
+    def apply_selection(self, mode: str, rect: Rect, coverage: np.ndarray, label: str) -> None:
+        """A rectangle or lasso selection's ``coverage`` over ``rect`` (inside the photo) added
+        to the mask ("add") or taken from it ("erase"), like a brush stroke: one undo step."""
+        if self.base is None or self.stroking:
+            return
+        self.begin_stroke(mode, 0.0, 1.0)
+        self._cover(self._stroke, rect, np.asarray(coverage, np.float32))
+        self.end_stroke(label)
+
+    def end_stroke(self, label: str | None = None) -> None:
         stroke, self._stroke = self._stroke, None
         if stroke is None or not stroke.tiles:
             return
@@ -332,7 +347,7 @@ class Document(QObject):
         else:
             seg = self.mask.segments[stroke.segment]
             patches = stroke.patches((seg.added, seg.erased))
-            label = "Brush stroke" if stroke.mode == "add" else "Eraser stroke"
+            label = label or ("Brush stroke" if stroke.mode == "add" else "Eraser stroke")
             step = undo.StrokeCommand(self, stroke.segment, patches, label)
         if patches:  # a stroke that changed nothing is no step
             self.undo_stack.push(step)

@@ -1,5 +1,6 @@
 """The photo canvas: QGraphicsView with zoom, pan, mask overlay, brush and before/after."""
 
+from desktop_app.canvas.selection import LASSO, RECT
 from desktop_app.canvas.view import BRUSH, ERASER, PAINT, Canvas
 
-__all__ = ["BRUSH", "ERASER", "PAINT", "Canvas"]
+__all__ = ["BRUSH", "ERASER", "LASSO", "PAINT", "RECT", "Canvas"]

@@ -1,5 +1,6 @@
-"""The canvas: zoom under the cursor, fit, 100 %, pan, brush and eraser on the mask, the Paint tool
-on the scribble paint layer, before/after with a draggable split, the extend frame's edges.
+"""The canvas: zoom under the cursor, fit, 100 %, pan, brush and eraser on the mask, rectangle and
+lasso selections (Alt subtracts), the Paint tool on the scribble paint layer, before/after with a
+draggable split, the extend frame's edges.
 
 Scene coordinates are photo pixels ((0, 0) is the top-left corner of the top-left pixel). The view
 only reads the document and calls its stroke methods; everything else arrives through signals.
@@ -14,12 +15,13 @@ from PySide6.QtWidgets import (QFrame, QGraphicsPixmapItem, QGraphicsScene, QGra
                                QVBoxLayout)
 from desktop_app.canvas.handles import EDGE_CURSORS, GRAB_PX, ExtendFrameItem, SplitGripItem
 from desktop_app.canvas.hold_keys import COMPARE_KEY, PAN_KEY, HoldKeys
+from desktop_app.canvas.selection import LABELS, LASSO, RECT, SelectionOutlineItem, coverage, outline
 from desktop_app.canvas.items import (BrushCursorItem, MaskOverlayItem, PaintOverlayItem, PhotoItem,
                                       qimage_from_rgb, qimage_from_rgba)
 from desktop_app.document import Document
 
 MIN_ZOOM, MAX_ZOOM = 0.02, 32.0
-BRUSH, ERASER, PAINT = "brush", "eraser", "paint"
+BRUSH, ERASER, PAINT = "brush", "eraser", "paint"  # and selection.RECT, selection.LASSO
 STROKE_MODES = {BRUSH: "add", ERASER: "erase", PAINT: "paint"}
 
 
@@ -62,13 +64,15 @@ class Canvas(QGraphicsView):
         self.frame_item = ExtendFrameItem()
         self.frame_item.setVisible(False)
         self.extend_margins: tuple[int, int, int, int] | None = None  # None: no extend frame
+        self.selection_item = SelectionOutlineItem()
+        self.selection_item.setVisible(False)
         self.cursor_item = BrushCursorItem()
         self.cursor_item.setVisible(False)
         # The ring is shown only once it sits under the mouse: until then its position is stale
         # (or the scene origin), and showing it would draw it at the photo's corner.
         self._ring_placed = False
         for item in (self.photo_item, self.paint_item, self.mask_item, self.preview_item,
-                     self.frame_item, self.split_grip, self.cursor_item):
+                     self.frame_item, self.split_grip, self.selection_item, self.cursor_item):
             self.scene().addItem(item)
 
         self.tool = BRUSH
@@ -79,6 +83,7 @@ class Canvas(QGraphicsView):
         self.paint_shown = True  # the paint layer is a scribble's input: shown for such runs only
         self._painting = False
         self._dragging: str | None = None  # "split" or an extend frame side, while dragged
+        self._selecting: tuple[str, str, list[QPointF]] | None = None  # (tool, mode, points)
         self._panning = False
         self._space = False
         self._pan_from = QPointF()
@@ -304,6 +309,7 @@ class Canvas(QGraphicsView):
 
     def set_tool(self, tool: str) -> None:
         self.tool = tool
+        self._update_cursor_shape()
         self.brush_changed.emit()
 
     def set_brush_size(self, size: float) -> None:
@@ -338,8 +344,16 @@ class Canvas(QGraphicsView):
         if button == Qt.MouseButton.LeftButton and self.doc.has_photo and not self.doc.stroking:
             self.setFocus()
             self._dragging = self._grab_at(event.position())
+            p = self.mapToScene(event.position().toPoint())
             if self._dragging is not None:
-                self._drag_to(self.mapToScene(event.position().toPoint()))
+                self._drag_to(p)
+                event.accept()
+                return
+            if self.tool in (RECT, LASSO):
+                # Alt takes the shape away from the mask; plain or Shift adds it.
+                alt = bool(event.modifiers() & Qt.KeyboardModifier.AltModifier)
+                self._selecting = (self.tool, "erase" if alt else "add", [p])
+                self.selection_item.show_shape(outline(self.tool, [p]))
                 event.accept()
                 return
             self._painting = True
@@ -368,6 +382,12 @@ class Canvas(QGraphicsView):
             self._drag_to(p)
             event.accept()
             return
+        if self._selecting is not None:
+            tool, _mode, points = self._selecting
+            points[1 if tool == RECT else len(points):] = [p]  # a rectangle needs its corners only
+            self.selection_item.show_shape(outline(tool, points))
+            event.accept()
+            return
         if self._painting:
             self.doc.stroke_to(p.x(), p.y())
             event.accept()
@@ -385,6 +405,16 @@ class Canvas(QGraphicsView):
             self._dragging = None
             if self._fit_on_resize:
                 self.fit()  # the frame may have grown: it is all in sight again
+            event.accept()
+            return
+        if self._selecting is not None and event.button() == Qt.MouseButton.LeftButton:
+            tool, mode, points = self._selecting
+            self._selecting = None
+            self.selection_item.show_shape(None)
+            hit = coverage(outline(tool, points), self.doc.size)
+            if hit is not None:
+                label = LABELS[tool] + (" taken away" if mode == "erase" else " added")
+                self.doc.apply_selection(mode, *hit, label)
             event.accept()
             return
         if self._painting and event.button() == Qt.MouseButton.LeftButton:
@@ -442,7 +472,7 @@ class Canvas(QGraphicsView):
         self.cursor_item.set_radius(self.brush_size / 2)
         if self.doc.has_photo:
             self._ring_placed = True
-            self.cursor_item.setVisible(not self._panning and not self._space)
+            self.cursor_item.setVisible(not self._panning and not self._space and self._brushing())
             self.cursor_moved.emit(int(p.x()), int(p.y()))
 
     def _update_cursor_shape(self, grab: str | None = None) -> None:
@@ -454,4 +484,8 @@ class Canvas(QGraphicsView):
         else:
             self.viewport().setCursor(QCursor(Qt.CursorShape.CrossCursor))
         self.cursor_item.setVisible(self.doc.has_photo and self._ring_placed and not self._space
-                                    and grab is None and self.underMouse())
+                                    and grab is None and self._brushing() and self.underMouse())
+
+    def _brushing(self) -> bool:
+        """Whether the tool paints with the brush (its ring shows); the selections do not."""
+        return self.tool not in (RECT, LASSO)

@@ -1,4 +1,5 @@
-"""The mask panel: brush, eraser and paint tools, size and hardness, overlay display, mask operations."""
+"""The mask panel: brush, eraser, selection and paint tools, size and hardness, overlay display,
+mask operations."""
 
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ class MaskPanel(QWidget):
         self.canvas = canvas
         outer = QVBoxLayout(self)
 
-        tools = QHBoxLayout()
-        for key in ("brush", "eraser", "paint"):  # paint: colours for Blended scribble
-            button = QToolButton()
-            button.setDefaultAction(actions[key])
-            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-            tools.addWidget(button)
-        tools.addStretch(1)
-        outer.addLayout(tools)
+        # Brush, eraser and paint (colours for Blended scribble); the selections below them.
+        for keys in (("brush", "eraser", "paint"), ("rect_select", "lasso")):
+            tools = QHBoxLayout()
+            for key in keys:
+                button = QToolButton()
+                button.setDefaultAction(actions[key])
+                button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+                tools.addWidget(button)
+            tools.addStretch(1)
+            outer.addLayout(tools)
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
