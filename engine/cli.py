@@ -107,7 +107,7 @@ def _add_common(sub: argparse.ArgumentParser, target_required: bool = True) -> N
 
 def _add_edit_flags(sub: argparse.ArgumentParser) -> None:
     """The settings of an edit (`edit`, and every item's defaults in `batch`)."""
-    _add_params(sub, ("steps", "strength", "guidance", "negative_prompt", "feather", "eta"))
+    _add_params(sub, ("steps", "strength", "guidance", "negative_prompt", "feather", "seam", "eta"))
     sub.add_argument("--strip-gps", action="store_true",
                      help="leave the photo's GPS location out of the exported file")
     sub.add_argument("--method", default="diffedit", choices=list(methods.METHODS),
@@ -127,8 +127,10 @@ def _add_params(sub: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
             else f"default {f.default!r}" if isinstance(f.default, str) else f"default {f.default}"
         default += "".join(f"; {info.name} {info.defaults[name]}" for info in methods.METHODS.values()
                            if name in info.defaults)
+        choices = f.metadata.get("choices")
         sub.add_argument(fields.flag(f), dest=name, type=fields.kind(f), default=None,
-                         metavar={int: "N", float: "X"}.get(fields.kind(f), "TEXT"),
+                         choices=choices,
+                         metavar=None if choices else {int: "N", float: "X"}.get(fields.kind(f), "TEXT"),
                          help=f"{f.metadata['help']} ({default})".replace("%", "%%"))
 
 

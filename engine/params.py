@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from engine.fields import validate as validate_fields
 from engine.fields import AUTO, described
+from engine.seams import SEAM_METHODS
 
 SEED_RANGE = (0, 2**31 - 1)  # every surface's seeds: a 32-bit spin box holds all, torch takes all
 GUIDANCE_RANGE = (0.0, 50.0)  # classifier-free guidance scale; 1 turns guidance off
@@ -33,6 +34,11 @@ class EditParams:
                              "resolution", range=(0, 256), label="Feather",
                              auto="scales with the photo: 4 px of the working resolution "
                                   "(27 px on 4000x3000 worked at 512)")
+    seam: str = described("feather", "how the edit meets the photo at the mask's edge: feather "
+                          "(a linear fade over the feather band) or poisson (the edit first "
+                          "carried smoothly onto the photo's colours at the border, so a colour "
+                          "shift leaves no seam; its inside shifts with it)", choices=SEAM_METHODS,
+                          label="Edge blend")
     seed: int = described(0, "random seed of the mask noise and of any sampling noise; the same "
                           "seed gives the same bytes", range=SEED_RANGE, label="Seed")
     eta: float = described(0.0, "DDIM stochasticity while decoding; above 0 lets variations of "

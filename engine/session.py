@@ -16,7 +16,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from engine import backbones, masks, memory
+from engine import backbones, masks, memory, seams
 from engine.backbones import Conditioning
 from engine.errors import InputError
 from engine.geometry import WorkingGeometry, default_feather
@@ -209,7 +209,10 @@ class EditSession:
                 mask = np.ones(self.rgb.shape[:2], np.float32)
             else:
                 edited = geometry.from_working(decoded)
-                image = masks.composite(self.rgb, edited, masks.paste_alpha(mask, params.feather))
+                alpha = masks.paste_alpha(mask, params.feather)
+                if params.seam == "poisson":
+                    edited = seams.poisson_edit(self.rgb, edited, alpha)
+                image = masks.composite(self.rgb, edited, alpha)
         stats = ctx.stats()
         stats["working_size"] = list(geometry.padded_size)
         option_values = dataclasses.asdict(options) if options is not None else {}

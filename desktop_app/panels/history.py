@@ -55,7 +55,7 @@ def details(entry: HistoryEntry) -> str:
         f"Negative: {p.negative_prompt or '(reference text)'}", f"Method: {method_title(entry)}",
         f"Steps {p.steps}, strength {p.strength:g}, guidance {p.guidance:g}",
         f"Mask threshold {p.mask_threshold:g}, mask samples {p.mask_samples}, "
-        f"feather {p.feather} px, variety {p.eta:g}",
+        f"feather {p.feather} px{' (Poisson)' if p.seam == 'poisson' else ''}, variety {p.eta:g}",
         f"Time {entry.seconds:.1f} s, made {time.strftime('%H:%M:%S', time.localtime(entry.created))}",
     ]
     if uses_seed(entry):

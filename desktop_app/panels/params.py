@@ -36,7 +36,10 @@ TIPS = {
                     "each costs two model evaluations.",
     "feather": "Soft edge, in pixels, when the edit is pasted back into the photo. Pixels beyond "
                "it stay exactly the original.\nAuto (one step below 0) scales it with the photo: 4 pixels "
-               "of the working resolution, e.g. 27 px on a 4000x3000 photo worked at 512 px.",
+               "of the working resolution, e.g. 27 px on a 4000x3000 photo worked at 512 px.\n"
+               "Linear fades the edit into the photo over that "
+               "edge. Poisson first carries the edit's colours smoothly onto the photo's at the "
+               "border, so a colour shift leaves no seam (the edit's inside shifts with it).",
     "eta": "Variety: DDIM randomness while decoding. 0 is deterministic; variations need more "
            "than 0 to differ (0.5 is used for them when this is 0).",
     "seed": "Random seed. Unlocked, every run picks a new one; locked, runs repeat exactly.",
@@ -117,6 +120,15 @@ class ParamsPanel(QWidget):
         self.mask_samples, self.feather, self.eta, self.seed = (
             param_box(name, getattr(defaults, name))
             for name in ("mask_samples", "feather", "eta", "seed"))
+        self.seam = QComboBox()
+        for key, text in (("feather", "Linear"), ("poisson", "Poisson")):
+            self.seam.addItem(text, key)
+        self.seam.setCurrentIndex(self.seam.findData(defaults.seam))
+        feather_row = QWidget()
+        row = QHBoxLayout(feather_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.feather)
+        row.addWidget(self.seam, 1)
         self.random_seed = QToolButton()
         self.random_seed.setText("Random")
         self.random_seed.setToolTip("Pick a new random seed now")
@@ -137,7 +149,7 @@ class ParamsPanel(QWidget):
         self.variations = self._spin(1, 16, 1)
         for name, widget in (("steps", self.steps), ("strength", self.strength),
                              ("guidance", self.guidance), ("mask_threshold", threshold_row),
-                             ("mask_samples", self.mask_samples), ("feather", self.feather),
+                             ("mask_samples", self.mask_samples), ("feather", feather_row),
                              ("eta", self.eta), ("seed", seed_row), ("variations", self.variations)):
             self.fields[name] = widget
             self._add(self.form, LABELS[name], widget, TIPS[name])
@@ -185,7 +197,8 @@ class ParamsPanel(QWidget):
         self._on_method()
         # One signal for whoever keeps what the panel shows (autosave): no polling needed.
         for signal in (self.source.textChanged, self.target.textChanged, self.negative.textChanged,
-                       self.method.currentIndexChanged, self.lock_seed.toggled, self.options_changed,
+                       self.method.currentIndexChanged, self.seam.currentIndexChanged,
+                       self.lock_seed.toggled, self.options_changed,
                        *(box.valueChanged for box in (self.steps, self.strength, self.guidance,
                                                       self.threshold_spin, self.mask_samples,
                                                       self.feather, self.eta, self.seed,
@@ -402,7 +415,7 @@ class ParamsPanel(QWidget):
             guidance=round(self.guidance.value(), 4),
             mask_threshold=round(self.threshold_spin.value(), 4),
             mask_samples=self.mask_samples.value(), feather=self.feather.value(),
-            seed=self.seed.value(), eta=round(self.eta.value(), 4),
+            seam=self.seam.currentData(), seed=self.seed.value(), eta=round(self.eta.value(), 4),
             negative_prompt=self.negative.toPlainText().strip(),
         )
 
@@ -448,6 +461,7 @@ class ParamsPanel(QWidget):
         self.threshold_spin.setValue(params.mask_threshold)
         self.mask_samples.setValue(params.mask_samples)
         self.feather.setValue(params.feather)
+        self.seam.setCurrentIndex(max(0, self.seam.findData(params.seam)))
         self.eta.setValue(params.eta)
         self._show_seed(min(params.seed, SEED_MAX))
         self.negative.setPlainText(params.negative_prompt)

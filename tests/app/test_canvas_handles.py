@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import Qt
 
 from engine.params import EditParams
-
-
-def drag(qtbot, canvas, points):
-    """Press, move through and release at photo coordinates, like a user's mouse."""
-    viewport = canvas.viewport()
-    pos = [canvas.mapFromScene(QPointF(x, y)) for x, y in points]
-    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=pos[0])
-    for p in pos[1:]:
-        qtbot.mouseMove(viewport, p)
-    qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=pos[-1])
+from mouse import drag
 
 
 @pytest.fixture

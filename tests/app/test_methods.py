@@ -158,7 +158,11 @@ def test_extend_apply_changes_the_size_and_undo_restores_it(qtbot, settings, rea
         np.testing.assert_array_equal(doc.composed[8:, :64], mask_before)
         assert not doc.composed[:8].any() and not doc.composed[:, 64:].any()
         assert doc.shown_photo().rgb.shape == (56, 80, 3)  # export writes the new size
-        assert win.canvas.scene().sceneRect().width() == 80
+        shown = win.canvas.photo_item.boundingRect()
+        assert shown.size().toTuple() == (80, 56)  # the canvas shows the new size
+        # With extend still chosen, the frame is around the new photo, in the scene with room.
+        assert win.canvas.frame_item.frame_rect().topLeft().toTuple() == (0.0, -8.0)
+        assert win.canvas.scene().sceneRect().contains(win.canvas.frame_item.frame_rect())
         win.actions["undo"].trigger()
         np.testing.assert_array_equal(doc.base, original)
         np.testing.assert_array_equal(doc.composed, mask_before)
@@ -420,3 +424,13 @@ def test_methods_that_do_not_use_the_source_text_run_without_it(qtbot, window):
     with qtbot.waitSignal(window.engine.job_finished, timeout=10000):
         window.actions["edit"].trigger()
     assert window.doc.history and window.doc.history[-1].method == "sdedit"
+
+
+def test_the_edge_blend_choice_reaches_the_run_and_comes_back_with_its_settings(qtbot, window):
+    panel = window.params
+    panel.seam.setCurrentIndex(panel.seam.findData("poisson"))
+    assert panel.params().seam == "poisson"
+    panel.set_params(panel.params().replace(seam="feather"))
+    assert panel.seam.currentData() == "feather"
+    panel.set_params(panel.params().replace(seam="poisson"))
+    assert panel.run_params().seam == "poisson"

@@ -8,17 +8,9 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QPolygonF
 
 from desktop_app.canvas.selection import coverage
+from mouse import drag
 
 ALT = Qt.KeyboardModifier.AltModifier
-
-
-def drag(qtbot, canvas, points, modifier=Qt.KeyboardModifier.NoModifier):
-    viewport = canvas.viewport()
-    pos = [canvas.mapFromScene(QPointF(x, y)) for x, y in points]
-    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, modifier, pos[0])
-    for p in pos[1:]:
-        qtbot.mouseMove(viewport, p)
-    qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, modifier, pos[-1])
 
 
 def test_a_rectangle_adds_exactly_its_pixels_and_is_one_undo_step(qtbot, window):
