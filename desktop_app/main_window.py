@@ -137,9 +137,11 @@ class MainWindow(WindowFiles, QMainWindow):
         self.cancel_button.clicked.connect(self.cancel)
         self.cancel_button.setVisible(False)
         self.zoom_label = QLabel()
+        self.cost_label = QLabel()  # what the next Edit costs, while nothing runs
         self.model_label = QLabel("Model: none")
         for widget in (self.stage_label, self.progress, self.cancel_button):
             status.addPermanentWidget(widget)
+        status.addPermanentWidget(self.cost_label)
         status.addPermanentWidget(self.zoom_label)
         status.addPermanentWidget(self.model_label)
 
@@ -169,6 +171,10 @@ class MainWindow(WindowFiles, QMainWindow):
         self.canvas.extend_dragged.connect(self._on_extend_dragged)
         p.set_paint_actions([self.actions[k] for k in ("paint", "paint_colour", "clear_paint")])
         p.bind_threshold(self.doc)
+        # The next run's cost follows its settings, the photo, the mask and the last run's pace.
+        for signal in (p.changed, self.doc.photo_changed, self.doc.heatmap_changed, r.running_changed):
+            signal.connect(self._show_cost)
+        self.doc.mask_changed.connect(lambda rect: rect is None and self._show_cost())
         h = self.history
         h.preview_requested.connect(self.doc.set_preview)
         h.apply_requested.connect(self.apply_entry)
@@ -412,6 +418,13 @@ class MainWindow(WindowFiles, QMainWindow):
             self.actions[key].setEnabled(on)
         if not on and self.actions["paint"].isChecked():
             self.actions["brush"].setChecked(True)
+
+    def _show_cost(self, *_args) -> None:
+        cost = self.runs.cost()
+        self.params.set_cost(cost)
+        self.cost_label.setText(f"Next edit: {self.runs.cost(short=True)}" if cost else "")
+        self.cost_label.setToolTip(f"The next Edit: {cost}" if cost else "")
+        self.cost_label.setVisible(bool(cost) and not self.runs.running)
 
     def move_split(self, percent: int) -> None:
         self.split_slider.setValue(self.split_slider.value() + percent)

@@ -17,7 +17,7 @@ from desktop_app.dialogs import APP_TITLE, TINY_NOTE
 from desktop_app.method_runs import run_inputs
 from desktop_app.methods import finds_mask
 from desktop_app.panels.params import LABELS
-from desktop_app.time_left import StepClock, left_text, steps_left
+from desktop_app.time_left import StepClock, cost_text, left_text, run_steps, steps_left
 from desktop_app.worker import EditRequest, MaskRequest
 from engine import methods
 from engine.errors import InputError
@@ -111,6 +111,21 @@ class RunController(QObject):
             raise RunRefused("No model", "No model is loaded. Choose one in Settings, or use the "
                              f"tiny test model from the Models menu ({TINY_NOTE}).")
         return self.params.prompts()
+
+    def cost(self, short: bool = False) -> str:
+        """The next Edit's steps and, once a run like it was measured here, its time ("" with no
+        photo or with options the run would refuse); see time_left.cost_text."""
+        if not self.doc.has_photo:
+            return ""
+        info = methods.info(self.params.method_key())
+        has_mask = info.mask != "none" and self.doc.has_mask()
+        try:
+            plan = info.step_plan(self.params.run_params(), self.params.options(), has_mask)
+        except InputError:
+            return ""
+        variations = self.params.variations.value() if info.variations else 1
+        paces = self._paces.get(("edit", info.name, self.doc.size), {})
+        return cost_text(run_steps(plan, variations), paces, short)
 
     def find_mask(self) -> None:
         """Estimate the auto mask (methods that find their own); raises RunRefused."""

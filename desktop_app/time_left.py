@@ -1,5 +1,6 @@
 """Time left in a run from the measured times of its steps: a smoothed pace per stage, so the
-estimate neither reads "about 0 s" while steps remain nor leaps when a stage begins."""
+estimate neither reads "about 0 s" while steps remain nor leaps when a stage begins; and the cost
+of the next run before it starts, from its step plan and the paces of the last run like it."""
 
 from __future__ import annotations
 
@@ -74,6 +75,24 @@ def left_text(clock: StepClock, left: dict[str, int]) -> str:
     if not clock.measured:
         return "estimating the time left\u2026"
     return f"about {duration(max(clock.seconds_left(left), 1.0))} left"
+
+
+def run_steps(plan: dict, variations: int) -> dict[str, int]:
+    """The steps a whole run reports per stage: its plan's, the decode once per variation."""
+    return {stage: n * (variations if stage == "decode" else 1) for stage, n in plan.items() if n}
+
+
+def cost_text(steps: dict[str, int], paces: dict[str, float], short: bool = False) -> str:
+    """What the next run costs, said before it starts: "13 steps (mask 3, encode 5, decode 5),
+    about 20 s" with the paces a run like it measured on this machine (seconds per step per
+    stage), else the steps alone; ``short`` leaves out the stages and the note."""
+    total = sum(steps.values())
+    text = f"{total} step{'s' if total != 1 else ''}"
+    if len(steps) > 1 and not short:
+        text += " (" + ", ".join(f"{stage} {n}" for stage, n in steps.items()) + ")"
+    if paces and all(stage in paces for stage in steps):
+        return f"{text}, about {duration(sum(n * paces[stage] for stage, n in steps.items()))}"
+    return text if short else f"{text}; the time shows after a first run like it"
 
 
 def duration(seconds: float) -> str:

@@ -193,6 +193,7 @@ class ParamsPanel(QWidget):
         self.find_mask_button.clicked.connect(self.find_mask_requested)
         self.edit_button.clicked.connect(self.edit_requested)
         self.cancel_button.clicked.connect(self.cancel_requested)
+        self._edit_tip = self._cost = ""
         self.method.currentIndexChanged.connect(self._on_method)
         self._on_method()
         # One signal for whoever keeps what the panel shows (autosave): no polling needed.
@@ -315,8 +316,14 @@ class ParamsPanel(QWidget):
                      "user": "Needs a mask: paint it with the brush.",
                      "optional": "Uses the mask where the method's options ask for one.",
                      "none": "Changes the whole photo; the mask is not used."}[info.mask]
-        self.edit_button.setToolTip(f"Run {info.title} (Ctrl+Return). {mask_note}")
+        self._edit_tip = f"Run {info.title} (Ctrl+Return). {mask_note}"
+        self.set_cost(self._cost)
         self.method_changed.emit(key)
+
+    def set_cost(self, text: str) -> None:
+        """What the next run costs (steps, time), said under the Edit button's own tooltip."""
+        self._cost = text
+        self.edit_button.setToolTip(f"{self._edit_tip}\nThis run: {text}" if text else self._edit_tip)
 
     def _update_visibility(self) -> None:
         key = self.method_key()
