@@ -8,6 +8,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from engine.params import EditParams
+from engine.results import EditResult
 from mouse import drag
 
 
@@ -16,8 +17,10 @@ def previewed(window):
     """A result of the photo's size, shown on the canvas (split at 0: all after)."""
     doc = window.doc
     image = 255 - doc.base
-    doc.add_result(doc.new_group(), 0, image=image, mask=np.ones(doc.shape, np.float32),
-                   source="a", target="b", method="diffedit", params=EditParams(), seconds=1.0)
+    doc.add_result(doc.new_group(), EditResult(
+        image=image, mask=np.ones(doc.shape, np.float32), heatmap=None, source="a", target="b",
+        params=EditParams(), model_name="tiny", method="diffedit", loras=[], stats={},
+        warnings=[], variation=0, seconds=1.0))
     doc.set_preview(doc.history[-1].id)
     return window
 
