@@ -8,16 +8,15 @@ mask_structure_changed) change the state without pushing a step of their own.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from desktop_app import undo
+from desktop_app.history_entry import HistoryEntry, make_thumbnail
 from desktop_app.refold import Refolded, Refolder
 from desktop_app.methods import extension
 from desktop_app.mask_layers import (MaskLayers, PaintLayer, Rect, Segment, apply_strokes, bbox,
@@ -26,36 +25,6 @@ from desktop_app.results_store import ResultStore
 from engine import masks
 from engine.params import EditParams
 from engine.results import EditResult
-
-
-# ----------------------------------------------------------------------------- history
-
-
-@dataclass(kw_only=True)
-class HistoryEntry(EditResult):
-    """One result of one run: the engine's record itself (image, mask, texts, params, metadata(),
-    ...), plus what the history adds. A run with variations makes several entries sharing
-    ``group``; ``heatmap`` is kept only when the method made it itself (P2P's local blend), for
-    "Use its mask"."""
-
-    id: int
-    group: int
-    created: float  # time.time()
-    thumbnail: np.ndarray | None = None  # small RGB for the history list
-
-    @classmethod
-    def of(cls, result: EditResult, **history) -> "HistoryEntry":
-        """``result`` (its fields, not copies of its arrays) with the history's own fields."""
-        return cls(**{f.name: getattr(result, f.name) for f in dataclasses.fields(EditResult)},
-                   **history)
-
-
-def make_thumbnail(rgb: np.ndarray, side: int = 96) -> np.ndarray:
-    from PIL import Image
-
-    image = Image.fromarray(rgb)
-    image.thumbnail((side, side), Image.Resampling.BILINEAR)
-    return np.asarray(image).copy()
 
 
 # ----------------------------------------------------------------------------- document

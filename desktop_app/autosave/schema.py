@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from desktop_app.document import HistoryEntry
+from desktop_app.history_entry import HistoryEntry
 from desktop_app.mask_layers import MaskLayers, PaintLayer, Segment
 from engine.imaging import Photo
 from engine.methods import METHODS

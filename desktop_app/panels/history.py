@@ -12,7 +12,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QPushButton, QSiz
 
 from desktop_app import methods
 from desktop_app.canvas.items import qimage_from_rgb
-from desktop_app.document import Document, HistoryEntry, make_thumbnail
+from desktop_app.document import Document
+from desktop_app.history_entry import HistoryEntry, make_thumbnail
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole
 THUMB = 64

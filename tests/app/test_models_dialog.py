@@ -32,11 +32,11 @@ def checkpoint(path: Path, width=768, in_channels=4) -> Path:
 
 @pytest.fixture
 def library(tmp_path):
-    """Two usable checkpoints and one inpainting model in a configured folder."""
+    """Two usable checkpoints and one depth model (which cannot edit) in a configured folder."""
     folder = tmp_path / "library"
     checkpoint(folder / "portrait-sd15.safetensors", 768)
     checkpoint(folder / "v2-1_768-ema-pruned.safetensors", 1024)
-    checkpoint(folder / "fill-inpainting.safetensors", 768, in_channels=9)
+    checkpoint(folder / "depth-map.safetensors", 768, in_channels=5)
     Settings(model_folders=[str(folder)]).save()
     return folder
 
@@ -50,9 +50,9 @@ def test_lists_models_and_sets_the_default(qtbot, library):
     dialog = ModelsDialog()
     qtbot.addWidget(dialog)
     table = rows(dialog)
-    assert [r[1] for r in table] == ["portrait-sd15", "v2-1_768-ema-pruned", "fill-inpainting"]
+    assert [r[1] for r in table] == ["portrait-sd15", "v2-1_768-ema-pruned", "depth-map"]
     assert table[0][2] == "SD 1.x" and table[1][2] == "SD 2.x (v)"
-    assert table[2][0] == "Not usable" and "inpainting" in dialog.table.item(2, 1).toolTip()
+    assert table[2][0] == "Not usable" and "5 input channels" in dialog.table.item(2, 1).toolTip()
     assert table[0][5] == str(library / "portrait-sd15.safetensors")
 
     dialog.table.selectRow(2)

@@ -137,6 +137,7 @@ def test_configured_folders_files_and_broken_entries(tmp_path):
     make_folder(library / "pickle-only", pipeline_files(768, weight_suffix=".bin"))
     checkpoint_file(library / "dreamy-v1.safetensors", 768)
     checkpoint_file(library / "inpaint-v1.safetensors", 768, in_channels=9)
+    checkpoint_file(library / "depth-v1.safetensors", 768, in_channels=5)
     (library / "truncated.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"")
     save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 2)}, str(library / "style-lora.safetensors"))
     (library / "notes.txt").write_text("not a model")
@@ -145,7 +146,7 @@ def test_configured_folders_files_and_broken_entries(tmp_path):
 
     entries = by_name(discover_models(settings))
     assert set(entries) == {"my-sd2-base", "nested-sd15", "pickle-only", "dreamy-v1", "inpaint-v1",
-                            "truncated", "style-lora", "v2-1_768-ema-pruned", "gone"}
+                            "depth-v1", "truncated", "style-lora", "v2-1_768-ema-pruned", "gone"}
     assert entries["my-sd2-base"].family == "sd2" and entries["my-sd2-base"].kind == "folder"
     assert entries["nested-sd15"].family == "sd1"
     assert entries["dreamy-v1"].family == "sd1" and entries["dreamy-v1"].kind == "file"
@@ -153,12 +154,13 @@ def test_configured_folders_files_and_broken_entries(tmp_path):
     assert entries["v2-1_768-ema-pruned"].family == "sd2-v"
     assert entries["v2-1_768-ema-pruned"].source == str(single)
     assert "pickle format" in entries["pickle-only"].problem
-    assert entries["inpaint-v1"].problem.startswith("this is an inpainting model")
+    assert (entries["inpaint-v1"].usable, entries["inpaint-v1"].family) == (True, "sd1")  # 9 channels
+    assert "takes 5 input channels" in entries["depth-v1"].problem
     assert entries["truncated"].problem.startswith("not a valid safetensors file")
     assert "LoRA" in entries["style-lora"].problem
     assert "not found" in entries["gone"].problem
     usable = {e.name for e in entries.values() if e.usable}
-    assert usable == {"my-sd2-base", "nested-sd15", "dreamy-v1", "v2-1_768-ema-pruned"}
+    assert usable == {"my-sd2-base", "nested-sd15", "dreamy-v1", "inpaint-v1", "v2-1_768-ema-pruned"}
 
 
 def test_default_is_marked_and_duplicates_are_merged(tmp_path):
@@ -186,7 +188,7 @@ def test_settings_are_read_from_the_config_dir(tmp_path):
 
 def test_format_table(tmp_path):
     make_folder(tmp_path / "lib" / "portrait-sd15", pipeline_files(768, weight_bytes=3 * 1024 * 1024))
-    checkpoint_file(tmp_path / "lib" / "xl-inpaint.safetensors", 768, in_channels=9)
+    checkpoint_file(tmp_path / "lib" / "depth.safetensors", 768, in_channels=5)
     settings = Settings(default_model=str(tmp_path / "lib" / "portrait-sd15"), model_folders=[str(tmp_path / "lib")])
     table = format_table(discover_models(settings))
     lines = table.splitlines()
@@ -194,7 +196,7 @@ def test_format_table(tmp_path):
     assert lines[1].startswith("*") and "portrait-sd15" in lines[1] and "SD 1.x" in lines[1]
     assert "9.0 MB" in lines[1] and str(tmp_path / "lib" / "portrait-sd15") in lines[1]
     assert "(* = default model)" in table
-    assert "Not usable:" in table and "xl-inpaint" in table and "inpainting" in table
+    assert "Not usable:" in table and "depth" in table and "5 input channels" in table
     empty = format_table([])
     assert "No usable models found" in empty and "--model tiny" in empty
 
