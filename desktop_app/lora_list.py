@@ -68,14 +68,15 @@ class LoraList(QWidget):
 
     def specs(self) -> list[str]:
         """``PATH:WEIGHT`` of each row, in order (what Settings saves and the engine parses)."""
-        return [LoraSpec(Path(self.table.item(row, 0).data(PATH_ROLE)),
-                         self.table.cellWidget(row, 1).value()).spec
-                for row in range(self.table.rowCount())]
+        return [LoraSpec(Path(path), self.table.cellWidget(row, 1).value()).spec
+                for row, path in enumerate(self._paths())]
 
     def missing(self) -> list[str]:
         """Files in the list that do not exist (any more)."""
-        return [self.table.item(row, 0).data(PATH_ROLE) for row in range(self.table.rowCount())
-                if not Path(self.table.item(row, 0).data(PATH_ROLE)).is_file()]
+        return [path for path in self._paths() if not Path(path).is_file()]
+
+    def _paths(self) -> list[str]:
+        return [self.table.item(row, 0).data(PATH_ROLE) for row in range(self.table.rowCount())]
 
     def _choose(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a LoRA", str(Path.home()),
