@@ -59,6 +59,21 @@ def tiny_sdxl(tiny_sdxl_path):
 
 
 @pytest.fixture(scope="session")
+def tiny_flux2_path() -> Path:
+    """The tiny random-weight FLUX.2 klein (distilled) in diffusers layout, built once."""
+    from engine.tiny_model import ensure_tiny_flux2
+
+    return ensure_tiny_flux2()
+
+
+@pytest.fixture(scope="session")
+def tiny_flux2(tiny_flux2_path):
+    from engine.models import load_model
+
+    return load_model(str(tiny_flux2_path), device="cpu")
+
+
+@pytest.fixture(scope="session")
 def tiny_sd3_path() -> Path:
     """The tiny random-weight SD3.5 in diffusers layout, built once per test session."""
     from engine.tiny_flow_models import ensure_tiny_sd3

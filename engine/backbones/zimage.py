@@ -32,27 +32,25 @@ BASE_SHIFT = 6.0  # the base model's scheduler shift (Turbo's: 3)
 
 class ZImage(DiffusionTransformer):
     family = "zimage"
+    title = "Z-Image"
 
     @property
     def patch_size(self) -> int:
         return int(self.model.transformer.config.all_patch_size[0])
 
     @property
-    def turbo(self) -> bool:
-        """Z-Image-Turbo (or a fine-tune of it): named so, or sampled at Turbo's shift."""
+    def distilled(self) -> bool:
+        """Z-Image-Turbo (or a fine-tune of it), named so or sampled at Turbo's shift: distilled
+        to 8 steps with its guidance built in."""
         if "turbo" in self.model.source.lower():
             return True
         return float(self.model.scheduler_config.get("shift", 1.0)) < BASE_SHIFT
 
     @property
-    def default_steps(self) -> int:
-        return 8 if self.turbo else 50
-
-    @property
-    def default_guidance(self) -> float:
-        """Turbo: none (1). Base: the model card's 4 in the pipeline's convention
-        (c + g (c - u)), which is true CFG's 5 here (u + s (c - u))."""
-        return 1.0 if self.turbo else 5.0
+    def defaults(self) -> dict:
+        """Turbo: 8 steps without guidance. Base: 50 steps at the model card's guidance 4 in the
+        pipeline's convention (c + g (c - u)), which is true CFG's 5 here (u + s (c - u))."""
+        return {"steps": 8, "guidance": 1.0} if self.distilled else {"steps": 50, "guidance": 5.0}
 
     def _chat(self, text: str) -> str:
         return self.model.tokenizer.apply_chat_template(
@@ -82,6 +80,12 @@ class ZImage(DiffusionTransformer):
         dropped = tokenizer.decode(ids[TEXT_TOKENS:len(ids) - tail])
         return (f"the prompt is longer than the text encoder's {TEXT_TOKENS} tokens; "
                 f"ignored: \"{dropped}\"")
+
+    def sigmas(self, steps: int):
+        """The pipeline's sigmas, linspace(1, 1/steps, steps), shifted by the scheduler's shift."""
+        from diffusers.pipelines.z_image.pipeline_z_image import get_default_z_image_sigmas
+
+        return get_default_z_image_sigmas(steps)
 
     @torch.no_grad()
     def predict(self, latents: torch.Tensor, timestep, cond: Conditioning, **kwargs) -> torch.Tensor:

@@ -33,3 +33,12 @@ def cat(samples_dir):
     from engine.imaging import load_photo
 
     return load_photo(samples_dir / "chelsea.png")
+
+
+@pytest.fixture(scope="module")
+def cat128(samples_dir):
+    """The cat at the tiny flow models' native 128x128."""
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(samples_dir / "chelsea.png").convert("RGB").resize((128, 128)))

@@ -1,7 +1,8 @@
 """FLUX.2 klein on the tiny random-weight klein, loaded through the same loader as a real one:
 family detection, text and latents equal to diffusers' pipeline, SDEdit equal to
-Flux2KleinPipeline (distilled, and base with true CFG), the invariants of DiffEdit, SDEdit and
-Blended, inversion against an analytic transformer, the CLI, and one bfloat16 run per method.
+Flux2KleinPipeline (distilled, and base with true CFG), inversion against an analytic
+transformer and the CLI. The methods' invariants and bfloat16 runs, shared by every flow family,
+are in test_flow_families.
 
 Where the algorithms differ: diffusers' Flux2KleinInpaintPipeline also gives the transformer the
 photo's latent as reference tokens (klein's image conditioning) beside the latent it blends; our
@@ -20,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from engine import cli, families, masks
+from engine import cli, families
 from engine.backbones import for_model
 from engine.backbones.flux2 import Flux2Klein, patchify
 from engine.errors import InputError
@@ -32,36 +32,21 @@ from engine.session import EditSession
 from final_latents import FinalLatents
 
 FAST = EditParams(steps=4, mask_samples=2)  # 3 encoded steps at strength 0.8
-RUNS = [("diffedit", None), ("sdedit", {"masked": True}), ("flowedit", {"masked": True}),
-        *(("blended", {"action": action, "candidates": 1}) for action in ("inpaint", "background"))]
 
 
 @pytest.fixture(scope="module")
-def klein_path() -> Path:
-    from engine.tiny_model import ensure_tiny_flux2
-
-    return ensure_tiny_flux2()
+def klein_path(tiny_flux2_path) -> Path:
+    return tiny_flux2_path
 
 
 @pytest.fixture(scope="module")
-def klein(klein_path):
-    from engine.models import load_model
-
-    return load_model(str(klein_path), device="cpu")
+def klein(tiny_flux2):
+    return tiny_flux2
 
 
 @pytest.fixture(scope="module")
-def photo(samples_dir):
-    """The cat at the tiny klein's native 128x128."""
-    return np.asarray(Image.open(samples_dir / "chelsea.png").convert("RGB").resize((128, 128)))
-
-
-@pytest.fixture(scope="module")
-def box(photo):
-    """A mask on the 16 px latent grid."""
-    mask = np.zeros(photo.shape[:2], np.float32)
-    mask[32:96, 48:112] = 1.0
-    return mask
+def photo(cat128):
+    return cat128
 
 
 def _pipeline(model, distilled: bool = True):
@@ -104,6 +89,7 @@ def test_a_hub_id_loads_from_the_hugging_face_cache(klein_path):
         shutil.rmtree(repo)
 
 
+@pytest.mark.slow
 def test_text_and_image_latents_are_the_pipelines(klein, photo):
     backbone = for_model(klein)
     pipe = _pipeline(klein)
@@ -119,6 +105,7 @@ def test_text_and_image_latents_are_the_pipelines(klein, photo):
     assert torch.allclose(backbone.to_vae_latents(latent), raw, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distilled", [True, False])
 def test_sdedit_without_a_mask_equals_the_klein_pipeline_from_the_noised_photo(klein, photo, distilled):
     """Flux2KleinPipeline started from our noised photo latent on the tail of the same sigmas
@@ -143,62 +130,6 @@ def test_sdedit_without_a_mask_equals_the_klein_pipeline_from_the_noised_photo(k
     assert np.abs(ours.image.astype(int) - photo.astype(int)).mean() > 5  # the photo changed
 
 
-def test_identical_texts_give_a_zero_heatmap_and_an_empty_mask_returns_the_photo(klein, photo):
-    session = EditSession(klein, photo)
-    assert not session.estimate_mask("a cat", "a cat", FAST).any()
-    # The tiny transformer reads its 512 text tokens weakly: 8 samples lift the contrast of two
-    # real texts above the sampling noise (2 leave it at the noise floor).
-    assert session.estimate_mask("a cat", "a dog", FAST.replace(mask_samples=8)).any()
-    with pytest.raises(InputError, match="the texts do not disagree"):  # as on every backbone
-        session.run("diffedit", "a cat", "a cat", None, FAST)
-    # Decoding under an empty mask keeps the encoded latent exactly; the paste-back the photo.
-    from engine.methods.diffedit import masked_decode
-
-    geometry = session.geometry(FAST)
-    ctx = RunContext(klein, backbone=session.backbone)
-    schedule = session.schedule(FAST.steps, geometry)
-    trajectory = session.encode(ctx, geometry, schedule, FAST)
-    empty = np.zeros(photo.shape[:2], np.float32)
-    latent = masked_decode(ctx, schedule, trajectory, torch.from_numpy(geometry.mask_to_latent(empty)),
-                           session.embed("a cat"), session.embed("a dog"), 1.0, 0.0, 0)
-    assert torch.equal(latent, trajectory[0])
-    result = session.finish(ctx, geometry, latent, empty, FAST, "a cat", "a dog", "diffedit")
-    assert np.array_equal(result.image, photo)
-
-
-@pytest.mark.parametrize("method,options", RUNS)
-def test_outside_the_mask_every_pixel_is_the_original(klein, photo, box, method, options):
-    [result] = EditSession(klein, photo).run(method, "a cat", "a dog", box, FAST, options)
-    kept = masks.paste_alpha(result.mask, result.params.feather) == 0
-    if (options or {}).get("action") == "background":
-        kept = masks.paste_alpha(masks.invert(box), result.params.feather) == 0
-    assert kept.mean() > 0.15 and np.array_equal(result.image[kept], photo[kept])
-    assert not np.array_equal(result.image, photo)
-
-
-def test_same_seed_same_bytes(klein, photo, box):
-    params = FAST.replace(seed=5, eta=0.5)
-    first = EditSession(klein, photo).run("sdedit", "", "a dog", None, params)[0]
-    again = EditSession(klein, photo).run("sdedit", "", "a dog", None, params)[0]
-    other = EditSession(klein, photo).run("sdedit", "", "a dog", None, params.replace(seed=6))[0]
-    assert np.array_equal(first.image, again.image) and not np.array_equal(first.image, other.image)
-
-
-def test_flowedit_with_identical_texts_returns_the_photo_and_masked_finds_its_mask(klein, photo):
-    session = EditSession(klein, photo)
-    [same] = session.run("flowedit", "a cat", "a cat", None, FAST)
-    assert np.array_equal(same.image, photo) and "moved nothing" in " ".join(same.warnings)
-    assert same.stats["unet_evals"] == {"decode": 2 * FAST.encode_steps}
-    [edited] = session.run("flowedit", "a cat", "a dog", None, FAST)
-    assert not np.array_equal(edited.image, photo)
-    # Masked without a painted mask: DiffEdit's mask from the two texts, the photo kept outside.
-    params = FAST.replace(mask_samples=8)
-    [auto] = session.run("flowedit", "a cat", "a dog", None, params, {"masked": True})
-    assert auto.heatmap is not None and auto.mask.any() and not auto.mask.all()
-    kept = masks.paste_alpha(auto.mask, auto.params.feather) == 0
-    assert np.array_equal(auto.image[kept], photo[kept])
-
-
 class AnalyticTransformer(torch.nn.Module):
     """Stands in for klein's transformer with the exact velocity of Gaussian data
     x0 ~ N(0.2, 0.5^2) per token value, read from the packed tokens and the timestep in [0, 1]
@@ -211,6 +142,7 @@ class AnalyticTransformer(torch.nn.Module):
         return ((s - (1 - s) * 0.25) * (x - (1 - s) * 0.2) / variance - 0.2,)
 
 
+@pytest.mark.slow
 def test_inversion_then_decoding_reconstructs_the_latent_through_the_klein_packing(klein, photo):
     model = dataclasses.replace(klein, transformer=AnalyticTransformer())
     errors = []
@@ -231,6 +163,7 @@ def test_inversion_then_decoding_reconstructs_the_latent_through_the_klein_packi
     assert errors[1] < errors[0] / 3 and errors[1] < 0.15, errors
 
 
+@pytest.mark.slow
 def test_unsupported_methods_and_guidance_on_a_distilled_klein(klein, photo):
     session = EditSession(klein, photo)
     with pytest.raises(InputError, match="Prompt-to-Prompt does not run on FLUX.2 klein models; "
@@ -241,6 +174,7 @@ def test_unsupported_methods_and_guidance_on_a_distilled_klein(klein, photo):
     assert any("guidance 5 was ignored" in w for w in result.warnings)
 
 
+@pytest.mark.slow
 def test_the_cli_edits_with_the_klein_folder_and_refuses_other_methods(klein_path, tmp_path,
                                                                         samples_dir, capsys):
     out, report = tmp_path / "out.png", tmp_path / "report.json"
@@ -260,23 +194,3 @@ def test_the_cli_edits_with_the_klein_folder_and_refuses_other_methods(klein_pat
                      "--target", "a dog", "--method", "flowedit", "--n-avg", "2",
                      "--model", str(klein_path), "--quiet"])
     assert code == 0 and (tmp_path / "fe.png").is_file()
-
-
-@pytest.fixture(scope="module")
-def bf16_klein(klein_path):
-    from engine.models import load_model
-
-    model = load_model(str(klein_path), device="cpu", dtype="bfloat16")
-    assert model.transformer.dtype == torch.bfloat16 and model.text_encoder.dtype == torch.bfloat16
-    return model
-
-
-@pytest.mark.parametrize("method,options", [*RUNS, ("sdedit", None), ("flowedit", None)])
-def test_every_method_runs_in_bfloat16_on_the_cpu(bf16_klein, photo, box, method, options):
-    params = EditParams(steps=3, mask_samples=1, resolution=64)
-    mask = None if method in ("sdedit", "flowedit") and not options else box
-    [result] = EditSession(bf16_klein, photo).run(method, "a cat", "a dog", mask, params, options)
-    assert result.image.shape == photo.shape and not np.array_equal(result.image, photo)
-    if mask is not None and (options or {}).get("action") != "background":
-        kept = masks.paste_alpha(result.mask, result.params.feather) == 0
-        assert np.array_equal(result.image[kept], photo[kept])

@@ -57,7 +57,7 @@ def test_tiny_sd3_loads_through_the_model_loader(tiny_sd3, tiny_sd3_path):
     assert isinstance(backbone, StableDiffusion3) and backbone.prediction_type == "flow"
     assert (backbone.latent_factor, backbone.size_multiple, backbone.native_side) == (8, 16, 128)
     # Large's model-card defaults; a Medium or a Large Turbo is told apart by its name
-    assert (backbone.default_steps, backbone.default_guidance) == (28, 3.5)
+    assert backbone.defaults == {"steps": 28, "guidance": 3.5} and not backbone.distilled
     by_name = load_model("tiny-sd3", device="cpu")
     assert by_name.family == "sd3" and by_name.source == str(tiny_sd3_path)
     assert torch.equal(by_name.transformer.pos_embed.proj.weight, m.transformer.pos_embed.proj.weight)

@@ -61,14 +61,14 @@ def test_tiny_zimage_loads_through_the_model_loader(tiny_zimage, tiny_zimage_pat
 
 def test_turbo_and_base_are_told_apart_and_take_their_defaults(tiny_zimage):
     turbo = backbones.for_model(tiny_zimage)  # Turbo's scheduler: shift 3
-    assert turbo.turbo and (turbo.default_steps, turbo.default_guidance) == (8, 1.0)
+    assert turbo.distilled and turbo.defaults == {"steps": 8, "guidance": 1.0}
     base_config = {**tiny_zimage.scheduler_config, "shift": 6.0}
     base = backbones.for_model(dataclasses.replace(tiny_zimage, scheduler_config=base_config))
     # the model card's guidance 4 is c + 4 (c - u) = u + 5 (c - u)
-    assert not base.turbo and (base.default_steps, base.default_guidance) == (50, 5.0)
+    assert not base.distilled and base.defaults == {"steps": 50, "guidance": 5.0}
     named = dataclasses.replace(tiny_zimage, scheduler_config=base_config,
                                 source="/models/Z-Image-Turbo-finetune")
-    assert backbones.for_model(named).turbo
+    assert backbones.for_model(named).distilled
 
 
 def test_zimage_folders_are_told_by_their_pipeline_and_mismatched_parts_are_refused(
