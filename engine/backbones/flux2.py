@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from engine.backbones.base import Conditioning
-from engine.backbones.flow import FlowBackbone
+from engine.backbones.flow import FlowBackbone, distilled_defaults
 
 FAMILIES = ("flux2-klein",)
 TEXT_LAYERS = (9, 18, 27)  # the pipeline's text_encoder_out_layers
@@ -72,7 +72,7 @@ class Flux2Klein(FlowBackbone):
     @property
     def defaults(self) -> dict:
         """The step count and guidance the pipeline's users run each kind at."""
-        return {"steps": 4, "guidance": 1.0} if self.distilled else {"steps": 50, "guidance": 4.0}
+        return distilled_defaults(4) if self.distilled else {"steps": 50, "guidance": 4.0}
 
     @property
     def latent_factor(self) -> int:

@@ -16,6 +16,7 @@ import torch
 
 from engine.backbones.base import Conditioning
 from engine.backbones.dit import DiffusionTransformer
+from engine.backbones.flow import distilled_defaults
 
 FAMILIES = ("sd3",)
 T5_TOKENS = 256  # the pipeline's max_sequence_length default
@@ -50,7 +51,7 @@ class StableDiffusion3(DiffusionTransformer):
         """The model card's steps and CFG scale: Large Turbo 4 without guidance, Medium 40 at
         4.5, Large 28 at 3.5 (told apart by name)."""
         if self.distilled:
-            return {"steps": 4, "guidance": 1.0}
+            return distilled_defaults(4)
         if "medium" in self.model.source.lower():
             return {"steps": 40, "guidance": 4.5}
         return {"steps": 28, "guidance": 3.5}

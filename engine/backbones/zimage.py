@@ -24,6 +24,7 @@ import torch
 
 from engine.backbones.base import Conditioning
 from engine.backbones.dit import DiffusionTransformer
+from engine.backbones.flow import distilled_defaults
 
 FAMILIES = ("zimage",)
 TEXT_TOKENS = 512  # the pipeline's max_sequence_length default
@@ -50,7 +51,7 @@ class ZImage(DiffusionTransformer):
     def defaults(self) -> dict:
         """Turbo: 8 steps without guidance. Base: 50 steps at the model card's guidance 4 in the
         pipeline's convention (c + g (c - u)), which is true CFG's 5 here (u + s (c - u))."""
-        return {"steps": 8, "guidance": 1.0} if self.distilled else {"steps": 50, "guidance": 5.0}
+        return distilled_defaults(8) if self.distilled else {"steps": 50, "guidance": 5.0}
 
     def _chat(self, text: str) -> str:
         return self.model.tokenizer.apply_chat_template(

@@ -19,6 +19,12 @@ def recorded(module):
         handle.remove()
 
 
+def evaluations(calls) -> int:
+    """The sample-evaluations of ``recorded`` transformer calls: each call's batch (klein and
+    SD3 take a (B, ...) ``hidden_states`` tensor, Z-Image a list of B latents first)."""
+    return sum(len(args[0] if args else kwargs["hidden_states"]) for args, kwargs, _ in calls)
+
+
 def in_precision(precision: str, model, folder):
     """``model`` (loaded in float32) itself, or the same folder loaded in ``precision``."""
     from engine.models import load_model

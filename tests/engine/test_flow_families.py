@@ -24,6 +24,7 @@ from engine.params import EditParams
 from engine.runtime import RunContext
 from engine.session import EditSession
 from final_latents import FinalLatents
+from tests.engine.flow_parity import evaluations, recorded
 
 TINY = {"flux2-klein": "tiny_flux2", "sd3": "tiny_sd3", "zimage": "tiny_zimage"}
 RUNS = [("diffedit", None), ("sdedit", {"masked": True}), ("flowedit", {"masked": True}),
@@ -56,6 +57,31 @@ def test_every_flow_family_runs_the_flow_methods_at_its_own_defaults(flow, cat12
     expected = {"flux2-klein": (4, 1.0, True), "sd3": (28, 3.5, False), "zimage": (8, 1.0, True)}
     defaults = session.default_params("diffedit")
     assert (defaults.steps, defaults.guidance, backbone.distilled) == expected[flow.family]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,tiny,source", [
+    ("FLUX.2 klein", "tiny_flux2", None),
+    ("SD3.5 Large Turbo", "tiny_sd3", "/models/stable-diffusion-3.5-large-turbo"),
+    ("Z-Image-Turbo", "tiny_zimage", None)])
+def test_a_whole_auto_mask_edit_on_a_distilled_family_costs_at_most_16_evaluations(
+        request, cat128, family, tiny, source):
+    """At the family's defaults, counted on the real transformer's forward calls: mask 2 x
+    mask_samples, encoding and decoding strength x steps each (klein and SD3.5 Large Turbo:
+    5 samples, 3 + 3 steps; Z-Image-Turbo: 2 samples, 6 + 6 steps)."""
+    model = request.getfixturevalue(tiny)
+    if source:
+        model = dataclasses.replace(model, source=source)
+    session = EditSession(model, cat128)
+    assert session.backbone.distilled
+    # Seed 1: the tiny Z-Image reads its texts weakly, and at 2 samples seed 0's contrast stays
+    # at the sampling noise floor (no mask, so no edit to count).
+    params = session.default_params().replace(seed=1)
+    with recorded(model.transformer) as calls:
+        [result] = session.run("diffedit", "a photo of a cat", "a photo of a dog", None, params)
+    assert result.mask.any() and result.params.guidance == 1.0
+    assert evaluations(calls) == sum(result.stats["unet_evals"].values()) <= 16
+    assert result.stats["unet_evals"]["mask"] == 2 * params.mask_samples
 
 
 def _img2img(model, photo, prompt, z0, start, params):

@@ -61,7 +61,7 @@ def test_tiny_zimage_loads_through_the_model_loader(tiny_zimage, tiny_zimage_pat
 
 def test_turbo_and_base_are_told_apart_and_take_their_defaults(tiny_zimage):
     turbo = backbones.for_model(tiny_zimage)  # Turbo's scheduler: shift 3
-    assert turbo.distilled and turbo.defaults == {"steps": 8, "guidance": 1.0}
+    assert turbo.distilled and turbo.defaults == {"steps": 8, "guidance": 1.0, "mask_samples": 2}
     base_config = {**tiny_zimage.scheduler_config, "shift": 6.0}
     base = backbones.for_model(dataclasses.replace(tiny_zimage, scheduler_config=base_config))
     # the model card's guidance 4 is c + 4 (c - u) = u + 5 (c - u)
