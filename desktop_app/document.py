@@ -171,6 +171,8 @@ class Document(QObject):
         self._prefix, self._composed = fold(self.mask, self.threshold, self.shape)
 
     def _recompose_region(self, rect: Rect) -> None:
+        if self._refolder.delivering:  # half a threshold change is written: finish it first
+            self._install(self._refolder.wait())
         self._version += 1
         x, y, w, h = rect
         seg = self.mask.segments[-1]
@@ -200,8 +202,7 @@ class Document(QObject):
         if self.base is None or self._levelled == self.threshold or self._refolder.busy:
             return
         layers = MaskLayers(self.mask.heatmap, list(self.mask.segments))
-        self._refolder.start(layers, self.shape, self._levelled, self.threshold, self._composed,
-                             self._ranges, self._version)
+        self._refolder.start(layers, self._levelled, self.threshold, self._ranges, self._version)
 
     def _on_refolded(self, result: Refolded) -> None:
         self._install(result)
@@ -210,20 +211,15 @@ class Document(QObject):
     def _install(self, result: Refolded) -> None:
         if result.version != self._version:  # the mask changed under the job: compute anew
             return
-        self._ranges = result.ranges
-        self._levelled = result.level
-        if result.whole is not None:
-            self._prefix, self._composed = result.whole
-            rects = result.rects
-        else:
-            rects = []
-            for rect, prefix, composed in result.patches:
-                x, y, w, h = rect
-                self._prefix[y:y + h, x:x + w] = prefix
-                self._composed[y:y + h, x:x + w] = composed
-                rects.append(rect)
-        for rect in rects:
+        for rect, prefix, composed in result.patches:
+            x, y, w, h = rect
+            self._prefix[y:y + h, x:x + w] = prefix
+            self._composed[y:y + h, x:x + w] = composed
+        for rect, _, _ in result.patches:
             self.mask_changed.emit(rect)
+        if result.last:
+            self._ranges = result.ranges
+            self._levelled = result.level
 
     def settle(self) -> None:
         """Bring the mask to the current threshold now: take the running job's result, and

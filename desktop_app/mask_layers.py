@@ -165,38 +165,60 @@ class HeatmapRanges:
         return (self.high > lo) & (self.low <= hi)
 
 
-def tile_runs(flags: np.ndarray, shape) -> list[Rect]:
-    """Rectangles (x, y, w, h) in px covering the flagged tiles: one per run of neighbours in a
-    tile row, clipped to ``shape`` (H, W)."""
+BLOCK = 8  # tiles per side of the windows an operation's fold is recomputed in (512 px)
+
+
+def tile_runs(flags: np.ndarray, shape, size: int = TILE) -> list[Rect]:
+    """Rectangles (x, y, w, h) in px covering the flagged ``size``-px tiles: one per run of
+    neighbours in a tile row, clipped to ``shape`` (H, W)."""
     height, width = shape
     rects = []
     for row, line in enumerate(flags):
         edges = np.flatnonzero(np.diff(np.concatenate(([0], line.astype(np.int8), [0]))))
-        y = row * TILE
+        y = row * size
         for start, stop in zip(edges[::2], edges[1::2]):
-            x, x1 = start * TILE, min(width, stop * TILE)
-            rects.append((int(x), int(y), int(x1 - x), int(min(height, y + TILE) - y)))
+            x, x1 = start * size, min(width, stop * size)
+            rects.append((int(x), int(y), int(x1 - x), int(min(height, y + size) - y)))
     return rects
 
 
-def changed_tiles(old: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """Per tile: does any pixel differ between two masks of one shape?"""
-    rows, cols = (np.arange(0, n, TILE) for n in old.shape)
-    differ = old != new
-    return np.logical_or.reduceat(np.logical_or.reduceat(differ, rows, axis=0), cols, axis=1)
+def op_reach(op: tuple) -> int:
+    """How far (px) an operation carries a change of its input into its output."""
+    if op[0] in ("grow", "shrink"):
+        return max(0, int(op[1]))
+    if op[0] == "feather":  # Pillow's Gaussian: three box passes of at most ceil(px) + 1 px each
+        return 3 * (math.ceil(float(op[1])) + 1)
+    return 0  # invert: per pixel
+
+
+def cropped(layers: MaskLayers, window) -> MaskLayers:
+    """The layers inside ``window`` (a pair of slices), as views."""
+    def part(a):
+        return None if a is None else a[window]
+
+    return MaskLayers(part(layers.heatmap),
+                      [Segment(s.op, part(s.added), part(s.erased)) for s in layers.segments])
 
 
 def rethreshold_patches(layers: MaskLayers, ranges: HeatmapRanges, old: float, new: float):
-    """For a mask with no operation (one segment) folded at ``old``: the (rect, prefix, composed)
-    patches that make it the fold at ``new``, equal to fold() there; every other pixel keeps its
-    value, because no heatmap value there lies between the two levels."""
-    seg = layers.segments[0]
+    """For a mask folded at ``old``: the (rect, prefix, composed) patches that make it the fold at
+    ``new``, equal to fold() there. Each patch is folded on a window grown by how far the
+    operations carry a change, so even after Grow or Feather only the neighbourhood of the
+    heatmap values between the two levels is recomputed; every other pixel keeps its value."""
+    height, width = shape = ranges.heatmap.shape
+    margin = sum(op_reach(segment.op) for segment in layers.segments[1:])
+    flags, size = ranges.reached(old, new), TILE
+    if margin:  # the tiles the operations carry a change into, in blocks (fewer window margins)
+        tiles = -(-margin // TILE)
+        flags = masks.spread(masks.spread(flags, tiles, 0), tiles, 1)
+        rows, cols = (np.arange(0, n, BLOCK) for n in flags.shape)
+        flags = np.logical_or.reduceat(np.logical_or.reduceat(flags, rows, axis=0), cols, axis=1)
+        size = TILE * BLOCK
     patches = []
-    for rect in tile_runs(ranges.reached(old, new), ranges.heatmap.shape):
-        x, y, w, h = rect
-        sl = np.s_[y:y + h, x:x + w]
-        prefix = masks.threshold(layers.heatmap[sl], new)
-        composed = apply_strokes(prefix, None if seg.added is None else seg.added[sl],
-                                 None if seg.erased is None else seg.erased[sl])
-        patches.append((rect, prefix, composed if composed is not prefix else composed.copy()))
+    for x, y, w, h in tile_runs(flags, shape, size):
+        x0, y0 = max(0, x - margin), max(0, y - margin)
+        x1, y1 = min(width, x + w + margin), min(height, y + h + margin)
+        prefix, composed = fold(cropped(layers, np.s_[y0:y1, x0:x1]), new, (y1 - y0, x1 - x0))
+        inner = np.s_[y - y0:y - y0 + h, x - x0:x - x0 + w]
+        patches.append(((x, y, w, h), prefix[inner], composed[inner]))
     return patches

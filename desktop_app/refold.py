@@ -1,53 +1,65 @@
 """Re-thresholding the mask off the GUI thread: one job at a time on a thread of its own, its
 result handed back on the GUI thread, where the document drops it if the mask changed meanwhile.
 
-A job computes only the tiles the threshold move reaches when the mask has no operation (the
-common case: heatmap plus strokes), else the whole fold and the tiles that changed; either way the
-GUI thread then writes and redraws those tiles alone.
+A job computes only the tiles the threshold move reaches (grown by how far the mask's operations
+carry a change), so the GUI thread then writes and redraws those tiles alone; a big result comes
+in parts of at most PART pixels, one per event-loop turn, so the window never waits long for it.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, replace
 
 import numpy as np
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-from desktop_app.mask_layers import (HeatmapRanges, MaskLayers, Rect, changed_tiles, fold,
-                                     rethreshold_patches, tile_runs)
+from desktop_app.mask_layers import HeatmapRanges, MaskLayers, Rect, rethreshold_patches
 
 _THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refold")
+PART = 1 << 20  # pixels written and redrawn per event-loop turn: ~10 ms, so a 24 MP change never blocks
 
 
 @dataclass
 class Refolded:
-    """The mask at ``level``: patches to write, or whole new arrays with the rects that changed."""
+    """The mask at ``level`` as patches to write over the mask folded at the level before."""
 
     level: float
     version: int  # the document's mask version the job started from
     ranges: HeatmapRanges | None  # the heatmap's tile ranges, kept for the next job
     patches: list[tuple[Rect, np.ndarray, np.ndarray]]  # (rect, prefix, composed)
-    whole: tuple[np.ndarray, np.ndarray] | None = None  # (prefix, composed) of a full fold
-    rects: list[Rect] | None = None  # where ``whole`` differs from the mask before
+    last: bool = True  # False: a part, more of the same job follows; the mask is at ``level`` after the last
+
+    def parts(self, budget: int) -> list["Refolded"]:
+        """This result in parts of at most ``budget`` pixels each (big patches cut into row bands)."""
+        parts, current, size = [], [], 0
+        for (x, y, w, h), prefix, composed in self.patches:
+            step = max(1, budget // max(w, 1))
+            for top in range(0, h, step):
+                band = slice(top, min(h, top + step))
+                if current and size + w * (band.stop - top) > budget:
+                    parts.append(replace(self, patches=current, last=False))
+                    current, size = [], 0
+                current.append(((x, y + top, w, band.stop - top), prefix[band], composed[band]))
+                size += w * (band.stop - top)
+        parts.append(replace(self, patches=current, last=True))
+        return parts
 
 
-def refold(layers: MaskLayers, shape, old: float, new: float, before: np.ndarray,
-           ranges: HeatmapRanges | None, version: int) -> Refolded:
-    """The mask folded at ``new`` from one folded at ``old`` (``before``); numpy only."""
+def refold(layers: MaskLayers, old: float, new: float, ranges: HeatmapRanges | None,
+           version: int) -> Refolded:
+    """The patches that take the mask folded at ``old`` to ``new``; numpy only."""
     if layers.heatmap is None:  # nothing depends on the threshold
         return Refolded(new, version, ranges, [])
-    if len(layers.segments) == 1:
-        if ranges is None or ranges.heatmap is not layers.heatmap:
-            ranges = HeatmapRanges.of(layers.heatmap)
-        return Refolded(new, version, ranges, rethreshold_patches(layers, ranges, old, new))
-    prefix, composed = fold(layers, new, shape)
-    rects = tile_runs(changed_tiles(before, composed), shape)
-    return Refolded(new, version, ranges, [], (prefix, composed), rects)
+    if ranges is None or ranges.heatmap is not layers.heatmap:
+        ranges = HeatmapRanges.of(layers.heatmap)
+    return Refolded(new, version, ranges, rethreshold_patches(layers, ranges, old, new))
 
 
 class Refolder(QObject):
-    """Runs refold() jobs one at a time; ``finished`` carries the result of the job started last."""
+    """Runs refold() jobs one at a time; ``finished`` carries the result of the job started last,
+    in parts; it is busy until the last part is delivered."""
 
     finished = Signal(object)  # Refolded, on the GUI thread
     _done = Signal(object)  # a job's Future, emitted on the job's thread
@@ -55,11 +67,19 @@ class Refolder(QObject):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._job: Future | None = None
+        self._parts: deque[Refolded] = deque()  # of the finished job, not yet delivered
+        self._next = QTimer(self, singleShot=True, interval=0)
+        self._next.timeout.connect(self._deliver_part)
         self._done.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
 
     @property
     def busy(self) -> bool:
         return self._job is not None
+
+    @property
+    def delivering(self) -> bool:
+        """Parts of a job were delivered and more are to come."""
+        return bool(self._parts)
 
     def start(self, *args) -> None:
         """refold(*args) on the job thread (call only when not busy)."""
@@ -73,12 +93,26 @@ class Refolder(QObject):
             pass
 
     def wait(self) -> Refolded | None:
-        """The running job's result now (blocks until it ends); it is not delivered again."""
+        """What the running job has not delivered yet, now, in one (blocks until the job ends)."""
         job, self._job = self._job, None
-        return None if job is None else job.result()
+        if job is None:
+            return None
+        parts, self._parts = list(self._parts) or job.result().parts(PART), deque()
+        self._next.stop()
+        return replace(parts[-1], patches=[patch for part in parts for patch in part.patches])
 
     def _deliver(self, job: Future) -> None:
         if job is not self._job:  # waited for already
             return
-        self._job = None
-        self.finished.emit(job.result())
+        self._parts = deque(job.result().parts(PART))
+        self._deliver_part()
+
+    def _deliver_part(self) -> None:
+        if not self._parts:
+            return
+        part = self._parts.popleft()
+        if part.last:
+            self._job = None
+        else:
+            self._next.start()
+        self.finished.emit(part)

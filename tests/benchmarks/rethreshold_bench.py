@@ -4,7 +4,8 @@ Prints, per threshold change: the time the GUI thread spends in the change itsel
 the canvas shows the new mask (the job on its own thread, then writing and redrawing the tiles it
 changed on the GUI thread), and the longest gap between 5 ms GUI timer ticks meanwhile (what the
 hand on the slider feels). Cases: a slider drag in 0.01 steps and a jump of 0.3 on a heatmap as
-smooth as the engine's (latent resolution, upscaled), the same after a Grow (the whole fold runs),
+smooth as the engine's (latent resolution, upscaled), the same after a Grow and a Feather (the
+operations carry a move further, so their windows are wider),
 and a heatmap of pixel noise (every tile is reached). Run:
     .venv/bin/python tests/benchmarks/rethreshold_bench.py
 """
@@ -93,7 +94,10 @@ def main() -> None:
     print(f"{W}x{H} photo, heatmap + brush + eraser strokes (target: shown within {TARGET_MS} ms)")
     drag(doc, "smooth heatmap")
     doc.grow_mask(30)
-    drag(doc, "after Grow 30 px (whole fold)")
+    drag(doc, "after Grow 30 px")
+    doc.feather_mask(30)
+    drag(doc, "after Grow and Feather 30 px")
+    doc.undo_stack.undo()
     doc.undo_stack.undo()
     doc.set_heatmap(rng.random((H, W), dtype=np.float32))
     drag(doc, "pixel-noise heatmap (worst case)")
