@@ -7,7 +7,7 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSlider, QWidget
 
-from desktop_app.canvas import BRUSH, ERASER, LASSO, PAINT, RECT
+from desktop_app.canvas import BRUSH, ERASER, LASSO, PAINT, RECT, SEGMENT
 from desktop_app.canvas.items import colour_swatch
 from desktop_app.dialogs import TINY_NOTE
 from desktop_app.icons import icon
@@ -87,6 +87,9 @@ def build_actions(window) -> None:
     A("lasso", "&Lasso", lambda on: on and window.canvas.set_tool(LASSO), "L", "lasso",
       "Draw round an area to add it to the mask; hold Alt while pressing to take it away "
       "(one undo step)", checkable=True)
+    A("segment", "&Segment", lambda on: on and window.canvas.set_tool(SEGMENT), "S", "segment",
+      "Click an object to add it to the mask (SAM finds its outline); Alt+click takes it away "
+      "(one undo step)", checkable=True)
     A("paint", "&Paint", lambda on: on and window.canvas.set_tool(PAINT), "P", None,
       "Paint rough colours for Blended scribble (they steer the edit inside the mask)",
       checkable=True)
@@ -94,7 +97,7 @@ def build_actions(window) -> None:
       tip="The Paint tool's colour")
     A("clear_paint", "Clear Pa&int", lambda: window.doc.clear_paint(),
       tip="Remove all painted colours (undoable)")
-    for key in ("brush", "eraser", "rect_select", "lasso", "paint"):
+    for key in ("brush", "eraser", "rect_select", "lasso", "segment", "paint"):
         tools.addAction(window.actions[key])
     window.actions["paint"].setIcon(colour_swatch(window.canvas.paint_colour))
     window.actions["brush"].setChecked(True)
@@ -153,7 +156,8 @@ def build_menus(window):
     for key in ("undo", "redo", None, "find_mask", "edit", "cancel"):
         edit_menu.addSeparator() if key is None else edit_menu.addAction(a[key])
     mask_menu = bar.addMenu("&Mask")
-    for key in ("brush", "eraser", "rect_select", "lasso", "paint", "paint_colour", "clear_paint",
+    for key in ("brush", "eraser", "rect_select", "lasso", "segment", "paint", "paint_colour",
+                "clear_paint",
                 "smaller", "bigger",
                 None, "show_mask", "show_heatmap",
                 "mask_colour", None, "invert", "clear_mask", "grow", "shrink", "feather", None,

@@ -25,6 +25,7 @@ from desktop_app.panels.params import ParamsPanel
 from desktop_app.methods import extension, finds_mask, shows, takes_paint
 from desktop_app.results_store import MB
 from desktop_app.runs import RunController, RunRefused
+from desktop_app.segment_tool import SegmentTool
 from desktop_app.window_files import WindowFiles
 from desktop_app.worker import TINY_MODEL, LoadModelRequest
 from engine.methods import EXTEND_SIDES
@@ -64,6 +65,7 @@ class MainWindow(WindowFiles, QMainWindow):
         self._build_status()
         # One run's life (start, progress, cancel, commit) is the controller's; the window shows it.
         self.runs = RunController(self.doc, engine, self.params, lambda: self.model_state, self)
+        self.segment_tool = SegmentTool(self.doc, parent=self)  # SAM on a thread of its own
         self._connect()
         self.params.set_params(settings.default_params())
         self._show_paint()
@@ -169,6 +171,10 @@ class MainWindow(WindowFiles, QMainWindow):
         p.method_changed.connect(lambda _m: self._show_extend_frame())
         p.options_changed.connect(self._show_extend_frame)
         self.canvas.extend_dragged.connect(self._on_extend_dragged)
+        self.canvas.segment_clicked.connect(self.segment_tool.click)
+        self.segment_tool.message.connect(self.statusBar().showMessage)
+        self.segment_tool.failed.connect(lambda message, details: show_error(
+            self, "Segment", message, details))
         p.set_paint_actions([self.actions[k] for k in ("paint", "paint_colour", "clear_paint")])
         p.bind_threshold(self.doc)
         # The next run's cost follows its settings, the photo, the mask and the last run's pace.

@@ -1,5 +1,5 @@
 """The canvas: zoom under the cursor, fit, 100 %, pan, brush and eraser on the mask, rectangle and
-lasso selections (Alt subtracts), the Paint tool on the scribble paint layer, before/after with a
+lasso selections and Segment (click) (Alt subtracts), the Paint tool on the scribble paint layer, before/after with a
 draggable split, the extend frame's edges.
 
 Scene coordinates are photo pixels ((0, 0) is the top-left corner of the top-left pixel). The view
@@ -22,6 +22,7 @@ from desktop_app.document import Document
 
 MIN_ZOOM, MAX_ZOOM = 0.02, 32.0
 BRUSH, ERASER, PAINT = "brush", "eraser", "paint"  # and selection.RECT, selection.LASSO
+SEGMENT = "segment"  # a click asks SAM for the object under it (desktop_app.segment_tool)
 STROKE_MODES = {BRUSH: "add", ERASER: "erase", PAINT: "paint"}
 
 
@@ -33,6 +34,7 @@ class Canvas(QGraphicsView):
     extend_dragged = Signal(tuple)  # (left, right, top, bottom) an edge drag asks for
     brush_changed = Signal()  # tool, size or hardness changed (panels mirror them)
     cursor_moved = Signal(int, int)  # photo pixel under the mouse
+    segment_clicked = Signal(float, float, str)  # photo point (x, y), "add" or "erase" (Alt)
 
     def __init__(self, document: Document, parent=None):
         super().__init__(parent)
@@ -349,9 +351,13 @@ class Canvas(QGraphicsView):
                 self._drag_to(p)
                 event.accept()
                 return
+            # Alt takes the shape away from the mask; plain or Shift adds it.
+            alt = bool(event.modifiers() & Qt.KeyboardModifier.AltModifier)
+            if self.tool == SEGMENT:
+                self.segment_clicked.emit(p.x(), p.y(), "erase" if alt else "add")
+                event.accept()
+                return
             if self.tool in (RECT, LASSO):
-                # Alt takes the shape away from the mask; plain or Shift adds it.
-                alt = bool(event.modifiers() & Qt.KeyboardModifier.AltModifier)
                 self._selecting = (self.tool, "erase" if alt else "add", [p])
                 self.selection_item.show_shape(outline(self.tool, [p]))
                 event.accept()
@@ -488,4 +494,4 @@ class Canvas(QGraphicsView):
 
     def _brushing(self) -> bool:
         """Whether the tool paints with the brush (its ring shows); the selections do not."""
-        return self.tool not in (RECT, LASSO)
+        return self.tool not in (RECT, LASSO, SEGMENT)

@@ -21,7 +21,7 @@ class MaskPanel(QWidget):
         outer = QVBoxLayout(self)
 
         # Brush, eraser and paint (colours for Blended scribble); the selections below them.
-        for keys in (("brush", "eraser", "paint"), ("rect_select", "lasso")):
+        for keys in (("brush", "eraser", "paint"), ("rect_select", "lasso", "segment")):
             tools = QHBoxLayout()
             for key in keys:
                 button = QToolButton()
