@@ -29,7 +29,7 @@ class Refolded:
     version: int  # the document's mask version the job started from
     ranges: HeatmapRanges | None  # the heatmap's tile ranges, kept for the next job
     patches: list[tuple[Rect, np.ndarray, np.ndarray]]  # (rect, prefix, composed)
-    last: bool = True  # False: a part, more of the same job follows; the mask is at ``level`` after the last
+    last: bool = True  # False: a part, more of the job follows (the mask is at ``level`` after the last)
 
     def parts(self, budget: int) -> list["Refolded"]:
         """This result in parts of at most ``budget`` pixels each (big patches cut into row bands)."""

@@ -17,7 +17,8 @@ from desktop_app.dialogs import APP_TITLE, TINY_NOTE
 from desktop_app.method_runs import run_inputs
 from desktop_app.methods import finds_mask
 from desktop_app.panels.params import LABELS
-from desktop_app.time_left import StepClock, cost_text, left_text, run_steps, steps_left
+from desktop_app.time_left import (RELATIVE_COST, StepClock, Usage, cost_text, left_text,
+                                   relative_costs, run_steps, steps_left)
 from desktop_app.worker import EditRequest, MaskRequest
 from engine import methods
 from engine.errors import InputError
@@ -87,6 +88,8 @@ class RunController(QObject):
         self.doc, self.engine, self.params, self.model_state = doc, engine, params, model_state
         self.job: Job | None = None
         self._paces: dict[tuple, dict[str, float]] = {}  # pace_key -> the last such run's paces
+        self._usage: dict[tuple, Usage] = {}  # pace_key -> the last such run's evaluations, memory
+        self._relative = dict(RELATIVE_COST)  # the stages' costs in the last run measured
         engine.progress.connect(self._on_progress)
         engine.preview.connect(self._on_preview)
         engine.mask_ready.connect(self._on_mask_ready)
@@ -124,8 +127,9 @@ class RunController(QObject):
         except InputError:
             return ""
         variations = self.params.variations.value() if info.variations else 1
-        paces = self._paces.get(("edit", info.name, self.doc.size), {})
-        return cost_text(run_steps(plan, variations), paces, short)
+        key = ("edit", info.name, self.doc.size)
+        return cost_text(run_steps(plan, variations), self._paces.get(key, {}), short,
+                         self._usage.get(key))
 
     def find_mask(self) -> None:
         """Estimate the auto mask (methods that find their own); raises RunRefused."""
@@ -167,7 +171,8 @@ class RunController(QObject):
                     EditRequest(job_id, request))
 
     def _start(self, job: Job, request) -> None:
-        job.clock = StepClock(time.perf_counter(), dict(self._paces.get(job.pace_key, {})))
+        job.clock = StepClock(time.perf_counter(), dict(self._paces.get(job.pace_key, {})),
+                              dict(self._relative))
         self.job = job
         self.engine.submit(request)
         self.running_changed.emit(True)
@@ -247,6 +252,10 @@ class RunController(QObject):
         else:
             if job.clock.measured:  # the next run like this one knows its stages' pace at once
                 self._paces[job.pace_key] = dict(job.clock.pace)
+                self._relative = relative_costs(job.clock.pace)  # for runs unlike any yet
+            if job.results:
+                steps = run_steps(job.plan, job.variations)
+                self._usage[job.pace_key] = Usage.of(job.results, steps)
             self._commit(job)
 
     # ------------------------------------------------------------------ committing

@@ -26,6 +26,8 @@ from engine.fields import AUTO
 from engine.geometry import default_feather
 from engine.results import EditResult
 
+PEAK_BYTES = 5_100_000_000  # the peak memory each run reports in its stats (a real one measures it)
+
 
 @dataclass
 class FakeModel:
@@ -130,13 +132,18 @@ class FakeEditSession:
             raise self.engine.error
         plan = info.step_plan(params, options, mask is not None)
         original, heatmap, count = self.photo.rgb, None, values.get("candidates", 1)
+        # Model evaluations as the real engine's stats count them: CFG decodes take two a step,
+        # the unconditional inversion one, each mask sample two (source and target texts).
+        evals = {"decode": 2 * plan["decode"]}
         if info.mask == "auto" and mask is None:
             heatmap = self.estimate_mask(source, target, params, on_step=on_step,
                                          should_stop=should_stop)
             mask = masks.threshold(heatmap, params.mask_threshold)
+            evals["mask"] = 2 * params.mask_samples
         if "encode" in plan and not self.encoded:  # the encoding is cached per session
             self._steps("encode", plan["encode"], on_step, should_stop)
             self.encoded = True
+            evals["encode"] = plan["encode"]
         self._steps("decode", plan["decode"], on_step, should_stop)
         left, right, top, bottom = info.canvas_margins(options)
         if any((left, right, top, bottom)):  # new canvas around the photo, generated whole
@@ -164,7 +171,8 @@ class FakeEditSession:
                 image=image, mask=used, heatmap=heatmap, source=source, target=target,
                 model_name=self.model.name,
                 params=params.replace(seed=params.seed + i), method=method, options=dict(values),
-                stats={"seconds": {"decode": 0.0}, "device": "cpu"}))
+                stats={"seconds": {"decode": 0.0}, "device": "cpu",
+                       "unet_evals": evals if i == 0 else {}, "peak_memory_bytes": PEAK_BYTES}))
         if values.get("clip_model") == "fake-clip":
             scores = [float(r.image.mean()) / 255 for r in results]
             order = sorted(range(count), key=lambda i: -scores[i])

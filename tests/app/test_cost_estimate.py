@@ -1,9 +1,11 @@
 """The cost of the next run, said before it starts (issue 17, point 17): the steps from the
-method's step plan, and the time once a run like it was measured on this machine."""
+method's step plan, and the time, model evaluations and peak memory once a run like it was
+measured on this machine."""
 
 from __future__ import annotations
 
-from desktop_app.time_left import cost_text, duration, run_steps
+from desktop_app.time_left import Usage, cost_text, duration, run_steps
+from engine.results import EditResult
 
 
 def run_and_wait(qtbot, win):
@@ -36,5 +38,33 @@ def test_the_edit_button_and_the_status_bar_say_the_next_runs_cost(qtbot, window
     # The run found a mask and measured its paces: the next one (no mask stage) says its time.
     paces = window.runs._paces[("edit", "diffedit", window.doc.size)]
     seconds = 10 * paces["encode"] + 10 * paces["decode"]
-    assert f"20 steps (encode 10, decode 10), about {duration(seconds)}" in edit_tip()
-    assert window.cost_label.text() == f"Next edit: 20 steps, about {duration(seconds)}"
+    # Its stats (mask 3 samples x 2, encode 10 x 1, decode 10 x 2 evaluations) give the next
+    # one's evaluations, 10 x 1 + 10 x 2, and its peak memory (5.1 GB in the fake's stats).
+    assert (f"20 steps (encode 10, decode 10), 30 model evaluations, about {duration(seconds)}, "
+            "5.1 GB memory (the app's peak)") in edit_tip()
+    assert window.cost_label.text() == f"Next edit: 20 steps, about {duration(seconds)}, 5.1 GB"
+    window.params.steps.setValue(40)  # twice the steps: twice the evaluations, the same memory
+    assert "40 steps (encode 20, decode 20), 60 model evaluations" in edit_tip()
+
+
+def result(stats: dict) -> EditResult:
+    return EditResult(image=None, mask=None, heatmap=None, source="", target="", params=None,
+                      model_name="", stats=stats)
+
+
+def test_evaluations_and_memory_come_from_the_runs_stats():
+    """Usage reads the engine's stats of a run's results (the mask and the encoding in the first
+    one only, as engine.runs adds them), per step of each stage."""
+    steps = run_steps({"mask": 4, "encode": 10, "decode": 10}, variations=2)
+    usage = Usage.of([result({"unet_evals": {"mask": 8, "encode": 10, "decode": 20},
+                              "peak_memory_bytes": 3_000_000_000, "device": "cuda:0"}),
+                      result({"unet_evals": {"decode": 20}, "peak_memory_bytes": 5_149_000_000,
+                              "device": "cuda:0"})], steps)
+    assert usage == Usage({"mask": 2.0, "encode": 1.0, "decode": 2.0}, 5_149_000_000, True)
+    paces = {"mask": 1.0, "encode": 1.0, "decode": 1.0}
+    assert cost_text({"encode": 5, "decode": 5}, paces, usage=usage) == (
+        "10 steps (encode 5, decode 5), 15 model evaluations, about 10 s, 5.1 GB GPU memory")
+    assert cost_text({"encode": 5, "decode": 5}, paces, True, usage) == "10 steps, about 10 s, 5.1 GB"
+    # A stage the measured run did not have: no evaluation count rather than a wrong one.
+    decode_only = Usage({"decode": 2.0}, 0, False)
+    assert "evaluations" not in cost_text({"mask": 3, "decode": 5}, {}, usage=decode_only)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from desktop_app.time_left import StepClock, left_text, steps_left
+from desktop_app.time_left import RELATIVE_COST, StepClock, left_text, relative_costs, steps_left
 
 # A DiffEdit run as this CPU machine reports it: (stage, steps, set-up before its first step,
 # seconds per step). The model warms up before the first mask sample; the photo is VAE-encoded
@@ -95,3 +95,27 @@ def test_the_second_run_like_the_first_estimates_from_its_first_step(qtbot, wind
         firsts.append(next(t for t in texts if "/" in t).split(" \u00b7 ")[-1])  # first step's
     assert firsts[0] == "estimating the time left\u2026"
     assert firsts[1].startswith("about "), firsts
+
+
+def test_a_run_unlike_any_before_is_not_underestimated_from_its_first_measured_step():
+    """The stages cost differently (a guided decode step about twice an inversion step), so the
+    first estimate carries the measured pace to the later stages by their relative costs; it
+    used to take the mask samples' pace for every stage (13 s for a run 29 s from its end)."""
+    reports, end = timeline()
+    series, _ = estimates(reports)
+    now, left, text = series[1]  # the first step measured (the first carries the warm-up)
+    setups = sum(setup for _, _, setup, _ in STAGES[1:]) + TAIL
+    assert text.startswith("about ")
+    assert left == pytest.approx(end - now - setups, rel=0.2)
+
+
+def test_the_stages_relative_costs_come_from_the_last_run_measured():
+    """A distilled model decodes without guidance: once one run showed its stages' paces, a run
+    unlike it (another photo size) carries a pace over by those, not by the defaults."""
+    measured = {"encode": 0.5, "decode": 0.5}
+    relative = relative_costs(measured)
+    assert relative["mask"] == pytest.approx(0.5 * RELATIVE_COST["mask"] / RELATIVE_COST["encode"])
+    clock = StepClock(started=0.0, relative=relative)
+    clock.step_done("encode", 1.0)
+    clock.step_done("encode", 2.0)  # 1 s a step: decode steps are expected to take 1 s too
+    assert clock.seconds_left({"encode": 1, "decode": 4}) == pytest.approx(5.0)
