@@ -177,8 +177,10 @@ class MainWindow(WindowFiles, QMainWindow):
             self, "Segment", message, details))
         p.set_paint_actions([self.actions[k] for k in ("paint", "paint_colour", "clear_paint")])
         p.bind_threshold(self.doc)
-        # The next run's cost follows its settings, the photo, the mask and the last run's pace.
-        for signal in (p.changed, self.doc.photo_changed, self.doc.heatmap_changed, r.running_changed):
+        # The next run's cost follows its settings, the photo, the mask and the last run's pace
+        # (measured once its results are in).
+        for signal in (p.changed, self.doc.photo_changed, self.doc.heatmap_changed,
+                       r.running_changed, r.results_added):
             signal.connect(self._show_cost)
         self.doc.mask_changed.connect(lambda rect: rect is None and self._show_cost())
         h = self.history

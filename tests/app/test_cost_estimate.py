@@ -4,6 +4,8 @@ measured on this machine."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from desktop_app.time_left import Usage, cost_text, duration, run_steps
 from engine.results import EditResult
 
@@ -68,3 +70,13 @@ def test_evaluations_and_memory_come_from_the_runs_stats():
     # A stage the measured run did not have: no evaluation count rather than a wrong one.
     decode_only = Usage({"decode": 2.0}, 0, False)
     assert "evaluations" not in cost_text({"mask": 3, "decode": 5}, {}, usage=decode_only)
+
+
+def test_a_run_that_leaves_the_mask_as_it_was_updates_the_cost_too(qtbot, window):
+    """Nothing but the run's own results changes here (the mask was painted before): the cost
+    still says what the run just measured."""
+    window.doc.load_mask(np.ones(window.doc.shape, np.float32))
+    assert "about" not in window.cost_label.text()
+    run_and_wait(qtbot, window)
+    assert window.cost_label.text().startswith("Next edit: 10 steps, about ")
+    assert window.cost_label.text().endswith(", 5.1 GB")
