@@ -101,3 +101,12 @@ def tiny_zimage(tiny_zimage_path):
     from engine.models import load_model
 
     return load_model(str(tiny_zimage_path), device="cpu")
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A Hugging Face hub cache of this test's own, empty at first (engine.catalog.hub_cache_dir
+    reads the variable at each lookup)."""
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache

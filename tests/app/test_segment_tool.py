@@ -15,13 +15,6 @@ from engine.tiny_sam import cache_tiny_sam
 
 
 @pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
 def clicks(monkeypatch):
     """The photo points the app handed to SAM (the real Segmenter is called through)."""
     seen = []
@@ -49,7 +42,7 @@ def last_step(window) -> str:
     return stack.command(stack.index() - 1).text()
 
 
-def sam_mask(cache, x, y, rgb) -> np.ndarray:
+def sam_mask(x, y, rgb) -> np.ndarray:
     """What SAM gives for that point, from a model of its own."""
     return segment.load_segmenter(device="cpu").segment("reference", rgb, x, y)
 
@@ -66,7 +59,7 @@ def test_a_click_at_zoom_and_pan_prompts_sam_at_that_photo_pixel(qtbot, window, 
     assert len(clicks) == 1
     x, y = clicks[0]
     assert (int(x), int(y)) == (90, 70)
-    expected = np.maximum(before, sam_mask(hub_cache, x, y, window.doc.base))
+    expected = np.maximum(before, sam_mask(x, y, window.doc.base))
     assert expected.any()
     np.testing.assert_array_equal(window.doc.shown_mask, expected)
     assert last_step(window) == "Segment added"
@@ -79,7 +72,7 @@ def test_alt_click_takes_the_segment_away(qtbot, window, hub_cache, clicks):
     window.doc.load_mask(np.ones(window.doc.shape, np.float32))
     click(qtbot, window, 30, 40, Qt.KeyboardModifier.AltModifier)
     x, y = clicks[0]
-    found = sam_mask(hub_cache, x, y, window.doc.base)
+    found = sam_mask(x, y, window.doc.base)
     assert found.any()
     np.testing.assert_array_equal(window.doc.shown_mask, 1.0 - found)
     assert last_step(window) == "Segment taken away"

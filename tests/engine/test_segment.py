@@ -13,13 +13,6 @@ from engine.tiny_sam import cache_tiny_sam
 
 
 @pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
 def segmenter(hub_cache):
     cache_tiny_sam(hub_cache)
     return segment.load_segmenter(device="cpu")
