@@ -7,8 +7,8 @@ real weights or a GPU; their pictures are noise. They keep each family's shape:
   small SentencePiece-style Unigram vocabulary built here), an MMDiT with patch 2, RMS-normed
   query/keys and one dual-attention layer as in SD3.5 Medium, and a 16-channel VAE with SD3's
   shift and scale;
-- Z-Image: a Qwen3 text encoder read through its chat template (a byte-level BPE vocabulary
-  with Qwen's special tokens, built here), the single-stream DiT with patch 2, and the FLUX VAE's
+- Z-Image: a Qwen3 text encoder read through its chat template (the byte-level tokenizer with
+  Qwen's special tokens that engine.tiny_model builds for klein too), the single-stream DiT with patch 2, and the FLUX VAE's
   16 channels, shift and scale. The scheduler is Z-Image-Turbo's (shift 3) unless ``shift`` says
   otherwise (the base model's is 6).
 Both have a native size of 128 px, a VAE that downsamples by 8, and working sizes in steps of 16.
@@ -21,25 +21,13 @@ import string
 from pathlib import Path
 
 from engine.config import cache_dir
-from engine.tiny_model import _ensure, _text_config
+from engine.tiny_model import QWEN_VOCAB_SIZE, _ensure, _text_config, write_qwen_tokenizer
 
 TINY_SD3_VERSION = 1  # bump when an architecture below changes, so cached copies are rebuilt
 TINY_ZIMAGE_VERSION = 1
 SD3_TEXT_WIDTHS = (32, 48, 96)  # CLIP-L, CLIP-G, T5 (SD3.5: 768, 1280, 4096)
 ZIMAGE_TEXT_WIDTH = 32  # Qwen3's hidden size (Z-Image: 2560)
 ZIMAGE_TURBO_SHIFT = 3.0  # Z-Image-Turbo's scheduler shift; the base model's is 6.0
-# A system-free version of Qwen3's chat template: the same text for user turns, and the empty
-# thinking block only when thinking is switched off (ZImagePipeline switches it on).
-QWEN_CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}"
-    "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"
-)
-QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
-QWEN_VOCAB_SIZE = 256 + len(QWEN_SPECIAL_TOKENS)  # one token per byte, then the special ones
 
 
 def default_sd3_folder() -> Path:
@@ -194,25 +182,5 @@ def write_t5_tokenizer(folder: Path, vocab: list[tuple[str, float]]) -> Path:
     tokenizer.save(str(folder / "tokenizer.json"))
     config = {"tokenizer_class": "T5Tokenizer", "model_max_length": 512, "extra_ids": 0,
               "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
-    return folder
-
-
-def write_qwen_tokenizer(folder: Path) -> Path:
-    """tokenizer.json and its config for a Qwen2TokenizerFast: byte-level BPE over the 256
-    byte symbols (no merges: one token per byte), Qwen's special tokens and chat template."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-
-    vocab = {symbol: index for index, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                  for t in QWEN_SPECIAL_TOKENS])
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    config = {"tokenizer_class": "Qwen2Tokenizer", "model_max_length": 131072,
-              "pad_token": "<|endoftext|>", "eos_token": "<|im_end|>", "bos_token": None,
-              "unk_token": None, "chat_template": QWEN_CHAT_TEMPLATE}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
     return folder

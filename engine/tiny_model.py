@@ -25,24 +25,24 @@ from engine.config import cache_dir
 
 TINY_VERSION = 1  # bump when the architecture below changes, so cached copies are rebuilt
 TINY_SDXL_VERSION = 1  # likewise for the SDXL one
-TINY_FLUX2_VERSION = 1  # likewise for the FLUX.2 klein one
+TINY_FLUX2_VERSION = 2  # likewise for the FLUX.2 klein one
 # FLUX.2 klein's scheduler config (FlowMatchEulerDiscreteScheduler; the pipeline computes mu).
 FLUX2_SCHEDULER = dict(
     num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
     base_image_seq_len=256, max_image_seq_len=4096, time_shift_type="exponential",
 )
-# The text the tiny klein tokenizer learns its merges from (any English works; these are the
-# tests' words, so they become whole tokens as real words are in Qwen's vocabulary).
-_CORPUS = ("a photo of a cat on a sofa", "a dog on a sofa", "a bowl of fruits", "a bowl of pears",
-           "a red car in the street", "the sky above the sea", "a person with a hat")
-_QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
-# Qwen3's chat template, reduced to what the klein pipeline renders: one user message, the
-# assistant's turn opened, thinking switched off (an empty think block).
-_QWEN_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
-    "{% endif %}{% endif %}")
+# A system-free version of Qwen3's chat template: the same text for user turns, and the empty
+# thinking block only when thinking is switched off (ZImagePipeline switches it on, klein off).
+QWEN_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"
+)
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+QWEN_VOCAB_SIZE = 256 + len(QWEN_SPECIAL_TOKENS)  # one token per byte, then the special ones
 SD_SCHEDULER = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
     clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
@@ -225,11 +225,10 @@ def build_tiny_flux2(folder: Path, *, sample_size: int = 128, text_width: int = 
 
     quiet_libraries()
     folder = Path(folder)
-    tokenizer = _qwen_tokenizer()
     torch.manual_seed(0)
     # The pipeline stacks the encoder's hidden states 9, 18 and 27: 27 layers are the fewest.
     text_encoder = Qwen3ForCausalLM(Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=2 * text_width,
+        vocab_size=QWEN_VOCAB_SIZE, hidden_size=text_width, intermediate_size=2 * text_width,
         num_hidden_layers=27, num_attention_heads=2, num_key_value_heads=2, head_dim=8,
         max_position_embeddings=512, tie_word_embeddings=True)).eval()
     transformer = Flux2Transformer2DModel(
@@ -249,7 +248,7 @@ def build_tiny_flux2(folder: Path, *, sample_size: int = 128, text_width: int = 
     transformer.save_pretrained(folder / "transformer", safe_serialization=True)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    tokenizer.save_pretrained(folder / "tokenizer")
+    write_qwen_tokenizer(folder / "tokenizer")
     FlowMatchEulerDiscreteScheduler(**FLUX2_SCHEDULER).save_pretrained(folder / "scheduler")
     index = {
         "_class_name": "Flux2KleinPipeline",
@@ -265,21 +264,25 @@ def build_tiny_flux2(folder: Path, *, sample_size: int = 128, text_width: int = 
     return folder
 
 
-def _qwen_tokenizer():
-    """A Qwen2-style tokenizer (byte-level BPE, Qwen's special tokens and chat template) whose
-    merges are learnt from a few sentences, offline."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import Qwen2TokenizerFast
+def write_qwen_tokenizer(folder: Path) -> Path:
+    """tokenizer.json and its config for a Qwen2TokenizerFast, as the tiny klein and Z-Image
+    have it: byte-level BPE over the 256 byte symbols (no merges: one token per byte), Qwen's
+    special tokens and chat template."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(_CORPUS * 4, vocab_size=400, min_frequency=1, show_progress=False)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(pair) if isinstance(pair, list) else tuple(pair.split(" ")) for pair in model["merges"]]
-    tokenizer = Qwen2TokenizerFast(vocab=model["vocab"], merges=merges,
-                                   model_max_length=512)
-    tokenizer.add_special_tokens({"additional_special_tokens": list(_QWEN_SPECIALS[1:])})
-    tokenizer.chat_template = _QWEN_CHAT_TEMPLATE
-    return tokenizer
+    vocab = {symbol: index for index, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                  for t in QWEN_SPECIAL_TOKENS])
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "Qwen2Tokenizer", "model_max_length": 131072,
+              "pad_token": "<|endoftext|>", "eos_token": "<|im_end|>", "bos_token": None,
+              "unk_token": None, "chat_template": QWEN_CHAT_TEMPLATE}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    return folder
 
 
 def _tiny_vae(sample_size: int, **config):
