@@ -1,4 +1,4 @@
-"""The Models dialog: the SD models on this computer, the default one, adding places, downloading."""
+"""The Models dialog: the models on this computer, the default one, adding places, downloading."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from engine.catalog import ModelEntry, discover_models, format_size
 from engine.config import Settings
 from engine.downloads import offline_mode
 from engine.errors import Cancelled, EngineError
+from engine.families import SUPPORTED
 
 COLUMNS = ("", "Name", "Family", "Size", "Source", "Location")
 _KIND_LABELS = {"hub": "Hugging Face cache", "folder": "Folder", "file": "Single file"}
@@ -108,9 +109,9 @@ class ModelsDialog(QDialog):
         font.setBold(True)
         title.setFont(font)
         intro = QLabel(
-            "Stable Diffusion 1.x and 2.x models found in the Hugging Face cache, in your model "
-            "folders and as single .safetensors files. The default model is used by the editor "
-            "and by the diffedit-studio command line."
+            f"{SUPPORTED} models found in the Hugging Face cache, in your model folders and as "
+            "single .safetensors files. The default model is used by the editor and by the "
+            "diffedit-studio command line."
         )
         intro.setWordWrap(True)
         intro.setObjectName("hint")
@@ -388,7 +389,9 @@ class ModelsDialog(QDialog):
         if entry is None:
             self.detail.setText("")
         elif entry.usable:
-            self.detail.setText(f"{entry.name} — {entry.family_label}, {entry.size_text}: {entry.path}")
+            note = f" ({entry.family_note})" if entry.family_note else ""
+            self.detail.setText(f"{entry.name} — {entry.family_label}{note}, {entry.size_text}: "
+                                f"{entry.path}")
         else:
             self.detail.setText(f"{entry.name} cannot be used: {entry.problem}")
         busy = self.is_downloading()

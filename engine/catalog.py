@@ -19,6 +19,17 @@ from engine.families import folder_family, read_json
 
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v)", "sdxl": "SDXL",
                 "sd3": "SD3.5", "zimage": "Z-Image", "flux2-klein": "FLUX.2 klein"}
+# What a user choosing a flow-matching model wants to know (the model cards' figures; the
+# README's model table has the memory tiers).
+_FLOW_EDITS = "DiffEdit, Blended, SDEdit and FlowEdit"
+FAMILY_NOTES = {
+    "flux2-klein": "4 steps, guidance built in (base klein: 50 with CFG); klein 4B: Apache-2.0, "
+                   f"about 13 GB; runs {_FLOW_EDITS}",
+    "zimage": "Z-Image-Turbo: 8 steps, no CFG (base: 50 with CFG); Apache-2.0, 6B, about 21 GB; "
+              f"runs {_FLOW_EDITS}",
+    "sd3": "Medium 40 steps, Large 28, with CFG (Large Turbo: 4, no CFG); Stability AI "
+           f"Community License; runs {_FLOW_EDITS}",
+}
 _COMPONENTS = {"sd": ("unet", "vae", "text_encoder"), "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2")}
 _SCAN_DEPTH = 2  # folder/model or folder/publisher/model; deeper trees are not model libraries
 
@@ -43,6 +54,11 @@ class ModelEntry:
     @property
     def family_label(self) -> str:
         return FAMILY_NAMES.get(self.family, "?")
+
+    @property
+    def family_note(self) -> str:
+        """Steps, licence and methods of a flow-matching family ("" for the others)."""
+        return FAMILY_NOTES.get(self.family, "")
 
     @property
     def size_text(self) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QLabel, QMessageBox
 from safetensors.torch import save_file
 
 from desktop_app.models_dialog import ModelsDialog
@@ -217,6 +217,26 @@ def test_uses_the_injected_catalog(qtbot, tmp_path):
     qtbot.addWidget(dialog)
     assert rows(dialog) == [["Default", "org/model", "SD 1.x", "2.0 GB", "Hugging Face cache", str(tmp_path)]]
     assert json.dumps(Settings.load().model_folders) == "[]"
+
+
+def test_flow_families_are_listed_with_their_steps_licence_and_methods(qtbot, tmp_path):
+    entries = [ModelEntry(name, "folder", str(tmp_path / name), tmp_path / name, family=family,
+                          size_bytes=2**30)
+               for name, family in (("klein-4b", "flux2-klein"), ("sd3.5-large", "sd3"),
+                                    ("z-image-turbo", "zimage"), ("sd15", "sd1"))]
+    dialog = ModelsDialog(discover=lambda settings: entries)
+    qtbot.addWidget(dialog)
+    assert [r[2] for r in rows(dialog)] == ["FLUX.2 klein", "SD3.5", "Z-Image", "SD 1.x"]
+    intro = " ".join(label.text() for label in dialog.findChildren(QLabel))
+    assert "SDXL, SD3.5, Z-Image and FLUX.2 klein models found" in intro
+    expected = ["4 steps, guidance built in", "Large 28, with CFG", "Z-Image-Turbo: 8 steps, no CFG"]
+    for row, words in enumerate(expected):
+        dialog.table.selectRow(row)
+        detail = dialog.detail.text()
+        assert words in detail and "runs DiffEdit, Blended, SDEdit and FlowEdit" in detail
+    assert "Apache-2.0" in dialog.detail.text()
+    dialog.table.selectRow(3)  # SD 1.x: no note
+    assert dialog.detail.text() == f"sd15 — SD 1.x, 1.0 GB: {tmp_path / 'sd15'}"
 
 
 @pytest.mark.parametrize("damage", ["fifo", "nested", "huge-layers"])

@@ -239,4 +239,6 @@ def test_flow_transformer_folders_are_listed_with_their_family(tmp_path, tiny_sd
     entries = by_name(discover_models(Settings(model_folders=[str(library)])))
     assert entries["sd3.5-medium"].usable and entries["sd3.5-medium"].family_label == "SD3.5"
     assert entries["z-image-turbo"].usable and entries["z-image-turbo"].family_label == "Z-Image"
+    assert "Stability AI Community License" in entries["sd3.5-medium"].family_note
+    assert entries["z-image-turbo"].family_note.startswith("Z-Image-Turbo: 8 steps, no CFG")
     assert entries["z-image-broken"].problem == "incomplete: no transformer weights (download it again)"
