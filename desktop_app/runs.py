@@ -129,7 +129,7 @@ class RunController(QObject):
         variations = self.params.variations.value() if info.variations else 1
         key = ("edit", info.name, self.doc.size)
         return cost_text(run_steps(plan, variations), self._paces.get(key, {}), short,
-                         self._usage.get(key))
+                         self._usage.get(key), variations)
 
     def find_mask(self) -> None:
         """Estimate the auto mask (methods that find their own); raises RunRefused."""
@@ -255,7 +255,9 @@ class RunController(QObject):
                 self._relative = relative_costs(job.clock.pace)  # for runs unlike any yet
             if job.results:
                 steps = run_steps(job.plan, job.variations)
-                self._usage[job.pace_key] = Usage.of(job.results, steps)
+                paces = job.clock.pace if job.clock.measured else None
+                self._usage[job.pace_key] = Usage.of(job.results, steps, job.variations,
+                                                     time.perf_counter() - job.started, paces)
             self._commit(job)
 
     # ------------------------------------------------------------------ committing

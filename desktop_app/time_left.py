@@ -110,10 +110,13 @@ class Usage:
     evals: dict[str, float]  # stage -> model evaluations per step
     peak_bytes: int  # GPU: the run's peak allocation; CPU: the app process's peak resident memory
     gpu: bool
+    extra_seconds: float = 0.0  # per variation, beyond its steps: VAE decode, paste-back, set-up
 
     @classmethod
-    def of(cls, results, steps: dict[str, int]) -> "Usage":
-        """From a run's results (engine.results.EditResult) and the steps it ran per stage."""
+    def of(cls, results, steps: dict[str, int], variations: int = 1, seconds: float = 0.0,
+           paces: dict[str, float] | None = None) -> "Usage":
+        """From a run's results (engine.results.EditResult), the steps it ran per stage, its
+        variations and (when its paces were measured) how long it took in all."""
         evals: dict[str, int] = {}
         for result in results:
             for stage, n in result.stats.get("unet_evals", {}).items():
@@ -121,11 +124,15 @@ class Usage:
         per_step = {stage: n / steps[stage] for stage, n in evals.items() if steps.get(stage)}
         peak = max((int(r.stats.get("peak_memory_bytes", 0)) for r in results), default=0)
         gpu = any(str(r.stats.get("device", "")).startswith("cuda") for r in results)
-        return cls(per_step, peak, gpu)
+        extra = 0.0
+        if paces and all(stage in paces for stage in steps):
+            stepped = sum(n * paces[stage] for stage, n in steps.items())
+            extra = max(0.0, seconds - stepped) / max(1, variations)
+        return cls(per_step, peak, gpu, extra)
 
 
 def cost_text(steps: dict[str, int], paces: dict[str, float], short: bool = False,
-              usage: Usage | None = None) -> str:
+              usage: Usage | None = None, variations: int = 1) -> str:
     """What the next run costs, said before it starts: "13 steps (mask 3, encode 5, decode 5),
     18 model evaluations, about 20 s, 5.1 GB GPU memory" with the paces (seconds per step per
     stage) and ``usage`` a run like it measured on this machine, else the steps alone; ``short``
@@ -139,7 +146,8 @@ def cost_text(steps: dict[str, int], paces: dict[str, float], short: bool = Fals
         text += f", {evals} model evaluation{'s' if evals != 1 else ''}"
     if not (paces and all(stage in paces for stage in steps)):
         return text if short else f"{text}; the time shows after a first run like it"
-    text += f", about {duration(sum(n * paces[stage] for stage, n in steps.items()))}"
+    seconds = sum(n * paces[stage] for stage, n in steps.items())
+    text += f", about {duration(seconds + (usage.extra_seconds * variations if usage else 0.0))}"
     if usage is not None and usage.peak_bytes:
         text += f", {usage.peak_bytes / 1e9:.1f} GB"
         if not short:

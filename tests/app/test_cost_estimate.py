@@ -5,6 +5,7 @@ measured on this machine."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from desktop_app.time_left import Usage, cost_text, duration, run_steps
 from engine.results import EditResult
@@ -39,7 +40,8 @@ def test_the_edit_button_and_the_status_bar_say_the_next_runs_cost(qtbot, window
     run_and_wait(qtbot, window)
     # The run found a mask and measured its paces: the next one (no mask stage) says its time.
     paces = window.runs._paces[("edit", "diffedit", window.doc.size)]
-    seconds = 10 * paces["encode"] + 10 * paces["decode"]
+    extra = window.runs._usage[("edit", "diffedit", window.doc.size)].extra_seconds
+    seconds = 10 * paces["encode"] + 10 * paces["decode"] + extra  # + its time beyond the steps
     # Its stats (mask 3 samples x 2, encode 10 x 1, decode 10 x 2 evaluations) give the next
     # one's evaluations, 10 x 1 + 10 x 2, and its peak memory (5.1 GB in the fake's stats).
     assert (f"20 steps (encode 10, decode 10), 30 model evaluations, about {duration(seconds)}, "
@@ -80,3 +82,15 @@ def test_a_run_that_leaves_the_mask_as_it_was_updates_the_cost_too(qtbot, window
     run_and_wait(qtbot, window)
     assert window.cost_label.text().startswith("Next edit: 10 steps, about ")
     assert window.cost_label.text().endswith(", 5.1 GB")
+
+
+def test_the_time_counts_what_a_run_spends_beyond_its_steps():
+    """A variation's VAE decode and paste-back come after its last step: a run of 3 variations
+    that took 30 s for 18 s of steps costs the next run 4 s a variation more than its steps."""
+    steps = run_steps({"encode": 4, "decode": 4}, variations=3)  # 4 + 12 steps
+    paces = {"encode": 0.5, "decode": 1.33333}
+    usage = Usage.of([result({})] * 3, steps, variations=3, seconds=30.0, paces=paces)
+    assert usage.extra_seconds == pytest.approx(4.0, abs=0.01)
+    assert cost_text(run_steps({"encode": 4, "decode": 4}, 1), paces, True, usage, 1) == (
+        "8 steps, about 11 s")  # 2 + 5.3 s of steps and 4 s after them
+    assert Usage.of([result({})], steps).extra_seconds == 0.0  # no paces measured: no guess
