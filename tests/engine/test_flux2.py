@@ -72,21 +72,18 @@ def test_klein_is_detected_from_its_model_index_and_loaded_in_eval_mode(klein, k
     assert (defaults.steps, defaults.guidance) == (4, 1.0)
 
 
-def test_a_hub_id_loads_from_the_hugging_face_cache(klein_path):
-    from huggingface_hub import constants
-
+def test_a_hub_id_loads_from_the_hugging_face_cache(klein_path, hub_cache):
     from engine.models import load_model
 
-    repo = Path(constants.HF_HUB_CACHE) / "models--someone--tiny-klein"
+    # The test's own cache: huggingface_hub's constants.HF_HUB_CACHE is fixed at its first
+    # import, which may have happened inside another test's cache
+    repo = hub_cache / "models--someone--tiny-klein"
     commit = "1" * 40
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
     shutil.copytree(klein_path, repo / "snapshots" / commit)
-    try:
-        model = load_model("someone/tiny-klein", device="cpu")
-        assert model.name == "someone/tiny-klein" and model.family == "flux2-klein"
-    finally:
-        shutil.rmtree(repo)
+    model = load_model("someone/tiny-klein", device="cpu")
+    assert model.name == "someone/tiny-klein" and model.family == "flux2-klein"
 
 
 @pytest.mark.slow
