@@ -8,8 +8,8 @@ in parts of at most PART pixels, one per event-loop turn, so the window never wa
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np

@@ -12,7 +12,7 @@ SMOOTHING = 0.4  # the newest step's weight: noise averages out, a slower stage 
 # What a step of each stage costs relative to the others, for a run unlike any measured before:
 # DiffEdit's mask samples run batched, its inversion takes one model evaluation a step and its
 # guided decode two (0.6, 0.8 and 1.6 s a step on this project's CPU machine). The last run
-# measured on this machine replaces them (runs.RunController hands its paces in).
+# measured since the app started replaces them (runs.RunController hands its paces in).
 RELATIVE_COST = {"mask": 0.75, "encode": 1.0, "decode": 2.0}
 
 
