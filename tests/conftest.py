@@ -21,6 +21,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+# A test that runs a real tiny model (any family) takes seconds, not milliseconds: it belongs to the
+# full run (CI), not to the quick loop `-m "not slow"`, which keeps the logic tests. Every fixture
+# named tiny_* builds or loads one.
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if any(name.startswith("tiny_") for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     return SAMPLES

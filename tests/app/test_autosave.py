@@ -339,6 +339,7 @@ def make_window(qtbot, settings, fake_engine):
         engine.shutdown()
 
 
+@pytest.mark.slow
 def test_window_offers_restore_and_restores(qtbot, make_window, photo, dialogs):
     first = make_window()
     first.open_photo(photo, "cat.png")
@@ -368,6 +369,7 @@ def test_window_offers_restore_and_restores(qtbot, make_window, photo, dialogs):
     assert not folder.exists()
 
 
+@pytest.mark.slow
 def test_window_discard_deletes_and_damage_gives_a_message(qtbot, make_window, photo, dialogs):
     from PySide6.QtWidgets import QMessageBox
 

@@ -226,6 +226,7 @@ def _assert_set_aside_once(window, folder, dialogs, title, words):
     assert autosave.offer_restore(window) is False and dialogs.shown == [], "the message comes once"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kind,change,words", HEADER_FAULTS, ids=[f[0] for f in HEADER_FAULTS])
 def test_a_manifest_with_a_bad_header_is_set_aside_with_one_message(qtbot, make_window, dialogs,
                                                                     name, kind, change, words):
@@ -236,6 +237,7 @@ def test_a_manifest_with_a_bad_header_is_set_aside_with_one_message(qtbot, make_
     _assert_set_aside_once(window, folder, dialogs, "Autosave", words)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kind,change,words", RESTORE_FAULTS, ids=[f[0] for f in RESTORE_FAULTS])
 def test_a_hostile_or_damaged_session_is_set_aside_with_one_message(qtbot, make_window, dialogs,
                                                                    monkeypatch, name, kind, change, words):
@@ -283,6 +285,7 @@ def _answers(monkeypatch, dialogs, answers: list):
     return queue
 
 
+@pytest.mark.slow
 def test_several_crashed_sessions_are_offered_newest_first_and_only_declined_ones_go(
         qtbot, make_window, dialogs, monkeypatch):
     folders = _crashed_sessions(qtbot, 5)
@@ -311,6 +314,7 @@ def test_several_crashed_sessions_are_offered_newest_first_and_only_declined_one
         session.release()
 
 
+@pytest.mark.slow
 def test_an_old_crashed_session_is_still_offered(qtbot, make_window, dialogs):
     (folder,) = _crashed_sessions(qtbot, 1)
     edit_manifest(folder, lambda m: m.update(saved=time.time() - 400 * 86400))

@@ -2,12 +2,14 @@
 
 import shlex
 
+import pytest
 from PySide6.QtGui import QGuiApplication
 
 from desktop_app.dialogs import BatchDialog
 from engine import cli
 
 
+@pytest.mark.slow
 def test_batch_gives_the_command_for_the_current_settings(window, monkeypatch):
     shown = []
     monkeypatch.setattr(BatchDialog, "exec", lambda dialog: shown.append(dialog))

@@ -61,6 +61,7 @@ def step_hook(monkeypatch, action):
     return count
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,step", [("mask", 0), ("mask", MASK - 1), ("encode", 0),
                                         ("encode", STEPS - 1), ("decode", 0), ("decode", 3)])
 def test_engine_exception_mid_run_leaves_everything_as_it_was(qtbot, window, dialogs, monkeypatch,
@@ -100,6 +101,7 @@ def test_exception_when_finding_the_mask_keeps_the_document(qtbot, window, dialo
     assert len(window.doc.history) == 2 and window.doc.undo_stack.count() == before[1] + 1
 
 
+@pytest.mark.slow
 def test_cancel_at_every_step_leaves_everything_as_it_was(qtbot, window, monkeypatch):
     doc = with_history(qtbot, window)
     doc.clear_mask()
@@ -126,6 +128,7 @@ class OutOfMemoryError(RuntimeError):
     """What torch.cuda raises (same class name; torch itself is not imported by app tests)."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("error", [
     OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total)"),
     MemoryError(),

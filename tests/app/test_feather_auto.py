@@ -4,6 +4,7 @@ point 8), and a number the user chooses is kept as chosen."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engine.fields import AUTO
 from engine.geometry import default_feather
@@ -11,6 +12,7 @@ from engine.imaging import Photo
 from engine.params import EditParams
 
 
+@pytest.mark.slow
 def test_the_panel_shows_auto_and_each_photo_gets_its_own_feather(window, qtbot, dialogs):
     panel = window.params
     assert panel.feather.value() == AUTO and panel.feather.text() == "Auto"

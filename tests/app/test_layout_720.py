@@ -32,6 +32,7 @@ def _scroll(dock) -> QScrollArea:
     return dock.findChild(QScrollArea)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 def test_each_methods_options_are_in_sight_at_1280x720(qtbot, small_window, method):
     small_window.params.set_method(method)

@@ -4,6 +4,7 @@ size (8 px is invisible on a 24 MP photo)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engine.imaging import Photo
 
@@ -18,6 +19,7 @@ def _dot(doc, x, y):
     doc.end_stroke()
 
 
+@pytest.mark.slow
 def test_the_default_amount_follows_the_photo_size(window):
     amount = window.mask_panel.amount
     window.open_photo(_photo(1280, 720), "hd.png")
@@ -27,6 +29,7 @@ def test_the_default_amount_follows_the_photo_size(window):
     assert amount.value() == 30
 
 
+@pytest.mark.slow
 def test_a_chosen_amount_is_used_and_kept_in_proportion(window):
     amount, doc = window.mask_panel.amount, window.doc
     window.open_photo(_photo(1600, 1200), "a.png")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -18,6 +19,7 @@ def layers(draw):
     return shape, heatmap, added, erased
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(data=layers(), level=st.floats(0, 1))
 def test_strokes_are_kept_for_any_threshold(data, level):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def _window(qtbot, settings, engine_backend):
     from desktop_app.main_window import MainWindow
@@ -19,6 +21,7 @@ def _wait_ready(qtbot, engine, start):
         start()
 
 
+@pytest.mark.slow
 def test_the_loaded_model_is_loaded_again_at_the_next_start(qtbot, settings, fake_engine):
     from desktop_app.dialogs import SettingsDialog
 

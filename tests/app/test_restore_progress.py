@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QProgressDialog
 
@@ -27,6 +28,7 @@ def _crashed_session(make_window):
     return expected
 
 
+@pytest.mark.slow
 def test_restore_keeps_the_window_responsive_and_shows_progress(qtbot, make_window, monkeypatch):
     expected = _crashed_session(make_window)
     second = make_window()

@@ -6,6 +6,7 @@ import gc
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from desktop_app.document import Document
 from desktop_app.results_store import MB, ResultStore, resident_bytes
@@ -30,6 +31,7 @@ def _document(tmp_path, photo, budget_mb):
     return doc
 
 
+@pytest.mark.slow
 def test_results_beyond_the_budget_move_to_disk_and_memory_stops_growing(qtbot, tmp_path):
     from engine.imaging import Photo
 
@@ -70,6 +72,7 @@ def test_a_moved_result_can_be_shown_applied_and_its_mask_used(qtbot, tmp_path, 
     assert np.array_equal(first.image, image)
 
 
+@pytest.mark.slow
 def test_the_folder_goes_with_the_store(tmp_path):
     store = ResultStore(0, root=tmp_path)
 
@@ -82,6 +85,7 @@ def test_the_folder_goes_with_the_store(tmp_path):
     assert not list(tmp_path.glob("diffedit-history-*"))
 
 
+@pytest.mark.slow
 def test_settings_say_so_and_set_the_budget(qtbot, window, settings, dialogs, monkeypatch):
     from PySide6.QtWidgets import QDialog, QLabel
 

@@ -30,6 +30,7 @@ def layers(draw):
     return shape, MaskLayers(heatmap=heatmap, segments=[Segment(added=added, erased=erased)])
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(data=layers(), old=LEVELS, new=LEVELS)
 def test_patches_of_the_reached_tiles_give_the_synchronous_fold(data, old, new):
@@ -62,6 +63,7 @@ def layers_with_ops(draw):
     return shape, MaskLayers(heatmap=heatmap, segments=segments)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(data=layers_with_ops(), old=LEVELS, new=LEVELS)
 def test_after_operations_the_patches_also_give_the_synchronous_fold(data, old, new):

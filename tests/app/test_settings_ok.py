@@ -41,6 +41,7 @@ def test_a_changed_default_reaches_the_panel_and_nothing_else(window, accept_set
     assert shown.steps == 30 and shown.strength == 0.65
 
 
+@pytest.mark.slow
 def test_the_undo_memory_cap_is_set_in_settings_and_kept(window, accept_settings):
     accept_settings.append(lambda dialog: dialog.undo_memory.setValue(300))
     window.settings_dialog()

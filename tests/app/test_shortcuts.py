@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 
@@ -13,6 +14,7 @@ def _keys(window):
                    for seq in action.shortcuts() if not seq.isEmpty())
 
 
+@pytest.mark.slow
 def test_no_key_is_bound_to_two_actions(window):
     twice = {key: n for key, n in _keys(window).items() if n > 1}
     assert not twice  # an ambiguous key triggers nothing in Qt

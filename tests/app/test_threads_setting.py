@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 
 from desktop_app.worker import EngineBackend
 from engine.config import physical_cores
 
 
+@pytest.mark.slow
 def test_the_threads_setting_is_saved_and_sent_with_the_model_load(qtbot, window, settings,
                                                                    fake_engine, tmp_path):
     from desktop_app.dialogs import SettingsDialog

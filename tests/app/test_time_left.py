@@ -83,6 +83,7 @@ def test_steps_left_counts_later_stages_and_variations():
     assert sum(steps_left(plan, "decode", 9, 10, 2, 3).values()) == 0
 
 
+@pytest.mark.slow
 def test_the_second_run_like_the_first_estimates_from_its_first_step(qtbot, window):
     from test_window import run_and_wait
 

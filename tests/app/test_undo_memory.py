@@ -37,6 +37,7 @@ def stroke(doc, mode, points, radius, hardness=0.8, colour=(200, 30, 30)):
     doc.end_stroke()
 
 
+@pytest.mark.slow
 def test_undo_and_redo_give_back_every_state_exactly_after_many_strokes(qtbot):
     rng = np.random.default_rng(3)
     doc = Document()
@@ -78,6 +79,7 @@ def wide_strokes(doc, count):
 UNDO_BUDGET_MB = 160  # 20 wide strokes on 24 MP keep about 128 MB; whole 128 px tiles took 705 MB
 
 
+@pytest.mark.slow
 def test_twenty_wide_strokes_on_24_mp_stay_under_the_memory_budget(big):
     tracemalloc.start()
     try:
@@ -92,6 +94,7 @@ def test_twenty_wide_strokes_on_24_mp_stay_under_the_memory_budget(big):
     assert big.undo_stack.count() == 21
 
 
+@pytest.mark.slow
 def test_the_memory_cap_drops_the_oldest_steps_and_the_rest_still_undo_exactly(qtbot):
     doc = Document()
     doc.set_photo(Photo(rgb=np.zeros((1500, 2000, 3), np.uint8)))

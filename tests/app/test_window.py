@@ -198,6 +198,7 @@ def test_escape_key_cancels(qtbot, window, fake_engine):
     assert window.doc.heatmap is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["mask", "edit"])
 def test_engine_failure_shows_a_dialog_and_the_app_keeps_running(qtbot, window, fake_engine,
                                                                  dialogs, where):
@@ -238,6 +239,7 @@ def test_the_window_never_blocks_during_a_run(qtbot, window, fake_engine):
     assert gaps.max() < 0.15, f"the GUI stalled for {gaps.max():.2f} s"
 
 
+@pytest.mark.slow
 def test_second_edit_reuses_the_cached_encoding(qtbot, window):
     stages = []
     window.engine.progress.connect(lambda p: stages[-1].add(p.stage))
@@ -250,6 +252,7 @@ def test_second_edit_reuses_the_cached_encoding(qtbot, window):
     assert stages == [{"mask", "encode", "decode"}, {"decode"}]  # same session, cached encoding
 
 
+@pytest.mark.slow
 def test_export_writes_metadata_and_protects_the_original(qtbot, window, dialogs, tmp_path):
     original = tmp_path / "coffee.png"
     shutil.copy(ROOT / "resources" / "samples" / "coffee.png", original)
@@ -316,6 +319,7 @@ def test_mask_save_and_load_round_trip(qtbot, window, tmp_path, dialogs):
     assert "10x10" in dialogs.texts()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,fragment", [("bomb.png", "100000x100000"),
                                            ("text.png", "not a picture"),
                                            ("absent.png", "does not exist")])
@@ -372,6 +376,7 @@ def test_settings_dialog_saves_shared_settings(qtbot, settings, dialogs, tmp_pat
     assert settings.default_params().steps == 25
 
 
+@pytest.mark.slow
 def test_gpu_memory_setting_reaches_the_model_load(qtbot, window, settings, fake_engine, tmp_path):
     from desktop_app.dialogs import SettingsDialog
 
@@ -386,6 +391,7 @@ def test_gpu_memory_setting_reaches_the_model_load(qtbot, window, settings, fake
     qtbot.waitUntil(lambda: fake_engine.memory_tiers[-1:] == ["offload"], timeout=5000)
 
 
+@pytest.mark.slow
 def test_shortcuts_dialog_lists_the_actions(qtbot, window):
     from desktop_app.dialogs import ShortcutsDialog
 
@@ -397,6 +403,7 @@ def test_shortcuts_dialog_lists_the_actions(qtbot, window):
     assert "Esc" in rows["Cancel Run"]
 
 
+@pytest.mark.slow
 def test_the_window_paints_before_torch_is_imported(tmp_path):
     script = (
         "import sys\n"
@@ -416,6 +423,7 @@ def test_the_window_paints_before_torch_is_imported(tmp_path):
     assert out.stdout.split()[-2:] == ["False", "True"]
 
 
+@pytest.mark.slow
 def test_paste_and_drop_open_photos(qtbot, window, tmp_path):
     from PySide6.QtCore import QMimeData, QPoint, QUrl
     from PySide6.QtGui import QDropEvent, QGuiApplication, QImage
@@ -445,6 +453,7 @@ def test_command_line_arguments(capsys):
     assert main(["--help"]) == 0
 
 
+@pytest.mark.slow
 def test_the_app_and_the_cli_refuse_missing_texts_with_the_engines_sentence(qtbot, window, dialogs):
     from engine import methods
     from engine.errors import InputError

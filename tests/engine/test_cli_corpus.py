@@ -222,6 +222,7 @@ def test_read_only_output_folder_exits_2_before_any_work(tmp_path, capsys, sampl
     assert time.perf_counter() - started < 5  # refused before loading the model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("length", [250, 255])
 def test_file_names_up_to_the_limit_are_written(tmp_path, samples_dir, length):
     out = tmp_path / ("n" * (length - 4) + ".png")
@@ -242,6 +243,7 @@ def test_file_name_over_the_limit_exits_2_before_any_work(tmp_path, capsys, samp
     assert code == 2 and "result 1 of" in err and "more than this file system allows" in err, err
 
 
+@pytest.mark.slow
 def test_webp_output_keeps_every_pixel_of_the_png_output(tmp_path, samples_dir):
     png, webp = tmp_path / "out.png", tmp_path / "out.webp"
     for out in (png, webp):
@@ -250,6 +252,7 @@ def test_webp_output_keeps_every_pixel_of_the_png_output(tmp_path, samples_dir):
                           np.asarray(Image.open(png).convert("RGB")))
 
 
+@pytest.mark.slow
 def test_parts_left_by_a_killed_run_are_removed_by_the_next(tmp_path, samples_dir):
     out = tmp_path / "out.png"
     script = ("import sys, time; from engine import imaging\n"
@@ -285,6 +288,7 @@ def test_a_sliver_photo_works_at_about_the_native_area(tmp_path, size, tiny_mode
 A1111_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
 
+@pytest.mark.slow
 def test_newlines_and_commas_in_prompts_cannot_forge_parameters(tmp_path, samples_dir):
     from engine.imaging import read_metadata
 

@@ -114,6 +114,7 @@ def test_status_lines_and_every_written_file_named(photo, capsys, threads_restor
     assert torch.get_num_threads() == 1
 
 
+@pytest.mark.slow
 def test_quiet_prints_nothing_on_success(photo, capsys, threads_restored):
     code = cli.main(["mask", str(photo / "photo.png"), "-o", str(photo / "m.png"), "--target",
                      "a bird", "--model", "tiny", "--mask-samples", "1", "--quiet"])

@@ -58,6 +58,7 @@ def test_no_result_name_replaces_an_input_or_another_output(folder, capsys, args
     assert _files(folder) == before  # nothing written, nothing replaced
 
 
+@pytest.mark.slow
 def test_one_candidate_writes_the_plain_name_and_keeps_the_photo(folder):
     photo = (folder / "rocket-2.jpg").read_bytes()
     code = _edit(folder, "-o", folder / "rocket.png", "--method", "blended", "--mask",
@@ -67,6 +68,7 @@ def test_one_candidate_writes_the_plain_name_and_keeps_the_photo(folder):
     assert (folder / "rocket-2.jpg").read_bytes() == photo
 
 
+@pytest.mark.slow
 def test_several_candidates_beside_the_photo_leave_it_untouched(folder):
     photo = (folder / "rocket-2.jpg").read_bytes()
     code = _edit(folder, "-o", folder / "bird.png", "--method", "blended", "--mask",

@@ -187,6 +187,7 @@ def test_cancel_then_resume_continues_the_partial_file(hub):
     assert not list(folder.rglob("*.part"))
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_left_a_partial_file(hub):
     repo = hub.repos["someone/sd15"]
     target = folder_for("someone/sd15") / "vae" / "diffusion_pytorch_model.safetensors"
@@ -197,6 +198,7 @@ def test_resume_after_a_crash_left_a_partial_file(hub):
     assert any(r.range == "bytes=123456-" for r in hub.file_gets())
 
 
+@pytest.mark.slow
 def test_fp16_only_weights_are_saved_under_the_plain_names(hub):
     hub.repos["someone/half"] = sd_repo(variant=True)
     folder = download("someone/half")
@@ -233,6 +235,7 @@ def test_free_space_check_counts_only_what_is_left(hub, monkeypatch):
     downloads.check_free_space(plan)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "repo, files, message",
     [
@@ -258,6 +261,7 @@ def test_network_failure_is_a_clear_error(hub):
         download()
 
 
+@pytest.mark.slow
 def test_damaged_transfer_is_detected_and_removed(hub):
     hub.corrupt.add("text_encoder/model.safetensors")
     with pytest.raises(ModelError, match="text_encoder/model.safetensors of someone/sd15 arrived damaged"):

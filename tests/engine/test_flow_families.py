@@ -50,6 +50,7 @@ def fast(model, photo) -> EditParams:
     return EditSession(model, photo).default_params().replace(steps=4, mask_samples=2)
 
 
+@pytest.mark.slow
 def test_every_flow_family_runs_the_flow_methods_at_its_own_defaults(flow, cat128):
     session = EditSession(flow, cat128)
     backbone = session.backbone

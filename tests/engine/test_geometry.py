@@ -38,6 +38,7 @@ def test_a_faint_trace_below_the_core_coverage_stays_out():
     assert not latent[:, [0, 1, 3, 4, 5, 6, 7]].any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", PHOTO_SIZES)
 def test_latent_cells_land_on_the_photo_where_they_lie(size):
     """A map whose cells hold their own centres' photo positions reads back the position of
@@ -71,6 +72,7 @@ def test_working_size_is_padded_by_less_than_one_latent_cell(tiny_model, size):
     assert pw * ph / (w * h) - 1 < 0.025  # was up to 25 % at multiples of 64 (1001x777)
 
 
+@pytest.mark.slow
 def test_an_sd_shaped_unet_runs_at_any_latent_size():
     """SD's four-level UNet at latent sizes that are not multiples of its 8-cell depth."""
     from diffusers import UNet2DConditionModel
@@ -122,6 +124,7 @@ def _recolour(rgb: np.ndarray) -> np.ndarray:
     return np.clip(rgb * np.array([0.7, 0.9, 1.1]) + np.array([40, 10, -10]), 0, 255).astype(np.uint8)
 
 
+@pytest.mark.slow
 def test_a_global_edit_of_a_big_photo_keeps_the_photos_detail():
     photo = _grid_photo(4000, 3000)
     geometry = WorkingGeometry.fit((4000, 3000), 512, 8, 8)

@@ -93,6 +93,7 @@ def images_and_alpha(draw):
     return original, edited, alpha
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=images_and_alpha())
 def test_composite_leaves_alpha_zero_pixels_byte_identical(data):

@@ -77,6 +77,7 @@ def _rgb() -> np.ndarray:
     return np.dstack([x * 4, y * 5, (x + y) * 2]).astype(np.uint8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strip_gps", [False, True])
 @pytest.mark.parametrize("source_format", FORMATS)
 @pytest.mark.parametrize("out_format", FORMATS)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ENGINE = Path(__file__).resolve().parents[2] / "engine"
 QT_MODULES = ("PySide6", "PyQt5", "PyQt6", "shiboken6", "qtpy", "superqt")
 
@@ -22,6 +24,7 @@ def test_no_engine_source_imports_qt():
     assert not offenders
 
 
+@pytest.mark.slow
 def test_importing_every_engine_module_loads_no_qt():
     modules = sorted(f"engine.{p.relative_to(ENGINE).with_suffix('').as_posix().replace('/', '.')}"
                      for p in ENGINE.rglob("*.py") if p.name not in ("__main__.py",))

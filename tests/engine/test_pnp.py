@@ -108,6 +108,7 @@ def test_layer_choice_goes_by_resolution_on_the_tiny_unet(tiny_model):
     assert names == ["up_blocks.0.attentions.1.transformer_blocks.0.attn1.processor"]
 
 
+@pytest.mark.slow
 def test_layer_choice_on_an_sdxl_shaped_unet():
     """SDXL's decoder: 1/4 (3 attentions x 10 transformer blocks), 1/2 (3 x 2), 1/1 (none)."""
     unet = UNet2DConditionModel(  # SDXL's block layout at toy width

@@ -224,6 +224,7 @@ def _params_equal(a, b) -> None:
         assert torch.equal(sb[key].detach(), expected), key
 
 
+@pytest.mark.slow
 def test_loads_tiny_checkpoint_offline_with_identical_weights(tiny_checkpoint):
     family, path, folder, (unet, vae, text_encoder) = tiny_checkpoint
     assert detect_family(path) == family
@@ -240,6 +241,7 @@ def test_loads_tiny_checkpoint_offline_with_identical_weights(tiny_checkpoint):
     assert pipe.safety_checker is None
 
 
+@pytest.mark.slow
 def test_dtype_is_applied(tiny_checkpoint):
     _, path, folder, _ = tiny_checkpoint
     pipe = load_single_file(path, dtype=torch.float16, config_folder=folder)
@@ -387,6 +389,7 @@ def test_pickle_and_missing_files_are_refused(tmp_path):
         load_single_file(tmp_path / "nope.safetensors", dtype=torch.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["sd1", "sd2", "sd2-v"])
 def test_shipped_configs_match_the_real_architectures(family):
     """The shipped configs accept a full-size SD checkpoint's key layout (meta tensors, no data)."""
