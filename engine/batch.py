@@ -189,13 +189,17 @@ def _item(where: str, row: dict, folder: Path, out_dir: Path, defaults: Defaults
     with _field(where, "method"):
         info = methods.info(method)
     source = _text(where, "source", row.get("source", defaults.source)).strip()
-    target = _text(where, "target", row.get("target", defaults.target)).strip()
+    # The target text's column: "instruction" for a method that takes one, else "target".
+    text = info.target_name
+    other = "target" if text == "instruction" else "instruction"
+    if other in row:
+        raise _bad(where, other, f"method {method} takes no {other}: give the {text!r} field")
+    fallback = defaults.target if methods.info(defaults.method).target_name == text else ""
+    target = _text(where, text, row.get(text, fallback)).strip()
     if not target:
-        raise _bad(where, "target", "empty: say what the photo should become (a 'target' field, "
-                   "or --target for every item)")
-    if "instruction" in row:
-        raise _bad(where, "instruction", "no method of this engine takes an instruction yet; "
-                   "describe the edit with 'source' and 'target'")
+        what = ("say what to change, e.g. 'make the car red'" if text == "instruction"
+                else "say what the photo should become")
+        raise _bad(where, text, f"empty: {what} (a {text!r} field, or --{text} for every item)")
     params = methods.carry_params(defaults.params, defaults.method, method)
     for name in row.keys() & _PARAM_FIELDS.keys():
         with _field(where, name):
@@ -505,7 +509,8 @@ def command_line(model: str, method: str, source: str, target: str, params: Edit
         words += ["--model", model]
     if method != Defaults.method:
         words += ["--method", method]
-    words += [word for flag, text in (("--source", source), ("--target", target)) if text
+    target_flag = "--" + methods.info(method).target_name
+    words += [word for flag, text in (("--source", source), (target_flag, target)) if text
               for word in (flag, text)]
     default_params = methods.info(method).default_params()
     for f in dataclasses.fields(EditParams):

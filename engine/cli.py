@@ -23,6 +23,7 @@ from engine.fields import AUTO
 from engine.params import EditParams, field_table
 
 SUBCOMMANDS = ("edit", "mask", "batch", "models")
+AUTO_MASK = "auto"  # --mask auto: the method finds its own mask (engine.methods.MethodInfo.finds_mask)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("-o", "--output", type=Path, required=True,
                       help="where to write the result (.png, .jpg, .webp, .tif)")
     _add_common(edit)
-    edit.add_argument("--mask", type=Path, help="greyscale PNG at the photo's size: white = edit "
-                      "(skips the automatic mask)")
+    edit.add_argument("--mask", type=_mask_argument, metavar="MASK.png|auto",
+                      help="greyscale PNG at the photo's size: white = edit (skips the automatic "
+                           "mask); 'auto': the method finds the area itself (--method instruct: "
+                           "from the instruction; without --mask it changes the whole photo)")
     edit.add_argument("--save-mask", type=Path, help="also write the mask used")
     edit.add_argument("--save-heatmap", type=Path, help="also write the automatic mask's heatmap")
     edit.add_argument("--overwrite", action="store_true",
@@ -59,22 +62,31 @@ def build_parser() -> argparse.ArgumentParser:
         "batch", help="edit many photos with the model loaded once (a manifest or a folder); a "
         "rerun skips finished photos")
     batch.add_arguments(batch_command)
-    _add_common(batch_command, target_required=False)
+    _add_common(batch_command)
     _add_edit_flags(batch_command)
 
-    mask = commands.add_parser("mask", help="write the automatic DiffEdit mask of a photo")
+    mask = commands.add_parser("mask", help="write the automatic mask of a photo (DiffEdit's from "
+                               "two texts, or the area an instruction is about)")
     mask.add_argument("image", type=Path, help="the photo")
     mask.add_argument("-o", "--output", type=Path, required=True, help="mask PNG to write")
     mask.add_argument("--heatmap", type=Path, help="also write the continuous heatmap")
+    mask.add_argument("--method", default="diffedit",
+                      choices=[info.name for info in methods.METHODS.values()
+                               if info.mask == "auto" or info.auto_when is not None],
+                      help="whose mask: diffedit (where --source and --target disagree) or "
+                           "instruct (where --instruction changes the model's prediction) "
+                           "(default %(default)s)")
     _add_common(mask)
 
     commands.add_parser("models", help="list the models found on this machine")
     return parser
 
 
-def _add_common(sub: argparse.ArgumentParser, target_required: bool = True) -> None:
-    sub.add_argument("--target", required=target_required, default="",
-                     help="what the photo should become")
+def _add_common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--target", default="", help="what the photo should become")
+    sub.add_argument("--instruction", default="", metavar="TEXT",
+                     help="what to change, for --method instruct, e.g. 'make the car red' (it "
+                          "takes the place of --target)")
     sub.add_argument("--source", default="", help="what is in the photo now (default: nothing said)")
     sub.add_argument("--model", default=None, help="diffusers folder, .safetensors file, hub id in "
                      "the local cache, or 'tiny' (random weights); default: the configured model")
@@ -158,8 +170,14 @@ def _add_method_options(sub: argparse.ArgumentParser) -> None:
                                                               f" (default {f.default})"))
 
 
+def _mask_argument(value: str):
+    """--mask: a mask file, or AUTO_MASK."""
+    return AUTO_MASK if value == AUTO_MASK else Path(value)
+
+
 def _method_options(args) -> dict:
-    """The method options given on the command line; an option of another method is an error."""
+    """The method options given on the command line; an option of another method is an error.
+    ``--mask auto`` turns on the option by which a method finds its own mask (``auto_when``)."""
     info = methods.info(args.method)
     own = {f.name for f in dataclasses.fields(info.options)}
     given = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
@@ -167,7 +185,25 @@ def _method_options(args) -> dict:
     if foreign:
         flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
         raise InputError(f"{flags} do not apply to --method {args.method}")
+    if getattr(args, "mask", None) == AUTO_MASK and info.mask != "auto":
+        if info.auto_when is None:
+            raise InputError(f"--mask auto: {info.title} finds no mask of its own; give a mask "
+                             "file (--mask MASK.png)")
+        option, values = info.auto_when
+        given[option] = values[0]
     return given
+
+
+def _target_text(args) -> str:
+    """The run's target text: --instruction for a method that takes one, else --target; the
+    other flag given is an error naming the right one."""
+    wanted = methods.info(args.method).target_name
+    texts = {"target": args.target, "instruction": args.instruction}
+    for name, text in texts.items():
+        if name != wanted and text:
+            raise InputError(f"--{name} does not apply to --method {args.method}: give "
+                             f"--{wanted} TEXT")
+    return texts[wanted]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +258,8 @@ def _in_cli_words(exc: InputError) -> str:
     return message
 
 
-_CLI_INPUTS = {"mask": "--mask MASK.png", "source": "--source TEXT", "target": "--target TEXT"}
+_CLI_INPUTS = {"mask": "--mask MASK.png", "source": "--source TEXT", "target": "--target TEXT",
+               "instruction": "--instruction TEXT"}
 
 
 def _models() -> int:
@@ -251,21 +288,25 @@ def _run(args) -> int:
     settings = _settings()  # read once: a bad value is reported before any other work
     threads = set_threads(settings.threads if args.threads is None else args.threads)
     params = _params(args)
-    if not args.target.strip():
+    target = _target_text(args)
+    if not target.strip():
+        if methods.info(args.method).target_name == "instruction":
+            raise InputError("--instruction is missing: say what to change, e.g. --instruction "
+                             "'make the car red'")
         raise InputError("--target is empty: say what the photo should become")
-    for flag, text in (("--target", args.target), ("--source", args.source),
-                       ("--negative", params.negative_prompt)):
+    for flag, text in (("--target", args.target), ("--instruction", args.instruction),
+                       ("--source", args.source), ("--negative", params.negative_prompt)):
         _check_text(flag, text)
     _check_outputs(args)
     photo = imaging.load_photo(args.image)
     user_mask = None
-    if getattr(args, "mask", None) is not None:
+    if isinstance(getattr(args, "mask", None), Path):
         user_mask = files.load_mask(args.mask, photo.size)
     request = None
     if args.command == "edit":  # checked before the model loads, in the app's and worker's words
         from engine.runs import RunRequest
 
-        request = RunRequest(photo, str(args.image), args.method, args.source, args.target,
+        request = RunRequest(photo, str(args.image), args.method, args.source, target,
                              user_mask, params, _method_options(args), args.variations,
                              methods.PAINT_IN_PHOTO)
         request.check()
@@ -285,7 +326,8 @@ def _run(args) -> int:
         request = dataclasses.replace(request, params=params)
     progress = None if args.quiet else _ProgressBar()
     if args.command == "mask":
-        heatmap = session.estimate_mask(args.source, args.target, params, on_step=progress)
+        heatmap = session.estimate_mask(args.source, target, params, method=args.method,
+                                        on_step=progress)
         _finish(progress)
         _save_mask(args.output, masks.threshold(heatmap, params.mask_threshold))
         written = [args.output]
@@ -383,7 +425,7 @@ def _load_kwargs(args, settings) -> dict:
 
 def _batch(args) -> int:
     """`batch`: the flags are every item's defaults (engine.batch does the rest)."""
-    defaults = batch.Defaults(method=args.method, source=args.source, target=args.target,
+    defaults = batch.Defaults(method=args.method, source=args.source, target=_target_text(args),
                               params=_params(args), options=_method_options(args),
                               strip_gps=args.strip_gps)
     settings = _settings()
@@ -409,7 +451,8 @@ def _check_outputs(args) -> None:
     the input photo or the mask (only -o may replace the photo, with --overwrite, and only when it
     is written under its own name). A run with several results writes OUT and OUT-1..OUT-N
     beside it (files.output_names): those are the names checked."""
-    inputs = {"the input photo": args.image, "the --mask file": getattr(args, "mask", None)}
+    mask = getattr(args, "mask", None)
+    inputs = {"the input photo": args.image, "the --mask file": mask if isinstance(mask, Path) else None}
     count = (methods.result_count(args.method, _method_options(args)) * args.variations
              if args.command == "edit" else 1)
     names = files.output_names(args.output, count)

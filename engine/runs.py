@@ -84,11 +84,12 @@ def execute(request: RunRequest, open_session: OpenSession, *, on_step: OnStep |
     session = open_session(key, photo)
     # 3. The automatic mask, found once for every variation (the app shows it for refining)
     mask, heatmap, mask_stats = request.mask, None, None
-    if mask is None and info.mask == "auto":
+    if mask is None and info.finds_mask(request.options):
         if on_variation is not None:
             on_variation(0, request.variations)
         heatmap = session.estimate_mask(request.source, request.target, request.params,
-                                        on_step=on_step, should_stop=should_stop)
+                                        method=request.method, on_step=on_step,
+                                        should_stop=should_stop)
         mask = masks.threshold_auto(heatmap, request.params.mask_threshold)
         mask_stats = getattr(session, "mask_stats", None)
     # 4. The variations, each with the next seed

@@ -94,15 +94,20 @@ class EditSession:
     # ---- public API -------------------------------------------------------------------------
 
     def estimate_mask(self, source: str, target: str, params: EditParams = EditParams(), *,
-                      on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> np.ndarray:
-        """The DiffEdit heatmap at the photo's resolution, in [0, 1] (threshold it to get a mask)."""
+                      method: str = "diffedit", on_step: OnStep | None = None,
+                      should_stop: ShouldStop | None = None) -> np.ndarray:
+        """The heatmap of ``method``'s automatic mask at the photo's resolution, in [0, 1]
+        (threshold it to get a mask): DiffEdit's from the two texts, or the one its module's
+        ``mask_conditions`` contrast (``instruct``: with and without the instruction)."""
         self.warnings.clear()
-        methods.check_inputs("diffedit", source, target, None, params)
+        methods.check_inputs(method, source, target, None, params)
+        self.check_supported(method)
         source, target = (source or "").strip(), target.strip()
         geometry = self.geometry(params)
 
         def estimate(ctx):
-            heatmap = geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
+            heatmap = geometry.latent_map_to_photo(
+                self._heatmap(ctx, geometry, source, target, params, method))
             self.mask_stats = ctx.stats()
             if not heatmap.any():
                 self.warnings.append(masks.TEXTS_AGREE)
@@ -186,9 +191,11 @@ class EditSession:
         return np.clip(mask, 0.0, 1.0)
 
     def auto_mask(self, ctx: RunContext, geometry: WorkingGeometry, source: str, target: str,
-                  params: EditParams) -> tuple[np.ndarray, np.ndarray]:
-        """(heatmap, mask) at the photo's size: the DiffEdit estimate thresholded at the params'."""
-        heatmap = geometry.latent_map_to_photo(self._heatmap(ctx, geometry, source, target, params))
+                  params: EditParams, method: str = "diffedit") -> tuple[np.ndarray, np.ndarray]:
+        """(heatmap, mask) at the photo's size: ``method``'s estimate (estimate_mask)
+        thresholded at the params'."""
+        heatmap = geometry.latent_map_to_photo(
+            self._heatmap(ctx, geometry, source, target, params, method))
         return heatmap, masks.threshold_auto(heatmap, params.mask_threshold)
 
     def encode(self, ctx: RunContext, geometry: WorkingGeometry, schedule: Schedule,
@@ -333,15 +340,19 @@ class EditSession:
                 return ddim_invert(ctx, z0, schedule, params.encode_steps, self.embed(""))
         return self._trajectories.get_or(key, build)
 
-    def _heatmap(self, ctx: RunContext, geometry, source: str, target: str, params: EditParams):
-        key = (geometry, source, target, params.mask_samples, params.mask_noise, params.seed)
+    def _heatmap(self, ctx: RunContext, geometry, source: str, target: str, params: EditParams,
+                 method: str):
+        key = (method, geometry, source, target, params.mask_samples, params.mask_noise,
+               params.seed)
 
         def build():
             with ctx.timed("mask"):
                 schedule = self.schedule(params.steps, geometry)
+                reference, query = methods.implementation(method).mask_conditions(
+                    self, geometry, source, target)
                 heat = diffedit.estimate_heatmap(
-                    ctx, schedule, self.image_latent(geometry), self.embed(source),
-                    self.embed(target), params.mask_samples, params.mask_noise, params.seed,
+                    ctx, schedule, self.image_latent(geometry), reference, query,
+                    params.mask_samples, params.mask_noise, params.seed,
                     self.backbone.max_batch, geometry.latent_content)
                 return heat.cpu().numpy()
         return self._heatmaps.get_or(key, build)

@@ -194,6 +194,12 @@ class Backbone:
         override it and take the scale in ``predict``)."""
         return classifier_free(unconditional, conditional, scale)
 
+    # ---- reference images (instruction-edit families: the photo is the image the text edits)
+    def with_reference(self, cond: Conditioning, reference: torch.Tensor) -> Conditioning:
+        """``cond`` with the (1, C, h, w) latent ``reference`` (the photo's) as the model's
+        reference image; for families whose ``methods`` include "instruct"."""
+        raise NotImplementedError
+
     # ---- inpainting models (a UNet that also reads a mask and the photo around it)
     inpainting: bool = False
 

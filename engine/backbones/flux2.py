@@ -11,6 +11,10 @@ packed latent tokens, as diffusers' Flux2KleinPipeline drives them.
   (1, 128, h/16, w/16); ``predict`` packs it into h*w tokens with their (0, row, column, 0) ids.
 - Schedule: sigmas linspace(1, 1/steps, steps) shifted by the pipeline's empirical mu (from the
   image token count and the step count).
+- Reference images (``with_reference``, the ``instruct`` method): the photo's latent packed as
+  extra tokens after the latent's, with position ids (10, row, column, 0), as the pipeline's
+  ``prepare_image_latents`` gives its first ``image=``; they ride in ``Conditioning.extra``, so
+  every prediction under that conditioning sees them, and only the latent's tokens come back.
 - Guidance: a distilled klein (``is_distilled`` in model_index.json, klein 4B/9B) has it built in
   and samples without CFG, in 4 steps; a base klein takes true CFG (4.0 over 50 steps).
 """
@@ -21,11 +25,12 @@ import numpy as np
 import torch
 
 from engine.backbones.base import Conditioning
-from engine.backbones.flow import FlowBackbone, distilled_defaults
+from engine.backbones.flow import FLOW_METHODS, FlowBackbone, distilled_defaults
 
 FAMILIES = ("flux2-klein",)
 TEXT_LAYERS = (9, 18, 27)  # the pipeline's text_encoder_out_layers
 MAX_TEXT_TOKENS = 512  # the pipeline's max_sequence_length
+REFERENCE_TIME = 10  # the first reference image's time id (the pipeline's _prepare_image_ids)
 
 
 def patchify(latents: torch.Tensor) -> torch.Tensor:
@@ -42,10 +47,12 @@ def unpatchify(latents: torch.Tensor) -> torch.Tensor:
     return patches.reshape(b, c // 4, h * 2, w * 2)
 
 
-def pack(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, C, h, w) -> ((B, h*w, C) tokens in row-major order, (B, h*w, 4) their position ids)."""
+def pack(latents: torch.Tensor, time: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, h, w) -> ((B, h*w, C) tokens in row-major order, (B, h*w, 4) their position ids
+    (``time``, row, column, 0))."""
     b, c, h, w = latents.shape
-    ids = torch.cartesian_prod(torch.arange(1), torch.arange(h), torch.arange(w), torch.arange(1))
+    ids = torch.cartesian_prod(torch.tensor([time]), torch.arange(h), torch.arange(w),
+                               torch.arange(1))
     return latents.reshape(b, c, h * w).permute(0, 2, 1), ids.expand(b, -1, -1).to(latents.device)
 
 
@@ -64,6 +71,7 @@ def compute_mu(image_tokens: int, steps: int) -> float:
 
 class Flux2Klein(FlowBackbone):
     title = "FLUX.2 klein"
+    methods = FLOW_METHODS | {"instruct"}
 
     @property
     def distilled(self) -> bool:
@@ -104,6 +112,12 @@ class Flux2Klein(FlowBackbone):
         ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1),
                                    torch.arange(MAX_TEXT_TOKENS))
         return Conditioning(embeds, extra={"text_ids": ids[None].to(model.device)}), note
+
+    def with_reference(self, cond: Conditioning, reference: torch.Tensor) -> Conditioning:
+        """``cond`` with the (1, C, h, w) latent ``reference`` as the model's reference image."""
+        tokens, ids = pack(reference, REFERENCE_TIME)
+        return Conditioning(cond.embeds, cond.pooled,
+                            {**cond.extra, "reference": tokens, "reference_ids": ids})
 
     # ---- latents
 
@@ -150,6 +164,9 @@ class Flux2Klein(FlowBackbone):
         dtype = model.dtype
         rows, columns = latents.shape[-2:]
         tokens, image_ids = pack(latents.to(dtype))
+        if "reference" in cond.extra:  # after the latent's tokens, as the pipeline orders them
+            tokens = torch.cat([tokens, cond.extra["reference"].to(dtype)], dim=1)
+            image_ids = torch.cat([image_ids, cond.extra["reference_ids"]], dim=1)
         batch = latents.shape[0]
         # As the pipeline: the timestep in the latents' dtype, then scaled to [0, 1].
         times = torch.full((batch,), float(timestep), device=model.device).to(dtype) / 1000

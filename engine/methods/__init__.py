@@ -85,6 +85,13 @@ class MethodInfo:
     # EditParams fields whose default differs for this method (its paper's and reference code's);
     # a value the user gives always wins.
     defaults: dict[str, object] = field(default_factory=dict)
+    # What its target text is called: "instruction" for a method that takes an edit instruction
+    # ("make the car red") instead of a description of the result (the CLI's --instruction, the
+    # batch manifest's column, the app's label).
+    target_name: str = "target"
+    # A method of mask "optional" that finds its mask first (as an "auto" one) for these option
+    # values when none is given: (option, values).
+    auto_when: tuple[str, tuple] | None = None
 
     def shows(self, name: str, options: dict | None = None) -> bool:
         """Whether the panel shows ``name`` (an EditParams field, an option, or "variations")."""
@@ -120,6 +127,16 @@ class MethodInfo:
         option, values = self.paint_when
         return getattr(self.parse_options(options), option) in values
 
+    def finds_mask(self, options: dict | None = None) -> bool:
+        """Whether a run with these options and no mask finds its mask first (``execute`` does,
+        and the app offers Find mask)."""
+        if self.mask == "auto":
+            return True
+        if self.auto_when is None:
+            return False
+        option, values = self.auto_when
+        return getattr(self.parse_options(options), option) in values
+
     def step_plan(self, params: EditParams, options: dict | None, has_mask: bool) -> dict[str, int]:
         """``plan`` for plain option values: stage -> steps one run (variation) reports."""
         return dict(self.plan(params, self.parse_options(options), has_mask))
@@ -139,12 +156,16 @@ def check_inputs(method: str, source: str | None, target: str | None, mask, para
         raise InputError("params must be an EditParams")
     params.validate()
     if not isinstance(target, str) or not target.strip():
+        if info_.target_name == "instruction":
+            raise InputError("the instruction is empty: say what to change, e.g. \u201cmake the "
+                             "car red\u201d", field="instruction")
         raise InputError("the target text is empty: say what the photo should become, e.g. "
                          "\u201ca bowl of pears\u201d", field="target")
     if source is not None and not isinstance(source, str):
         raise InputError("the source text must be text")
     if mask is not None and info_.mask != "none" and not (np.asarray(mask) > 0).any():
-        hint = " or clear it to have one found from the two texts" if info_.mask == "auto" else ""
+        hint = (" or clear it to have one found from the two texts" if info_.mask == "auto" else
+                " or clear it to have one found for you" if info_.finds_mask(options) else "")
         raise InputError("the mask is empty, so nothing would change: paint the area to edit, "
                          f"load a mask{hint}, or lower the mask threshold", field="mask")
     info_.checks(Inputs((source or "").strip(), target.strip(), mask, params, parsed, paint))
@@ -220,6 +241,11 @@ def _flowedit_checks(inputs: Inputs) -> None:
                          "the strength or steps", field="n_min")
 
 
+def _instruct_plan(params: EditParams, options, has_mask: bool) -> dict[str, int]:
+    plan = {"decode": params.steps}
+    return {"mask": params.mask_samples, **plan} if options.auto_mask and not has_mask else plan
+
+
 def _p2p_checks(inputs: Inputs) -> None:
     if not inputs.source:
         raise InputError("Prompt-to-Prompt edits a caption of the photo: give the source text "
@@ -280,6 +306,13 @@ METHODS: dict[str, MethodInfo] = {
                    shown_when={name: ("masked", (True,))
                                for name in ("mask_threshold", "mask_samples", "feather")},
                    checks=_flowedit_checks, plan=_flowedit_plan),
+        MethodInfo("instruct", "Instruction edit", "Say what to change (\u201cmake the car red\u201d) "
+                   "to a model that edits from the photo (FLUX.2 klein); the area it is about is "
+                   "found for you to refine, and only that area changes (or the whole photo).",
+                   _options.InstructOptions, "optional", uses_source=False,
+                   params=("negative_prompt", "steps", "guidance", "mask_threshold", "mask_samples",
+                           "feather", "seed"), variations=True, plan=_instruct_plan,
+                   target_name="instruction", auto_when=("auto_mask", (True,))),
     )
 }
 

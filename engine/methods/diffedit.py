@@ -45,6 +45,11 @@ def run(session, ctx, source, target, mask, params, options) -> list:
                            options, heatmap)]
 
 
+def mask_conditions(session, geometry, source: str, target: str) -> tuple:
+    """The two conditionings the mask contrasts: the source text's and the target text's."""
+    return session.embed(source), session.embed(target)
+
+
 # A map whose variance across cells is at most this many times what its sampling noise alone
 # gives shows no disagreement (maps of pure noise measure 0.8-1.1; the tiny random model's real
 # texts 1.5 with 2 samples, 5 with 10).

@@ -75,3 +75,10 @@ class FlowEditOptions:
                         "paper's n_avg)", range=(1, 16))
     n_min: int = option(0, "last steps sampled as plain denoising of the noised edit (the "
                         "paper's n_min); 0: edit down to the clean image", range=(0, 1000))
+
+
+@dataclass(frozen=True)
+class InstructOptions:
+    auto_mask: bool = option(False, "without a mask: find the area the instruction is about (where "
+                             "the model's prediction with it differs from its prediction without "
+                             "it) and change only there; off: change the whole photo")

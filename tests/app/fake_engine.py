@@ -105,8 +105,9 @@ class FakeEditSession:
             if on_step is not None:
                 on_step(stage, i + 1, total, preview)  # as the engine: steps done, from 1
 
-    def estimate_mask(self, source, target, params, *, on_step=None, should_stop=None):
-        params.validate()
+    def estimate_mask(self, source, target, params, *, method="diffedit", on_step=None,
+                      should_stop=None):
+        methods.check_inputs(method, source, target, None, params)
         if self.engine.fail_on == "mask":
             raise self.engine.error
         self._steps("mask", params.mask_samples, on_step, should_stop)
@@ -135,7 +136,7 @@ class FakeEditSession:
         # Model evaluations as the real engine's stats count them: CFG decodes take two a step,
         # the unconditional inversion one, each mask sample two (source and target texts).
         evals = {"decode": 2 * plan["decode"]}
-        if info.mask == "auto" and mask is None:
+        if info.finds_mask(options) and mask is None:
             heatmap = self.estimate_mask(source, target, params, on_step=on_step,
                                          should_stop=should_stop)
             mask = masks.threshold(heatmap, params.mask_threshold)
