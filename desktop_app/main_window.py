@@ -457,7 +457,7 @@ class MainWindow(WindowFiles, QMainWindow):
         for key in ("export", "find_mask", "edit", "invert", "clear_mask", "grow", "shrink",
                     "feather", "load_mask", "save_mask", "fit", "actual", "zoom_in", "zoom_out"):
             self.actions[key].setEnabled(has_photo)
-        auto_mask = finds_mask(self.params.method_key())  # only DiffEdit finds its own mask
+        auto_mask = finds_mask(self.params.method_key())  # methods that find their own mask
         self.actions["find_mask"].setEnabled(has_photo and not running and auto_mask)
         self.actions["edit"].setEnabled(has_photo and not running)
         self.actions["cancel"].setEnabled(running)

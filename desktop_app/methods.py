@@ -16,7 +16,7 @@ OPTION_LABELS = {  # plain words; the tooltips keep the papers' terms (the engin
     "blend_threshold": "Word area level", "feature_fraction": "Keep structure",
     "attention_fraction": "Keep layout", "masked": "Only inside the mask",
     "extend_left": "Extend left", "extend_right": "Extend right", "extend_top": "Extend top",
-    "extend_bottom": "Extend bottom",
+    "extend_bottom": "Extend bottom", "auto_mask": "Find the area when there is no mask",
 }
 CHOICE_LABELS = {
     "inpaint": "Inpaint inside the mask", "background": "Replace the background",
@@ -35,8 +35,10 @@ def option_label(name: str) -> str:
 
 
 def finds_mask(method: str) -> bool:
-    """Only a method whose mask is "auto" (DiffEdit) has a Find mask of its own."""
-    return METHODS[method].mask == "auto"
+    """Whether the method has a Find mask of its own: one whose mask is "auto" (DiffEdit), or
+    that finds one when asked (Instruction edit, from its instruction)."""
+    info = METHODS[method]
+    return info.mask == "auto" or info.auto_when is not None
 
 
 def shows(method: str, widget: str, options: dict) -> bool:

@@ -41,8 +41,9 @@ def refused(exc: InputError) -> RunRefused:
     message = str(exc)
     message = message[:1].upper() + message[1:]
     field = getattr(exc, "field", None)
-    if field in ("source", "target"):
-        return RunRefused(APP_TITLE, f"{message} (the \u201c{LABELS[field]}\u201d field).", field)
+    widget = "target" if field == "instruction" else field  # typed in the target's field
+    if widget in ("source", "target"):
+        return RunRefused(APP_TITLE, f"{message} (the \u201c{LABELS[field]}\u201d field).", widget)
     return RunRefused("The mask is empty" if field == "mask" else "Check the inputs", f"{message}.")
 
 
@@ -147,7 +148,7 @@ class RunController(QObject):
                         plan={"mask": params.mask_samples},
                         pace_key=("mask", self.params.method_key(), self.doc.size)),
                     MaskRequest(job_id, self.doc.photo_key, self.doc.current_photo(), source,
-                                target, params))
+                                target, params, self.params.method_key()))
 
     def edit(self, use_mask: bool = True) -> None:
         """Run the chosen method with the panel's settings (``use_mask`` False: without the

@@ -46,6 +46,7 @@ class MaskRequest:
     source: str
     target: str
     params: EditParams
+    method: str = "diffedit"  # whose mask (engine.methods.MethodInfo.finds_mask)
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ class EngineWorker(QObject):
     def _find_mask(self, request: MaskRequest) -> None:
         session = self._session(request.photo_key, request.photo)
         heatmap = session.estimate_mask(request.source, request.target, request.params,
+                                        method=request.method,
                                         on_step=self._on_step(request.job_id, [0, 1]),
                                         should_stop=self.cancel.is_set)
         self.mask_ready.emit(request.job_id, np.array(heatmap, dtype=np.float32, copy=True))

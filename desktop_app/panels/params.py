@@ -23,6 +23,8 @@ TIPS = {
     "source": "Describe what is in the photo now, e.g. \u201ca bowl of fruits\u201d.\n"
               "The mask is where this and the target disagree.",
     "target": "Describe what the photo should become, e.g. \u201ca bowl of pears\u201d.",
+    "instruction": "Say what to change, e.g. \u201cmake the car red\u201d. Find Mask shows the "
+                   "area it is about, to refine; without a mask the whole photo changes.",
     "negative": "What the edit should avoid. Empty: the reference text is used, which pushes the "
                 "edit away from what is there now.",
     "method": "The editing method. Each shows only the parameters and options it uses.",
@@ -47,7 +49,8 @@ TIPS = {
                   "together in the history so you can pick one.",
 }
 LABELS = {
-    "source": "In the photo", "target": "Should become", "steps": "Steps", "strength": "Strength", "guidance": "Guidance",
+    "source": "In the photo", "target": "Should become", "instruction": "Instruction",
+    "steps": "Steps", "strength": "Strength", "guidance": "Guidance",
     "mask_threshold": "Mask threshold", "mask_samples": "Mask samples", "feather": "Edge feather",
     "eta": "Variety", "seed": "Seed", "variations": "Variations",
 }
@@ -55,6 +58,11 @@ PLACEHOLDERS = {
     "clip_model": "none: candidates unranked", "reweight_words": "e.g. fluffy",
     "blend_words": "e.g. cat dog",
 }
+# The target field as each kind of target text asks for it (MethodInfo.target_name): label,
+# placeholder, tooltip.
+TARGET_TEXTS = {name: (LABELS[name], example, TIPS[name])
+                for name, example in (("target", "a bowl of pears"),
+                                      ("instruction", "make the car red"))}
 VARIATION_ETA = 0.5  # used when variations > 1 and eta is 0, or they would all be identical
 
 
@@ -308,6 +316,13 @@ class ParamsPanel(QWidget):
         # Methods that only use it as the fallback negative text run without it.
         self.source.setPlaceholderText("a bowl of fruits" if info.uses_source
                                        else "optional: the edit steers away from it")
+        # An instruction says the whole change: no text of what is there now goes with it.
+        label, example, tip = TARGET_TEXTS[info.target_name]
+        for widget in (self.prompts_form.labelForField(self.target), self.target):
+            widget.setToolTip(tip)
+        self.prompts_form.labelForField(self.target).setText(label)
+        self.target.setPlaceholderText(example)
+        self.prompts_form.setRowVisible(self.source, info.target_name != "instruction")
         for name, box in self.option_boxes.items():
             box.setVisible(name == key and bool(self.option_widgets[name]))
         self._update_visibility()

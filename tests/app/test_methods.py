@@ -243,8 +243,9 @@ def test_panel_lists_the_engine_methods_and_builds_options_from_metadata(window)
             else:
                 assert isinstance(widget, QLineEdit)
         assert panel.options() == dataclasses.asdict(info.options())  # defaults shown
-        assert panel.find_mask_button.isVisible() == (name == "diffedit")
-        assert window.actions["find_mask"].isEnabled() == (name == "diffedit")
+        finds = name in ("diffedit", "instruct")  # Instruction edit's from its instruction
+        assert panel.find_mask_button.isVisible() == finds
+        assert window.actions["find_mask"].isEnabled() == finds
     panel.set_method("p2p")
     assert not panel.seed.isVisible() and not panel.negative.isVisible()
     assert not panel.mask_samples.isVisible()

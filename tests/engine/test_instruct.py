@@ -15,7 +15,7 @@ from PIL import Image
 
 from engine import batch, cli, masks
 from engine.backbones import for_model
-from engine.errors import InputError
+from engine.errors import Cancelled, InputError
 from engine.methods import blended, diffedit, instruct
 from engine.params import EditParams
 from engine.runs import RunRequest, execute
@@ -72,6 +72,19 @@ def test_outside_the_mask_every_pixel_is_the_original(klein, photo, box):
     assert np.abs(result.image[box > 0].astype(int) - photo[box > 0]).mean() > 5
     assert result.method == "instruct" and result.target == INSTRUCTION
     assert result.stats["unet_evals"] == {"decode": FAST.steps}
+
+
+def test_each_step_shows_a_preview_and_cancel_stops_within_one_step(klein, photo, box):
+    steps = []
+
+    def on_step(stage, index, total, preview):
+        steps.append((stage, index, total, None if preview is None else preview.shape))
+
+    session = EditSession(klein, photo)
+    with pytest.raises(Cancelled):
+        session.run("instruct", "", INSTRUCTION, box, FAST, on_step=on_step,
+                    should_stop=lambda: len(steps) >= 1)
+    assert steps == [("decode", 1, FAST.steps, (8, 8, 3))]  # the 8x8 latent grid, mapped to RGB
 
 
 @pytest.mark.slow

@@ -1,0 +1,123 @@
+"""A masked instruction edit (method instruct, its area found from the instruction) against
+diffusers' Flux2KleinPipeline(image=photo, prompt=instruction) on the same FLUX.2 klein model,
+photo, instruction, steps and seed.
+
+Prints, for each side, the transformer's sample-evaluations (counted by a forward hook on the
+transformer, independently of the engine's own counter) and the wall time, and for ours the
+engine's figures per stage and the share of the photo left byte-identical. Default model: the
+tiny random-weight klein (engine.tiny_model.ensure_tiny_flux2). Run:
+    .venv/bin/python tests/benchmarks/instruct_bench.py [--model PATH] [--steps 4]
+        [--mask-samples 8] [--repeat 3] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from engine.params import EditParams  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTRUCTION = "make the cat blue"
+
+
+def evaluations(transformer):
+    """(counter list, hook handle): the counter's one entry grows by each call's batch."""
+    count = [0]
+    handle = transformer.register_forward_hook(
+        lambda _m, _args, kwargs, _out: count.__setitem__(0, count[0] + kwargs["hidden_states"].shape[0]),
+        with_kwargs=True)
+    return count, handle
+
+
+def ours(model, photo, params):
+    from engine.session import EditSession
+
+    session = EditSession(model, photo)  # fresh: the mask and the photo's latent are paid for
+    [result] = session.run("instruct", "", INSTRUCTION, None, params, {"auto_mask": True})
+    from engine import masks
+
+    kept = masks.paste_alpha(result.mask, result.params.feather) == 0
+    identical = bool(np.array_equal(result.image[kept], photo[kept]))
+    return {"engine_unet_evals": result.stats["unet_evals"],
+            "engine_seconds": result.stats["seconds"], "kept_share": round(float(kept.mean()), 4),
+            "kept_identical": identical}
+
+
+def theirs(model, photo, params):
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+
+    pipe = Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(model.scheduler_config),
+        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+        transformer=model.transformer, is_distilled=bool(model.distilled))
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(image=Image.fromarray(photo), prompt=INSTRUCTION, num_inference_steps=params.steps,
+                 guidance_scale=params.guidance,
+                 generator=torch.Generator("cpu").manual_seed(params.seed)).images[0]
+    changed = np.asarray(image.convert("RGB").resize(photo.shape[1::-1])) != photo
+    return {"changed_share": round(float(changed.any(axis=2).mean()), 4)}
+
+
+def measure(side, model, photo, params, repeat: int) -> dict:
+    counter, handle = evaluations(model.transformer)
+    seconds, figures = [], {}
+    try:
+        for _ in range(repeat):
+            counter[0] = 0
+            started = time.perf_counter()
+            figures = side(model, photo, params)
+            seconds.append(time.perf_counter() - started)
+    finally:
+        handle.remove()
+    return {"transformer_evals": counter[0], "seconds_median": round(statistics.median(seconds), 4),
+            "seconds": [round(s, 4) for s in seconds], **figures}
+
+
+def run(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="a FLUX.2 klein folder (default: the tiny one)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--mask-samples", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    from engine.models import load_model
+    from engine.tiny_model import ensure_tiny_flux2
+
+    model = load_model(str(args.model or ensure_tiny_flux2()), device="cpu")
+    side = model.native_size
+    photo = np.asarray(Image.open(ROOT / "resources" / "samples" / "chelsea.png").convert("RGB")
+                       .resize((side, side)))
+    params = EditParams(steps=args.steps, mask_samples=args.mask_samples, seed=args.seed,
+                        guidance=1.0 if model.distilled else 4.0)
+    figures = {"model": model.name, "steps": args.steps, "mask_samples": args.mask_samples,
+               "size": [side, side], "repeat": args.repeat,
+               "ours": measure(ours, model, photo, params, args.repeat),
+               "diffusers": measure(theirs, model, photo, params, args.repeat)}
+    for name in ("ours", "diffusers"):
+        block = figures[name]
+        extra = (f", outside the mask {block['kept_share']:.0%} of the photo, byte-identical: "
+                 f"{block['kept_identical']}" if name == "ours" else
+                 f", pixels changed {block['changed_share']:.0%}")
+        print(f"{name:<9} {block['transformer_evals']:3d} transformer evaluations, "
+              f"{block['seconds_median']:.3f} s (median of {args.repeat}){extra}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    return figures
+
+
+if __name__ == "__main__":
+    run()

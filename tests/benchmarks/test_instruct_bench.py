@@ -1,0 +1,25 @@
+"""Keeps the instruction-edit benchmark working: one repeat on the tiny klein, its evaluation
+counts checked against what each side must do (never its timings)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # two runs of each side on the tiny klein
+
+
+def test_the_benchmark_counts_each_sides_transformer_work(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "instruct_bench", Path(__file__).with_name("instruct_bench.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.run(["--steps", "3", "--mask-samples", "8", "--repeat", "1",
+                         "--json", str(tmp_path / "f.json")])
+    ours, theirs = figures["ours"], figures["diffusers"]
+    # Ours: the instruction and the empty one per mask sample, then one per step (distilled).
+    assert ours["transformer_evals"] == 2 * 8 + 3
+    assert ours["engine_unet_evals"] == {"mask": 16, "decode": 3} and ours["kept_identical"]
+    assert 0 < ours["kept_share"] < 1
+    assert theirs["transformer_evals"] == 3 and theirs["changed_share"] > 0.9
+    assert (tmp_path / "f.json").is_file()
