@@ -15,7 +15,7 @@ is the peak above the memory in use at the start of each run (CUDA allocations, 
 the resident set's high-water mark, reset per run: bench_diffedit.MemoryMeter). The last column
 of the second table is the whole auto-mask edit at the family's defaults (target for the
 distilled klein and Z-Image-Turbo: at most 16 evaluations). Run:
-    .venv/bin/python tests/benchmarks/flow_bench.py --threads 2
+    .venv/bin/python tests/benchmarks/flow_bench.py --threads 1
     .venv/bin/python tests/benchmarks/flow_bench.py --model PATH --device cuda --resolution 1024
 """
 
