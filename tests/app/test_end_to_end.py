@@ -10,8 +10,8 @@ from PIL import Image
 from PySide6.QtCore import QPointF, Qt
 
 from desktop_app.main_window import MainWindow
+from edit_checks import check_only_the_mask_changed_then_apply_and_undo
 from desktop_app.worker import EngineController
-from engine import masks
 from engine.geometry import default_feather
 from engine.imaging import read_metadata
 from engine.params import EditParams
@@ -68,16 +68,7 @@ def test_open_find_paint_edit_apply_undo_export(qtbot, settings, tiny_model_path
         np.testing.assert_array_equal(entry.mask > 0.5, refined > 0.5)  # the refined mask was used
         # the panel's Auto feather became this photo's own (4 px of the tiny model's 128 px side)
         assert entry.params.feather == default_feather((451, 300), 128) == 11
-        alpha = masks.paste_alpha(entry.mask, entry.params.feather)
-        outside = alpha == 0
-        assert outside.any() and (~outside).any()
-        np.testing.assert_array_equal(entry.image[outside], original[outside])
-        assert np.any(entry.image[~outside] != original[~outside]), "the edit changed nothing"
-
-        win.history.apply_button.click()
-        np.testing.assert_array_equal(doc.base, entry.image)
-        win.actions["undo"].trigger()
-        np.testing.assert_array_equal(doc.base, original)
+        outside = check_only_the_mask_changed_then_apply_and_undo(win, entry, original)
 
         doc.set_preview(entry.id)
         out = tmp_path / "chelsea-edited.png"

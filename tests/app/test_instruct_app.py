@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, Qt
-
 from desktop_app.main_window import MainWindow
 from desktop_app.worker import EngineController
-from engine import masks
+from edit_checks import check_only_the_mask_changed_then_apply_and_undo
 from engine.params import EditParams
+from mouse import drag
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,14 +77,9 @@ def test_instruction_find_refine_edit_apply_undo(qtbot, settings, tiny_model_pat
         np.testing.assert_allclose(heat, expected, atol=1e-5)
         found = doc.composed.copy()
 
-        # Refine: erase nothing, add a stroke across the top-left corner with the brush.
+        # Refine: add a stroke across the top-left corner with the brush.
         win.canvas.set_brush_size(30)
-        viewport = win.canvas.viewport()
-        points = [win.canvas.mapFromScene(QPointF(x, 40)) for x in (30, 90, 150)]
-        qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=points[0])
-        for p in points[1:]:
-            qtbot.mouseMove(viewport, p)
-        qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=points[-1])
+        drag(qtbot, win.canvas, [(x, 40) for x in (30, 90, 150)])
         refined = doc.composed.copy()
         assert refined[40, 30:151].min() == 1.0 and not np.array_equal(refined, found)
 
@@ -95,15 +89,7 @@ def test_instruction_find_refine_edit_apply_undo(qtbot, settings, tiny_model_pat
         [entry] = doc.history
         assert entry.method == "instruct" and entry.target == "make the cat blue"
         np.testing.assert_array_equal(entry.mask > 0.5, refined > 0.5)
-        outside = masks.paste_alpha(entry.mask, entry.params.feather) == 0
-        assert outside.any() and (~outside).any()
-        np.testing.assert_array_equal(entry.image[outside], original[outside])
-        assert np.any(entry.image[~outside] != original[~outside]), "the edit changed nothing"
-
-        win.history.apply_button.click()
-        np.testing.assert_array_equal(doc.base, entry.image)
-        win.actions["undo"].trigger()
-        np.testing.assert_array_equal(doc.base, original)
+        check_only_the_mask_changed_then_apply_and_undo(win, entry, original)
     finally:
         win.doc.mark_exported()
         win.close()
