@@ -72,7 +72,8 @@ def build_actions(window) -> None:
         window.actions[key] = action
         window.addAction(action)
     A("find_mask", "&Find Mask", window.find_mask, "Ctrl+M", "find_mask",
-      "Estimate where to edit from the two prompts")
+      "Estimate where to edit: where the model's predictions under the two texts "
+      "(or with and without the instruction) differ")
     A("edit", "&Edit", window.run_edit, ["Ctrl+Return", "Ctrl+Enter"], "edit",
       "Re-generate inside the mask (finds a mask first if there is none)")
     A("cancel", "&Cancel Run", window.cancel, "Esc", "cancel", "Stop the run within one step")

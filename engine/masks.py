@@ -13,8 +13,8 @@ from engine.errors import InputError
 
 # An all-zero heatmap (engine.methods.diffedit.estimate_heatmap found no disagreement beyond its
 # sampling noise): said instead of a mask made up from noise.
-TEXTS_AGREE = ("the texts do not disagree anywhere: describe the change more concretely, or paint "
-               "the mask")
+TEXTS_AGREE = ("the model's predictions do not differ anywhere under the two texts (or with and "
+               "without the instruction): describe the change more concretely, or paint the mask")
 
 
 def threshold(heatmap: np.ndarray, level: float) -> np.ndarray:

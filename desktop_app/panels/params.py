@@ -185,7 +185,7 @@ class ParamsPanel(QWidget):
         buttons = QHBoxLayout(self.run_row)
         buttons.setContentsMargins(8, 4, 8, 8)
         self.find_mask_button = QPushButton("Find Mask")
-        self.find_mask_button.setToolTip("Estimate where to edit from the two prompts (Ctrl+M). "
+        self.find_mask_button.setToolTip("Estimate where to edit from the texts or the instruction (Ctrl+M). "
                                          "Refine it with the brush before editing.")
         self.edit_button = QPushButton("Edit")
         self.edit_button.setDefault(True)

@@ -99,7 +99,7 @@ def test_texts_that_disagree_only_by_noise_give_no_mask_and_say_so(tiny_model):
     heatmap = session.estimate_mask("a cat", "a dog", EditParams())
     assert not heatmap.any()  # it selected 42 % of the photo at threshold 0.5
     assert session.warnings == [TEXTS_AGREE]
-    with pytest.raises(InputError, match="the texts do not disagree anywhere"):
+    with pytest.raises(InputError, match="predictions do not differ anywhere"):
         session.edit("a cat", "a dog", None, EditParams(steps=2))
 
 
