@@ -357,8 +357,8 @@ class BatchDialog(QDialog):
 
 
 def no_model_text() -> str:
-    return ("<b>No model is configured.</b> Choose a Stable Diffusion 1.x or 2.x model (a "
-            "diffusers folder, a .safetensors file, or a hub id in your local cache) in "
-            "<i>Settings</i>, or get one with <i>Models</i>. To try the workflow right now, use "
-            f"the tiny test model ({TINY_NOTE}).")
+    return (f"<b>No model is configured.</b> Choose a model ({SUPPORTED}: a diffusers folder, "
+            "a .safetensors file, or a hub id in your local cache) in <i>Settings</i>, or get "
+            "one with <i>Models</i>. To try the workflow right now, use the tiny test model "
+            f"({TINY_NOTE}).")
 

@@ -399,7 +399,7 @@ class ParamsPanel(QWidget):
 
     def set_methods(self, names) -> None:
         """The menu lists only ``names``: the methods the loaded model's backbone runs (a
-        FLUX.2 klein model runs DiffEdit, Blended and SDEdit). A chosen method the model cannot
+        flow-matching model has no P2P or PnP: they edit a UNet's attention). A chosen method the model cannot
         run gives way to the first it can."""
         allowed = set(names)
         items = self.method.model()
