@@ -28,7 +28,9 @@ from desktop_app.runs import RunController, RunRefused
 from desktop_app.segment_tool import SegmentTool
 from desktop_app.window_files import WindowFiles
 from desktop_app.worker import TINY_MODEL, LoadModelRequest
+from engine.fields import label as field_label
 from engine.methods import EXTEND_SIDES
+from engine.params import field_table
 
 
 LAYOUT_VERSION = 2  # of the saved dock layout: 2 put the history under the mask tools
@@ -66,6 +68,8 @@ class MainWindow(WindowFiles, QMainWindow):
         # One run's life (start, progress, cancel, commit) is the controller's; the window shows it.
         self.runs = RunController(self.doc, engine, self.params, lambda: self.model_state, self)
         self.segment_tool = SegmentTool(self.doc, parent=self)  # SAM on a thread of its own
+        self._family_defaults: dict = {}  # the loaded model family's parameter values
+        self._defaults_note = ""  # what they changed on the panel, said when the model is ready
         self._connect()
         self.params.set_params(settings.default_params())
         self._show_paint()
@@ -151,6 +155,7 @@ class MainWindow(WindowFiles, QMainWindow):
         e = self.engine
         e.model_state.connect(self._on_model_state)
         e.model_methods.connect(self.params.set_methods)
+        e.model_defaults.connect(self._on_model_defaults)
         r = self.runs
         r.running_changed.connect(self._on_running)
         r.stage_text.connect(self.stage_label.setText)
@@ -223,6 +228,22 @@ class MainWindow(WindowFiles, QMainWindow):
     def use_tiny_model(self) -> None:
         self.load_model(TINY_MODEL)
 
+    def _on_model_defaults(self, values: dict) -> None:
+        """The loaded model's family runs at ``values`` (FLUX.2 klein: 4 steps, no guidance): a
+        value the panel shows at the last model's default takes this one's; one the user set
+        stays. The Settings defaults stand for the families that have none of their own."""
+        base = self.settings.default_params()
+        before = self._family_defaults
+        shown = self.params.params()
+        carried = shown.carried(base.replace(**before), base.replace(**values), {*before, *values})
+        self._family_defaults = dict(values)
+        changed = {k: v for k, v in carried.to_dict().items() if v != shown.to_dict()[k]}
+        if changed:
+            self.params.set_params(carried)
+        self._defaults_note = ("; its own defaults: " + ", ".join(
+            f"{field_label(field_table()[k]).lower()} {v:g}"
+            for k, v in changed.items())) if changed else ""
+
     def _on_model_state(self, state: str, message: str) -> None:
         self.model_state, self.model_message = state, message
         if state == "loading":
@@ -230,7 +251,7 @@ class MainWindow(WindowFiles, QMainWindow):
         elif state == "ready":
             self.settings.remember_model(self.model_source)
             self.model_label.setText(f"Model: {message}")
-            self.statusBar().showMessage(f"Model ready: {message}", 8000)
+            self.statusBar().showMessage(f"Model ready: {message}{self._defaults_note}", 8000)
         elif state == "failed":
             self.model_label.setText("Model: failed to load")
         else:

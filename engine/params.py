@@ -68,6 +68,13 @@ class EditParams:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def carried(self, before: "EditParams", after: "EditParams", names) -> "EditParams":
+        """These values moved from one set of defaults to another (another method, another
+        model): each of ``names`` still at ``before``'s value takes ``after``'s; a value the user
+        set stays."""
+        return self.replace(**{name: getattr(after, name) for name in names
+                               if getattr(self, name) == getattr(before, name)})
+
     @classmethod
     def from_dict(cls, data: dict) -> "EditParams":
         known = {f.name for f in dataclasses.fields(cls)}

@@ -328,10 +328,8 @@ def carry_params(params: EditParams, old: str, new: str) -> EditParams:
     """``params`` set for method ``old``, moved to method ``new``: a field still at ``old``'s own
     default takes ``new``'s (a ratio left at DiffEdit's 0.8 becomes Prompt-to-Prompt's 1.0); a
     field set to anything else is the user's and stays."""
-    before, after = info(old).default_params(), info(new).default_params()
-    names = {*info(old).defaults, *info(new).defaults}
-    return params.replace(**{name: getattr(after, name) for name in names
-                             if getattr(params, name) == getattr(before, name)})
+    return params.carried(info(old).default_params(), info(new).default_params(),
+                          {*info(old).defaults, *info(new).defaults})
 
 
 def result_count(name: str, options: dict) -> int:

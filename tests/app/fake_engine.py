@@ -52,6 +52,7 @@ class FakeEngine:
         self.memory_tiers: list[str] = []
         self.load_threads: list[int] = []  # the thread count each load_model call was given
         self.supported = set(methods.METHODS)  # the methods the "loaded backbone" runs
+        self.family_defaults: dict = {}
 
     # --- the engine.models / engine.tiny_model surface
 
@@ -73,6 +74,10 @@ class FakeEngine:
     def methods(self, model) -> tuple[str, ...]:
         """Every method, as the SD backbone runs them (a test may narrow ``supported``)."""
         return tuple(name for name in methods.METHODS if name in self.supported)
+
+    def defaults(self, model) -> dict:
+        """The "loaded family's" parameter values (SD's: none; a test may set ``family_defaults``)."""
+        return dict(self.family_defaults)
 
     def EditSession(self, model, photo):  # noqa: N802 - the engine's class name
         return FakeEditSession(self, model, photo)

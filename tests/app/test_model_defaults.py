@@ -1,0 +1,61 @@
+"""A model family's own parameter values (FLUX.2 klein: 4 steps, no guidance, 5 mask samples)
+reach the panel when it loads; values the user set stay, and another family brings back the
+Settings defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.params import EditParams
+
+KLEIN = {"steps": 4, "guidance": 1.0, "mask_samples": 5}
+
+
+def _load(qtbot, window, source):
+    with qtbot.waitSignal(window.engine.model_state, timeout=5000,
+                          check_params_cb=lambda state, _m: state == "ready"):
+        window.load_model(source)
+
+
+def test_a_family_with_its_own_defaults_sets_them_and_another_brings_back_the_settings(
+        qtbot, window, settings, fake_engine):
+    settings.set_default_params(EditParams(steps=30, guidance=6.0, mask_samples=8))
+    window.params.set_params(settings.default_params())
+    fake_engine.family_defaults = dict(KLEIN)
+    _load(qtbot, window, "/models/fake-klein")
+    shown = window.params.params()
+    assert (shown.steps, shown.guidance, shown.mask_samples) == (4, 1.0, 5)
+    assert "its own defaults: steps 4" in window.statusBar().currentMessage()
+
+    fake_engine.family_defaults = {}
+    _load(qtbot, window, "/models/fake-sd")
+    shown = window.params.params()
+    assert (shown.steps, shown.guidance, shown.mask_samples) == (30, 6.0, 8)
+
+
+def test_a_value_the_user_set_stays_through_model_changes(qtbot, window, settings, fake_engine):
+    window.params.set_params(settings.default_params().replace(steps=12))
+    fake_engine.family_defaults = dict(KLEIN)
+    _load(qtbot, window, "/models/fake-klein")
+    shown = window.params.params()
+    assert shown.steps == 12  # typed by the user: not the family's 4
+    assert (shown.guidance, shown.mask_samples) == (1.0, 5)
+
+    fake_engine.family_defaults = {}
+    _load(qtbot, window, "/models/fake-sd")
+    defaults = settings.default_params()
+    assert window.params.params().steps == 12
+    assert window.params.params().guidance == defaults.guidance
+
+
+@pytest.mark.slow
+def test_the_real_tiny_klein_gives_its_distilled_defaults(tiny_flux2_path):
+    from desktop_app.worker import EngineBackend
+    from engine.models import load_model
+
+    model = load_model(str(tiny_flux2_path), device="cpu")
+    values = EngineBackend().defaults(model)
+    assert values["steps"] == 4 and values["guidance"] == 1.0
+    # a whole auto-mask edit stays within the distilled budget of 16 evaluations
+    encode = EditParams(steps=4).encode_steps
+    assert 2 * values["mask_samples"] + 2 * encode <= 16
