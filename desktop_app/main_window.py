@@ -155,7 +155,7 @@ class MainWindow(WindowFiles, QMainWindow):
         e = self.engine
         e.model_state.connect(self._on_model_state)
         e.model_methods.connect(self.params.set_methods)
-        e.model_defaults.connect(self._on_model_defaults)
+        e.model_family.connect(self._on_model_family)
         r = self.runs
         r.running_changed.connect(self._on_running)
         r.stage_text.connect(self.stage_label.setText)
@@ -228,14 +228,19 @@ class MainWindow(WindowFiles, QMainWindow):
     def use_tiny_model(self) -> None:
         self.load_model(TINY_MODEL)
 
-    def _on_model_defaults(self, values: dict) -> None:
-        """The loaded model's family runs at ``values`` (FLUX.2 klein: 4 steps, no guidance): a
-        value the panel shows at the last model's default takes this one's; one the user set
-        stays. The Settings defaults stand for the families that have none of their own."""
+    def _on_model_family(self, family) -> None:
+        """The loaded model's family (worker.FamilyTraits) runs at its own values (FLUX.2 klein:
+        4 steps, no guidance): a value the panel shows at the last model's default takes this
+        one's; one the user set stays. The Settings defaults stand for the families that have
+        none of their own. The fields its runs ignore are hidden."""
+        self.params.set_unused(family.unused)
+        values = family.defaults
         base = self.settings.default_params()
         before = self._family_defaults
         shown = self.params.params()
         carried = shown.carried(base.replace(**before), base.replace(**values), {*before, *values})
+        # A hidden field holds the family's value, whatever the user had set: no run warns of it.
+        carried = carried.replace(**{k: v for k, v in values.items() if k in family.unused})
         self._family_defaults = dict(values)
         changed = {k: v for k, v in carried.to_dict().items() if v != shown.to_dict()[k]}
         if changed:

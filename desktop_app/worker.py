@@ -59,6 +59,14 @@ class EditRequest:
 
 
 @dataclass(frozen=True)
+class FamilyTraits:
+    """What a loaded model's family changes on the panel."""
+
+    defaults: dict  # the EditParams values it runs at (FLUX.2 klein: 4 steps)
+    unused: frozenset  # the EditParams fields its runs ignore (a distilled model's guidance)
+
+
+@dataclass(frozen=True)
 class Progress:
     job_id: int
     stage: str  # "mask" | "encode" | "decode"
@@ -92,11 +100,12 @@ class EngineBackend:
         supported = for_model(model).methods
         return tuple(name for name in METHODS if name in supported)
 
-    def defaults(self, model) -> dict:
-        """The parameter values the loaded model's family runs at (a 4-step model's steps)."""
+    def family(self, model) -> "FamilyTraits":
+        """What the loaded model's family changes on the panel."""
         from engine.backbones import for_model
 
-        return dict(for_model(model).defaults)
+        backbone = for_model(model)
+        return FamilyTraits(dict(backbone.defaults), frozenset(backbone.unused_params))
 
     def EditSession(self, model, photo):  # noqa: N802 - mirrors the engine's class name
         from engine.session import EditSession
@@ -139,7 +148,7 @@ class EngineWorker(QObject):
 
     model_state = Signal(str, str)  # state ("loading" | "ready" | "failed"), message
     model_methods = Signal(object)  # tuple of the method names the loaded model runs
-    model_defaults = Signal(object)  # dict: the parameter values its family runs at
+    model_family = Signal(object)  # FamilyTraits: its family's parameter values and unused ones
     progress = Signal(object)  # Progress
     preview = Signal(int, object)  # job_id, (h, w, 3) uint8
     mask_ready = Signal(int, object)  # job_id, heatmap (H, W) float32
@@ -197,7 +206,7 @@ class EngineWorker(QObject):
         if request.source == TINY_MODEL:
             label = "tiny test model (random weights: produces noise)"
         self.model_methods.emit(self.backend.methods(self.model))
-        self.model_defaults.emit(self.backend.defaults(self.model))
+        self.model_family.emit(self.backend.family(self.model))
         self.model_state.emit("ready", label)
 
     def _session(self, photo_key: str, photo):
@@ -254,7 +263,7 @@ class EngineController(QObject):
     _submit = Signal(object)
     model_state = Signal(str, str)
     model_methods = Signal(object)
-    model_defaults = Signal(object)
+    model_family = Signal(object)
     progress = Signal(object)
     preview = Signal(int, object)
     mask_ready = Signal(int, object)
@@ -272,7 +281,7 @@ class EngineController(QObject):
         self.worker.moveToThread(self._thread)
         self._submit.connect(self.worker.run)
         self.worker.job_finished.connect(self._on_finished)  # first, so `busy` is fresh for views
-        for name in ("model_state", "model_methods", "model_defaults", "progress", "preview",
+        for name in ("model_state", "model_methods", "model_family", "progress", "preview",
                      "mask_ready", "result_ready", "job_failed", "job_cancelled", "job_finished"):
             getattr(self.worker, name).connect(getattr(self, name))  # queued: receiver is here
         self._jobs = 0

@@ -78,6 +78,7 @@ class ParamsPanel(QWidget):
         super().__init__(parent)
         defaults = METHODS[DEFAULT_METHOD].default_params()  # the engine's, for the first method
         self._shown_method = DEFAULT_METHOD  # whose defaults the shown values are measured against
+        self._unused: frozenset[str] = frozenset()  # fields the loaded model ignores
         outer = QVBoxLayout(self)
 
         prompts = QFormLayout()
@@ -344,7 +345,7 @@ class ParamsPanel(QWidget):
         key = self.method_key()
         options = self.options()
         for name, widget in self.fields.items():
-            visible = methods.shows(key, name, options)
+            visible = methods.shows(key, name, options) and name not in self._unused
             widget.setVisible(visible)
             form = self.prompts_form if widget is self.negative else self.form
             form.labelForField(widget).setVisible(visible)
@@ -396,6 +397,11 @@ class ParamsPanel(QWidget):
     def set_method(self, method: str) -> None:
         if self.method.findData(method) >= 0:
             self.method.setCurrentIndex(self.method.findData(method))
+
+    def set_unused(self, names) -> None:
+        """Hide the shared fields the loaded model ignores (a distilled model's guidance)."""
+        self._unused = frozenset(names)
+        self._update_visibility()
 
     def set_methods(self, names) -> None:
         """The menu lists only ``names``: the methods the loaded model's backbone runs (a

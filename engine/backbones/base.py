@@ -106,7 +106,8 @@ class Backbone:
     call), ``tokenizer`` (word-to-token alignment for Prompt-to-Prompt), ``methods`` (the method
     names it supports),
     ``defaults`` (EditParams fields whose default differs on this family: a 4-step model's
-    steps), ``distilled`` (guidance is built into the model: runs sample with guidance 1).
+    steps), ``distilled`` (guidance is built into the model: runs sample with guidance 1),
+    ``unused_params`` (EditParams fields its runs ignore, which the app hides).
     """
 
     title: str
@@ -119,6 +120,11 @@ class Backbone:
 
     def __init__(self, model):
         self.model = model  # engine.models.LoadedModel: read at every call
+
+    @property
+    def unused_params(self) -> frozenset[str]:
+        """A distilled model samples without CFG: its guidance and negative text do nothing."""
+        return frozenset({"guidance", "negative_prompt"}) if self.distilled else frozenset()
 
     @property
     def family(self) -> str:

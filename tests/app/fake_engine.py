@@ -53,6 +53,7 @@ class FakeEngine:
         self.load_threads: list[int] = []  # the thread count each load_model call was given
         self.supported = set(methods.METHODS)  # the methods the "loaded backbone" runs
         self.family_defaults: dict = {}
+        self.family_unused: set = set()
 
     # --- the engine.models / engine.tiny_model surface
 
@@ -75,9 +76,12 @@ class FakeEngine:
         """Every method, as the SD backbone runs them (a test may narrow ``supported``)."""
         return tuple(name for name in methods.METHODS if name in self.supported)
 
-    def defaults(self, model) -> dict:
-        """The "loaded family's" parameter values (SD's: none; a test may set ``family_defaults``)."""
-        return dict(self.family_defaults)
+    def family(self, model):
+        """The "loaded family's" parameter values and unused fields (SD's: none; a test may set
+        ``family_defaults`` and ``family_unused``)."""
+        from desktop_app.worker import FamilyTraits
+
+        return FamilyTraits(dict(self.family_defaults), frozenset(self.family_unused))
 
     def EditSession(self, model, photo):  # noqa: N802 - the engine's class name
         return FakeEditSession(self, model, photo)

@@ -1,6 +1,6 @@
 """A model family's own parameter values (FLUX.2 klein: 4 steps, no guidance, 5 mask samples)
 reach the panel when it loads; values the user set stay, and another family brings back the
-Settings defaults."""
+Settings defaults. Fields a distilled model ignores are hidden."""
 
 from __future__ import annotations
 
@@ -48,13 +48,33 @@ def test_a_value_the_user_set_stays_through_model_changes(qtbot, window, setting
     assert window.params.params().guidance == defaults.guidance
 
 
+def test_a_distilled_family_hides_guidance_and_the_negative_text(qtbot, window, fake_engine):
+    panel = window.params
+    assert not panel.guidance.isHidden() and not panel.negative.isHidden()
+    panel.guidance.setValue(9.0)  # set by the user, then hidden: it takes the family's value
+    fake_engine.family_defaults = dict(KLEIN)
+    fake_engine.family_unused = {"guidance", "negative_prompt"}
+    _load(qtbot, window, "/models/fake-klein")
+    assert panel.guidance.isHidden() and panel.negative.isHidden()
+    assert panel.form.labelForField(panel.guidance).isHidden()
+    assert panel.params().guidance == 1.0
+    panel.set_method("sdedit")  # another method keeps them hidden
+    assert panel.guidance.isHidden()
+
+    fake_engine.family_defaults, fake_engine.family_unused = {}, set()
+    _load(qtbot, window, "/models/fake-sd")
+    assert not panel.guidance.isHidden() and not panel.negative.isHidden()
+
+
 @pytest.mark.slow
 def test_the_real_tiny_klein_gives_its_distilled_defaults(tiny_flux2_path):
     from desktop_app.worker import EngineBackend
     from engine.models import load_model
 
     model = load_model(str(tiny_flux2_path), device="cpu")
-    values = EngineBackend().defaults(model)
+    family = EngineBackend().family(model)
+    assert family.unused == {"guidance", "negative_prompt"}
+    values = family.defaults
     assert values["steps"] == 4 and values["guidance"] == 1.0
     # a whole auto-mask edit stays within the distilled budget of 16 evaluations
     encode = EditParams(steps=4).encode_steps
