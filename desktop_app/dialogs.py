@@ -6,9 +6,9 @@ from pathlib import Path
 
 from PySide6.QtGui import QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
-                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
+                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
                                QPlainTextEdit, QPushButton, QSpinBox, QTableWidget,
-                               QTableWidgetItem, QTextBrowser, QVBoxLayout)
+                               QTableWidgetItem, QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
 from desktop_app.lora_list import LoraList
 from desktop_app.panels.fields import param_box
@@ -90,8 +90,12 @@ class SettingsDialog(QDialog):
         self.settings = settings
         engine = settings.engine()
         layout = QVBoxLayout(self)
+        # Three pages, not three stacked groups: stacked, the dialog was 754 px tall and did not
+        # fit a 1280x720 screen.
+        self.tabs = QTabWidget()
+        layout.addWidget(self.tabs)
 
-        model_box = QGroupBox("Model")
+        model_box = QWidget()
         form = QFormLayout(model_box)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         self.model = QLineEdit(engine.default_model)
@@ -153,10 +157,10 @@ class SettingsDialog(QDialog):
         form.addRow("Precision", self.dtype)
         form.addRow("GPU memory", self.memory)
         form.addRow("CPU threads", self.threads)
-        layout.addWidget(model_box)
+        self.tabs.addTab(model_box, "Model")
 
         defaults = settings.default_params()
-        params_box = QGroupBox("Defaults for new edits")
+        params_box = QWidget()
         pform = QFormLayout(params_box)
         pform.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         self.steps, self.strength, self.guidance, self.threshold, self.samples, self.feather = (
@@ -169,9 +173,9 @@ class SettingsDialog(QDialog):
         reset = QPushButton("Restore factory defaults")
         reset.clicked.connect(self._reset)
         pform.addRow("", reset)
-        layout.addWidget(params_box)
+        self.tabs.addTab(params_box, "Defaults for new edits")
 
-        history_box = QGroupBox("History and undo")
+        history_box = QWidget()
         hform = QFormLayout(history_box)
         self.history_memory, self.undo_memory = (megabytes_box(value) for value in (
             settings.history_memory_mb(), settings.undo_memory_mb()))
@@ -184,7 +188,7 @@ class SettingsDialog(QDialog):
         self.undo_memory.setToolTip("Undo keeps only what each step changed (a brush stroke the "
                                     "tiles it touched); beyond this the oldest steps are dropped.")
         hform.addRow("Undo memory", self.undo_memory)
-        layout.addWidget(history_box)
+        self.tabs.addTab(history_box, "History and undo")
 
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)

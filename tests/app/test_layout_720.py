@@ -62,3 +62,18 @@ def test_plain_labels_and_the_papers_terms_in_tooltips(small_window):
     assert "encoding ratio" in strength.toolTip()
     cross = next(label for label in labels if label.text() == "Keep word layout")
     assert "cross-attention" in cross.toolTip()
+
+
+def test_the_settings_dialog_fits_a_1280x720_screen(qtbot, settings):
+    from desktop_app.dialogs import SettingsDialog
+
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    # 720 px less a title bar and a task bar: what a dialog may need to be seen whole
+    assert dialog.minimumSizeHint().height() <= 720 - 80
+    assert dialog.minimumSizeHint().width() <= 1280
+    # every page's fields stay within its tab
+    for index in range(dialog.tabs.count()):
+        page = dialog.tabs.widget(index)
+        assert page.minimumSizeHint().height() <= dialog.tabs.contentsRect().height()
