@@ -56,6 +56,7 @@ class ModelSpec:
     memory_tier: str = "auto"
     loras: tuple = ()  # engine.lora.LoraSpec of each LoRA to apply
     scheduler: str = "auto"  # engine.schedulers choice
+    transformer: str = ""  # a flow model's GGUF transformer file (engine.gguf_transformer)
     # torch CPU threads: float sums depend on how work is split, so the same count is what makes
     # a Ray actor's bytes equal a local run's (None: torch's default, all physical cores).
     threads: int | None = None
@@ -70,7 +71,7 @@ class ModelSpec:
         return load_model(self.source, device=self.device, dtype=self.dtype,
                           allow_download=self.allow_download, allow_pickle=self.allow_pickle,
                           memory_tier=self.memory_tier, on_download=on_download,
-                          loras=self.loras, scheduler=self.scheduler)
+                          loras=self.loras, scheduler=self.scheduler, transformer=self.transformer)
 
 
 @dataclass(frozen=True)

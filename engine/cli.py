@@ -90,6 +90,10 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--source", default="", help="what is in the photo now (default: nothing said)")
     sub.add_argument("--model", default=None, help="diffusers folder, .safetensors file, hub id in "
                      "the local cache, or 'tiny' (random weights); default: the configured model")
+    sub.add_argument("--transformer", default=None, metavar="FILE.gguf",
+                     help="a GGUF-quantized transformer (Q8_0, Q4_K_M, ...) used in place of the "
+                          "flow model's own, which --model's folder or hub id completes (default: "
+                          "the setting, for the configured model)")
     sub.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
                      help="a LoRA .safetensors file to apply, with its weight (default 1); repeat "
                           "for several")
@@ -420,7 +424,10 @@ def _load_kwargs(args, settings) -> dict:
                 dtype=args.dtype or settings.dtype,
                 allow_download=args.allow_download or settings.allow_download,
                 allow_pickle=args.allow_pickle, memory_tier=args.memory or settings.memory,
-                loras=tuple(lora.parse(spec) for spec in args.lora), scheduler=args.scheduler)
+                loras=tuple(lora.parse(spec) for spec in args.lora), scheduler=args.scheduler,
+                # the saved file belongs to the saved model: another --model goes without it
+                transformer=args.transformer if args.transformer is not None
+                else "" if args.model else settings.transformer)
 
 
 def _batch(args) -> int:

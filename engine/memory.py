@@ -3,7 +3,8 @@
 full     everything resident, big UNet batches (mask samples in one call)
 sliced   attention computed in slices, VAE tiled above twice the native size, UNet batches
          of 2 (4-8 GB GPUs)
-offload  like sliced, and UNet/VAE/text encoder weights stream to the GPU layer by layer
+offload  like sliced, and UNet/VAE/text encoder weights stream to the GPU layer by layer (a
+         GGUF transformer's through diffusers' group offload, its blocks staying quantized)
 
 The free memory each tier needs grows with the model's native area (activations scale with the
 latent's pixels): SDXL's 1024x1024 needs four times what SD 1.5's 512x512 does.
@@ -70,12 +71,22 @@ def apply_tier(model, tier: str) -> None:
         model.denoiser.set_attention_slice("auto")
     _tile_vae_above(model, 2 * model.native_size)
     if tier == "offload" and model.device.type == "cuda" and not getattr(model, "offloaded", False):
-        from accelerate import cpu_offload
+        stream_weights(model, model.device)
 
-        for module in (model.denoiser, model.vae, *model.text_encoders):
+
+def stream_weights(model, device) -> None:
+    """Keep the model's weights in CPU memory and bring each layer to ``device`` as it runs."""
+    from accelerate import cpu_offload
+
+    for module in (model.denoiser, model.vae, *model.text_encoders):
+        if getattr(module, "is_quantized", False):
+            # a GGUF transformer: accelerate's hooks rebuild each parameter and lose its quant
+            # type (diffusers issue 14691); diffusers' group offload moves the tensors in place
+            module.enable_group_offload(onload_device=device, offload_type="leaf_level")
+        else:
             module.to("cpu")
-            cpu_offload(module, execution_device=model.device)
-        model.offloaded = True
+            cpu_offload(module, execution_device=device)
+    model.offloaded = True
 
 
 def _tile_vae_above(model, side: int) -> None:

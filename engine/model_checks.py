@@ -187,6 +187,8 @@ def check_finite_weights(module, label: str) -> None:
 
     with torch.no_grad():
         for key, parameter in module.named_parameters():
+            if not parameter.is_floating_point():
+                continue  # a GGUF transformer's quantized blocks: bytes, read as they dequantize
             flat = parameter.detach().reshape(-1)
             step = max(1, flat.numel() // _SAMPLE)
             if not bool(torch.isfinite(flat[::step].float()).all()):

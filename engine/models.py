@@ -148,12 +148,15 @@ def load_model(
     on_download=None,
     loras=(),
     scheduler: str = "auto",
+    transformer: str = "",
 ) -> LoadedModel:
     """Load the model named by ``source``, or raise ModelError saying what is wrong.
 
     ``loras``: engine.lora.LoraSpec (file and weight) of each LoRA to apply.
     ``scheduler``: which timesteps runs sample at, one of engine.schedulers.CHOICES (auto: the
     model's scheduler config says whether it is a few-step model).
+    ``transformer``: a .gguf file holding a flow model's transformer, used in place of the
+    folder's (engine.gguf_transformer); the folder gives its config and the other components.
 
     ``memory_tier`` is auto (from free VRAM), full, sliced or offload (engine.memory).
     ``on_download(bytes_done, bytes_total, file)`` reports a download that ``allow_download``
@@ -164,15 +167,29 @@ def load_model(
     schedulers.configure({}, scheduler)  # bad choices and files are refused before any weight loads
     for spec in loras:
         lora.check_file(spec)
-    model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download)
+    model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download,
+                      _transformer_file(transformer))
     model.scheduler_config = schedulers.configure(model.scheduler_config, scheduler)
     lora.apply(model, loras)
     memory.apply_tier(model, memory.choose_tier(model, memory_tier))
     return model
 
 
+def _transformer_file(transformer: str) -> Path | None:
+    """The GGUF transformer file named, checked before anything loads; None for the folder's."""
+    if not (transformer or "").strip():
+        return None
+    path = Path(transformer.strip()).expanduser()
+    if path.suffix.lower() != ".gguf":
+        raise ModelError(f"{path}: a transformer file must be a .gguf (Q8_0, Q4_K_M, ...) of the "
+                         "model's transformer")
+    if not path.is_file():
+        raise ModelError(f"transformer file not found: {path}")
+    return path
+
+
 def _load_any(source: str, device: str, dtype: str, allow_download: bool,
-              allow_pickle: bool, on_download=None) -> LoadedModel:
+              allow_pickle: bool, on_download=None, transformer: Path | None = None) -> LoadedModel:
     source = (source or "").strip()
     if not source:
         raise ModelError(
@@ -187,17 +204,17 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
         from engine.tiny_model import ensure_tiny_model
 
         return _load_folder(ensure_tiny_model(), "tiny (random weights)", torch_device, torch_dtype,
-                            allow_pickle)
+                            allow_pickle, transformer)
     if source == "tiny-sdxl":
         from engine.tiny_model import ensure_tiny_sdxl
 
         return _load_folder(ensure_tiny_sdxl(), "tiny SDXL (random weights)", torch_device,
-                            torch_dtype, allow_pickle)
+                            torch_dtype, allow_pickle, transformer)
     if source == "tiny-flux2":
         from engine.tiny_model import ensure_tiny_flux2
 
         return _load_folder(ensure_tiny_flux2(), "tiny FLUX.2 klein (random weights)",
-                            torch_device, torch_dtype, allow_pickle)
+                            torch_device, torch_dtype, allow_pickle, transformer)
     if source in ("tiny-sd3", "tiny-zimage"):
         from engine import tiny_flow_models
 
@@ -205,16 +222,19 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
                   "tiny-zimage": tiny_flow_models.ensure_tiny_zimage}[source]
         label = {"tiny-sd3": "SD3.5", "tiny-zimage": "Z-Image-Turbo"}[source]
         return _load_folder(ensure(), f"tiny {label} (random weights)", torch_device, torch_dtype,
-                            allow_pickle)
+                            allow_pickle, transformer)
     path = Path(source).expanduser()
     if path.is_dir():
-        return _load_folder(path, path.name, torch_device, torch_dtype, allow_pickle)
+        return _load_folder(path, path.name, torch_device, torch_dtype, allow_pickle, transformer)
     if path.is_file():
+        if transformer is not None:
+            raise ModelError(f"{transformer.name} replaces the transformer of a model folder; "
+                             f"{path.name} is a single file: pass the base model's folder or hub id")
         return _load_file(path, torch_device, torch_dtype, allow_pickle)
     # Hub ids may hold dots ("org/model-v1.5"); only a checkpoint suffix makes it a missing file.
     if _REPO_ID.match(source) and path.suffix.lower() not in PICKLE_SUFFIXES | {".safetensors"}:
         folder = _resolve_hub_id(source, allow_download, on_download)
-        return _load_folder(folder, source, torch_device, torch_dtype, allow_pickle)
+        return _load_folder(folder, source, torch_device, torch_dtype, allow_pickle, transformer)
     raise ModelError(f"model not found: {source!r} is neither a file, a folder nor a hub id (org/name)")
 
 
@@ -346,7 +366,8 @@ def _pickle_to_safetensors(path: Path) -> Path:
     return converted
 
 
-def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> LoadedModel:
+def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool,
+                 transformer: Path | None = None) -> LoadedModel:
     import transformers
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTokenizer
@@ -355,7 +376,10 @@ def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> 
     # not cost loading gigabytes of weights.
     family = _folder_family(folder, name)
     if family in families.FLOW_PIPELINES.values():
-        return _load_flow_folder(folder, name, family, device, dtype, allow_pickle)
+        return _load_flow_folder(folder, name, family, device, dtype, allow_pickle, transformer)
+    if transformer is not None:
+        raise ModelError(f"{transformer.name} is a flow transformer (FLUX.2 klein, Z-Image, "
+                         f"SD3.5); {name} is an SD or SDXL model, whose UNet it cannot replace")
     text_parts = TEXT_ENCODERS[family]
     required = ("unet", "vae", "scheduler") + tuple(p for part in text_parts for p in part[::2])
     missing = [c for c in required if not (folder / c).is_dir()]
@@ -411,8 +435,10 @@ def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool) -> 
 
 
 def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
-                      allow_pickle: bool) -> LoadedModel:
-    """A flow-matching transformer model (engine.flow_models.FAMILIES), checked as SD's are."""
+                      allow_pickle: bool, transformer: Path | None = None) -> LoadedModel:
+    """A flow-matching transformer model (engine.flow_models.FAMILIES), checked as SD's are;
+    its transformer from the GGUF file ``transformer`` when one is given (the folder's
+    transformer/ then needs only its config)."""
     import diffusers
     import transformers
 
@@ -426,7 +452,8 @@ def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
                          f"{', '.join(missing)} (expected diffusers layout with model_index.json)")
     checks.check_folder_files(folder)
     for component in spec.components:
-        _check_weights(folder / component, allow_pickle)
+        if not (component == "transformer" and transformer is not None):
+            _check_weights(folder / component, allow_pickle)
     scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
     scheduler = scheduler_config.get("_class_name", "FlowMatchEulerDiscreteScheduler")
     if scheduler != "FlowMatchEulerDiscreteScheduler":
@@ -438,6 +465,11 @@ def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
     classes = {"transformer": getattr(diffusers, spec.transformer), "vae": getattr(diffusers, spec.vae)}
     classes.update({p.folder: getattr(transformers, p.encoder) for p in spec.text})
     modules = {}
+    if transformer is not None:
+        from engine.gguf_transformer import load_transformer
+
+        modules["transformer"] = load_transformer(transformer, folder, classes.pop("transformer"),
+                                                  dtype, name)
     try:
         for component, cls in classes.items():
             # diffusers' models take the subfolder, transformers' their own folder
@@ -559,7 +591,9 @@ def place(modules, vae, device, dtype) -> list[str]:
     fp16_safe = vae.config.get("force_upcast", True) is False
     vae_dtype = torch.float32 if dtype == torch.float16 and not fp16_safe else dtype
     for module in modules:
-        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        # a GGUF transformer was built in its compute dtype; diffusers refuses to recast it
+        cast = {} if getattr(module, "is_quantized", False) else {"dtype": dtype}
+        module.to(device=device, **cast).eval().requires_grad_(False)
     vae.to(device=device, dtype=vae_dtype).eval().requires_grad_(False)
     return ["VAE kept in float32"] if vae_dtype != dtype else []
 

@@ -176,3 +176,36 @@ def test_sliced_tier_gives_the_same_edit(tiny_model_path, photo):
     a = session_full.edit("a cat", "a dog", mask, FAST)
     b = session_sliced.edit("a cat", "a dog", mask, FAST)
     assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 3
+
+
+def offloaded_on_the_cpu(model):
+    """``model`` (the caller's own: its modules get hooks) at the offload tier with the real
+    hooks, executing on the CPU (apply_tier streams to a GPU only, which this machine lacks)."""
+    from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+    memory.apply_tier(model, "offload")  # on the CPU: sliced batches and VAE tiling only
+    memory.stream_weights(model, torch.device("cpu"))
+    assert model.offloaded and model.max_batch == 2 and model.vae.use_tiling
+    hooked = (model.denoiser, model.vae, *model.text_encoders)
+    assert all(hasattr(m, "_hf_hook") or _is_group_offload_enabled(m) for m in hooked)
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tiny", ["tiny_flux2", "tiny_sd3", "tiny_zimage"])
+def test_the_offload_tier_streams_every_flow_module_and_the_edit_is_unchanged(
+        request, tiny, cat128):
+    """The plumbing only (what it saves on a GPU cannot be measured on this machine): the same
+    bytes as the sliced tier, whose batches and VAE tiling offload keeps."""
+    import copy
+
+    model = request.getfixturevalue(tiny)
+    sliced = copy.deepcopy(model)
+    memory.apply_tier(sliced, "sliced")
+    mask = np.zeros(cat128.shape[:2], np.float32)
+    mask[32:96, 48:112] = 1.0
+    params = EditSession(model, cat128).default_params().replace(steps=4, mask_samples=2)
+    expected = EditSession(sliced, cat128).run("diffedit", "a cat", "a dog", mask, params)[0]
+    offloaded = offloaded_on_the_cpu(copy.deepcopy(model))
+    result = EditSession(offloaded, cat128).run("diffedit", "a cat", "a dog", mask, params)[0]
+    assert np.array_equal(result.image, expected.image)
