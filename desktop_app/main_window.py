@@ -220,8 +220,10 @@ class MainWindow(WindowFiles, QMainWindow):
         """Load ``source`` on the engine thread with the configured device, precision and memory
         tier (``overrides`` replaces any of them, e.g. device="cpu")."""
         config = self.settings.engine()
+        # the saved transformer file belongs to the saved model, not to one opened otherwise
+        transformer = config.transformer if source == config.default_model else ""
         request = LoadModelRequest(source, config.device, config.dtype, config.memory, config.threads,
-                                   tuple(self.settings.loras()))
+                                   tuple(self.settings.loras()), transformer)
         self.model_source = source
         self.engine.load_model(replace(request, **overrides))
 
@@ -402,8 +404,10 @@ class MainWindow(WindowFiles, QMainWindow):
         self.doc.results.budget = self.settings.history_memory_mb() * MB
         self.doc.results.fit(self.doc.history)
         self.doc.undo_stack.set_limit(self.settings.undo_memory_mb() * MB)
-        changed = (before.default_model, before.device, before.dtype, before.memory, before_loras) != (
-            after.default_model, after.device, after.dtype, after.memory, self.settings.loras())
+        changed = (before.default_model, before.transformer, before.device, before.dtype,
+                   before.memory, before_loras) != (after.default_model, after.transformer,
+                                                    after.device, after.dtype, after.memory,
+                                                    self.settings.loras())
         if changed and after.default_model:
             self.load_model(after.default_model)
         elif changed:

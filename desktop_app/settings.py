@@ -32,9 +32,10 @@ class AppSettings:
         return config.Settings.load()
 
     def save_engine(self, model: str, device: str, dtype: str, memory: str = "auto",
-                    threads: int = 0) -> None:
+                    threads: int = 0, transformer: str = "") -> None:
         current = config.Settings.load()
         current.default_model = model
+        current.transformer = transformer
         current.device = device
         current.dtype = dtype
         current.memory = memory
@@ -66,6 +67,7 @@ class AppSettings:
         current = config.Settings.load()
         if source and current.default_model != source:
             current.default_model = source
+            current.transformer = ""  # the saved transformer file went with the other model
             current.save()
 
     # ------------------------------------------------------------------ parameter defaults

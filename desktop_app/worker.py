@@ -36,6 +36,7 @@ class LoadModelRequest:
     memory: str = "auto"  # GPU memory tier: auto | full | sliced | offload
     threads: int = 0  # torch CPU threads (0: the physical cores), set on the engine thread
     loras: tuple[str, ...] = ()  # PATH:WEIGHT of each LoRA to load onto the model (engine.lora)
+    transformer: str = ""  # a GGUF transformer file in place of a flow model's own
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,13 @@ class EngineBackend:
     """Where the worker finds the engine. Imports happen on first use, on the worker thread."""
 
     def load_model(self, source, *, device="auto", dtype="auto", memory_tier="auto", threads=0,
-                   loras=()):
+                   loras=(), transformer=""):
         from engine.models import load_model
         from engine.runtime import set_threads
 
         set_threads(threads)  # here, on the engine thread: OpenMP thread counts are per thread
-        return load_model(source, device=device, dtype=dtype, memory_tier=memory_tier, loras=loras)
+        return load_model(source, device=device, dtype=dtype, memory_tier=memory_tier, loras=loras,
+                          transformer=transformer)
 
     def ensure_tiny_model(self):
         from engine.tiny_model import ensure_tiny_model
@@ -197,7 +199,7 @@ class EngineWorker(QObject):
             loras = tuple(lora.parse(spec) for spec in request.loras)
             self.model = self.backend.load_model(source, device=request.device, dtype=request.dtype,
                                                  memory_tier=request.memory, threads=request.threads,
-                                                 loras=loras)
+                                                 loras=loras, transformer=request.transformer)
         except Exception as exc:
             message, _ = describe_exception(exc)
             self.model_state.emit("failed", message)

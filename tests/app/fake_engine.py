@@ -51,6 +51,7 @@ class FakeEngine:
         self.loaded_sources: list[str] = []
         self.memory_tiers: list[str] = []
         self.load_threads: list[int] = []  # the thread count each load_model call was given
+        self.transformers: list[str] = []  # the GGUF transformer file each call was given
         self.supported = set(methods.METHODS)  # the methods the "loaded backbone" runs
         self.family_defaults: dict = {}
         self.family_unused: set = set()
@@ -58,8 +59,9 @@ class FakeEngine:
     # --- the engine.models / engine.tiny_model surface
 
     def load_model(self, source, *, device="auto", dtype="auto", allow_download=False,
-                   allow_pickle=False, memory_tier="auto", threads=0, loras=()):
+                   allow_pickle=False, memory_tier="auto", threads=0, loras=(), transformer=""):
         self.memory_tiers.append(memory_tier)
+        self.transformers.append(transformer)
         self.load_threads.append(threads)
         if self.fail_on == "load":
             raise self.error
