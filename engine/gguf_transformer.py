@@ -24,7 +24,7 @@ def load_transformer(path: Path, folder: Path, cls, dtype, name: str):
 
     checkpoint = _read(path)
     config = cls.load_config(folder, subfolder="transformer", local_files_only=True)
-    converted = _converted(checkpoint, cls, config, path)
+    converted = _converted(checkpoint, cls, config, path, name)
     _check_fits(converted, cls, config, path, name)
     try:
         module = cls.from_single_file(
@@ -52,7 +52,7 @@ def _read(path: Path) -> dict:
     return checkpoint
 
 
-def _converted(checkpoint: dict, cls, config: dict, path: Path) -> dict:
+def _converted(checkpoint: dict, cls, config: dict, path: Path, name: str) -> dict:
     """The checkpoint in diffusers' key layout (diffusers' own conversion for the class)."""
     from diffusers.loaders.single_file_model import SINGLE_FILE_LOADABLE_CLASSES
 
@@ -60,9 +60,9 @@ def _converted(checkpoint: dict, cls, config: dict, path: Path) -> dict:
     try:
         return convert(checkpoint=dict(checkpoint), config=config)
     except Exception as exc:  # keys of another model: the conversion finds what it needs missing
-        raise ModelError(f"{path.name} does not hold a {cls.__name__} in a layout diffusers can "
-                         f"convert ({type(exc).__name__}: {exc}); is it this model's "
-                         "transformer?") from None
+        raise ModelError(f"{path.name} does not fit {name}: it holds no {cls.__name__} in a "
+                         f"layout diffusers can convert ({type(exc).__name__}: {exc}). Use a "
+                         "GGUF of this model's family and size") from None
 
 
 def _check_fits(converted: dict, cls, config: dict, path: Path, name: str) -> None:
