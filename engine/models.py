@@ -167,8 +167,10 @@ def load_model(
     schedulers.configure({}, scheduler)  # bad choices and files are refused before any weight loads
     for spec in loras:
         lora.check_file(spec)
-    model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download,
-                      _transformer_file(transformer))
+    gguf = _transformer_file(transformer)
+    model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download, gguf)
+    if gguf is not None:  # the name results record says which quantized file made them
+        model.name = f"{model.name} + {gguf.name}"
     model.scheduler_config = schedulers.configure(model.scheduler_config, scheduler)
     lora.apply(model, loras)
     memory.apply_tier(model, memory.choose_tier(model, memory_tier))

@@ -124,6 +124,9 @@ def test_a_diffedit_edit_keeps_outside_the_mask_and_the_same_seed_the_same_bytes
     assert 0.05 < kept.mean() < 1 and np.array_equal(first.image[kept], cat128[kept])
     assert not np.array_equal(first.image, cat128)
     assert np.array_equal(first.image, again.image)
+    # the result's record names the quantized file that made it
+    assert first.model_name.endswith(" + z-image-turbo-Q8_0.gguf")
+    assert "z-image-turbo-Q8_0.gguf" in first.metadata()["parameters"]
 
 
 @pytest.mark.slow
