@@ -75,3 +75,13 @@ def test_qwen_edit_folders_are_told_by_their_pipeline_and_mismatched_parts_are_r
     shutil.rmtree(folder / "processor")
     with pytest.raises(ModelError, match="not a complete Qwen-Image-Edit folder: missing processor"):
         load_model(str(folder), device="cpu")
+
+
+@pytest.mark.parametrize("pipeline", ["FluxKontextPipeline", "QwenImagePipeline"])
+def test_instruction_models_we_do_not_run_are_refused_by_name(tmp_path, pipeline):
+    """FLUX.1 Kontext [dev] (non-commercial, not supported yet) and Qwen-Image's text-to-image
+    model are named before anything loads; the README's model table says so."""
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
+    with pytest.raises(ModelError, match=f"this is a {pipeline} model, which DiffEdit Studio "
+                                         "cannot edit with"):
+        families.folder_family(tmp_path)
