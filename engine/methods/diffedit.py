@@ -69,11 +69,12 @@ def estimate_heatmap(ctx, schedule: Schedule, z0: torch.Tensor, source: Conditio
     the map is rescaled to [0, 1]. Only the ``content`` = (columns, rows) cells at the top left
     that hold the photo enter these statistics; the padding beyond them is 0.
 
-    All zeros when the texts do not disagree anywhere: when the map varies across cells no more
-    than NOISE_FLOOR times what the sampling noise alone explains (its variance over the cells
-    against the mean squared standard error of a cell's average over the samples). Rescaled,
-    such a map would select a large part of the photo at random. One sample gives no
-    noise estimate; then only identical predictions count as no disagreement.
+    All zeros when the predictions under the two inputs do not differ anywhere: when the map
+    varies across cells no more than NOISE_FLOOR times what the sampling noise alone explains
+    (its variance over the cells against the mean squared standard error of a cell's average
+    over the samples). Rescaled, such a map would select a large part of the photo at random.
+    One sample gives no noise estimate; then only identical predictions count as no
+    disagreement.
     """
     source, target = as_conditioning(source), as_conditioning(target)
     t = schedule.timestep_at(noise_ratio)

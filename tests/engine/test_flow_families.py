@@ -178,7 +178,7 @@ def test_identical_texts_give_a_zero_heatmap_and_an_empty_mask_returns_the_photo
     # The tiny transformers read their texts weakly: 8 samples lift the contrast of two real
     # texts above the sampling noise (2 leave Z-Image's at the noise floor).
     assert session.estimate_mask("a cat", "a dog", params.replace(mask_samples=8)).any()
-    with pytest.raises(InputError, match="the texts do not disagree"):  # as on every backbone
+    with pytest.raises(InputError, match="predictions do not differ anywhere"):  # as on every backbone
         session.run("diffedit", "a cat", "a cat", None, params)
     # Decoding under an empty mask keeps the encoded latent exactly; the paste-back the photo.
     geometry = session.geometry(params)
