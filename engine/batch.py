@@ -58,16 +58,15 @@ class ModelSpec:
     scheduler: str = "auto"  # engine.schedulers choice
     transformer: str = ""  # a flow model's GGUF transformer file (engine.gguf_transformer)
     # torch CPU threads: float sums depend on how work is split, so the same count is what makes
-    # a Ray actor's bytes equal a local run's (None: torch's default, all physical cores).
+    # a Ray actor's or a batch's bytes equal an `edit` run's (None or 0: the physical cores, as
+    # `edit` uses; never whatever count the process was left at).
     threads: int | None = None
 
     def load(self, on_download=None):
-        import torch
-
         from engine.models import load_model
+        from engine.runtime import set_threads
 
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
+        set_threads(self.threads or 0)
         return load_model(self.source, device=self.device, dtype=self.dtype,
                           allow_download=self.allow_download, allow_pickle=self.allow_pickle,
                           memory_tier=self.memory_tier, on_download=on_download,

@@ -197,7 +197,10 @@ def test_ray_without_the_extra_says_how_to_install_it(photos, tmp_path, capsys, 
 # ---- running -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_five_items_equal_five_single_edits_byte_for_byte(photos, tmp_path):
+def test_five_items_equal_five_single_edits_byte_for_byte(photos, tmp_path, threads_restored):
+    import torch
+
+    torch.set_num_threads(1)  # as an earlier run in the process may leave it: batch uses its own
     manifest = write_jsonl(photos / "batch.jsonl", [row for row, _, _ in ITEMS])
     out, single = tmp_path / "out", tmp_path / "single"
     single.mkdir()

@@ -27,13 +27,6 @@ def photo(tmp_path):
 
 
 @pytest.fixture
-def threads_restored():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def no_model_load(monkeypatch):
     """Fail the test if the CLI gets as far as loading a model."""
     def refuse(*args, **kwargs):
