@@ -174,6 +174,7 @@ def test_changes_made_in_place_after_a_save_are_saved(qtbot, tmp_path):
     sessions[0].discard()
 
 
+@pytest.mark.slow
 def test_debounce_saves_once_after_the_last_change(qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(saver_module, "DEBOUNCE_MS", 800)  # long against a busy machine's waits
     doc = Document()
@@ -195,6 +196,7 @@ def test_debounce_saves_once_after_the_last_change(qtbot, tmp_path, monkeypatch)
     saver.remove()
 
 
+@pytest.mark.slow
 def test_a_changed_prompt_or_parameter_is_saved_at_once_without_polling(qtbot, tmp_path, monkeypatch):
     """The panel's editors tell the autosaver when they change (it used to compare the panel
     every 2 s, so a prompt typed just before a crash could be lost)."""

@@ -152,6 +152,7 @@ def test_stroke_undo_stores_tiles_not_copies(qtbot):
     assert stored <= 128 * 128, "a small stroke must store one tile, not the whole layer"
 
 
+@pytest.mark.slow
 def test_strokes_on_a_large_photo_update_only_their_region(qtbot):
     """4000x3000: each mouse move recomputes and announces only the few pixels it touched."""
     import time

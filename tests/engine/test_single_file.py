@@ -449,6 +449,7 @@ def test_sdxl_checkpoint_loads_offline_with_identical_weights(tiny_sdxl, tiny_sd
                          config_folder=tiny_sdxl_path)
 
 
+@pytest.mark.slow
 def test_shipped_sdxl_configs_match_the_real_architecture():
     """The shipped SDXL configs build SDXL base 1.0's published parameter counts and accept its
     single-file key layout (meta tensors, no data)."""

@@ -67,6 +67,7 @@ def test_self_test_passes_from_source():
     assert lines[-1].startswith("self-test passed in ")
 
 
+@pytest.mark.slow
 def test_other_arguments_go_to_the_cli():
     result = _run(ENTRY, "edit", "--help")
     assert result.returncode == 0 and "--target" in result.stdout
