@@ -244,7 +244,8 @@ class MainWindow(WindowFiles, QMainWindow):
         # A hidden field holds the family's value, whatever the user had set: no run warns of it.
         carried = carried.replace(**{k: v for k, v in values.items() if k in family.unused})
         self._family_defaults = dict(values)
-        changed = {k: v for k, v in carried.to_dict().items() if v != shown.to_dict()[k]}
+        was = shown.to_dict()
+        changed = {k: v for k, v in carried.to_dict().items() if v != was[k]}
         if changed:
             self.params.set_params(carried)
         self._defaults_note = ("; its own defaults: " + ", ".join(

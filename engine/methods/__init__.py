@@ -177,6 +177,15 @@ def check_own(method: str, source: str, target: str, mask, params: EditParams, o
     info(method).checks(Inputs(source, target, mask, params, options, PAINT_IN_PHOTO))
 
 
+def mask_unless_masked(method: str, mask, options) -> tuple[object, list[str]]:
+    """The mask a method with a ``masked`` option runs with (None unless it is on) and the
+    warning when a given mask is ignored."""
+    if options.masked or mask is None:
+        return mask, []
+    return None, [f"{info(method).title} changed the whole photo and ignored the mask; turn "
+                  "'masked' on to keep everything outside it"]
+
+
 # ---- each method's own needs ------------------------------------------------------------------
 
 def _blended_checks(inputs: Inputs) -> None:

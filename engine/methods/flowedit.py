@@ -24,11 +24,7 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     """One result: the photo moved from ``source`` to ``target`` (inside the mask when masked)."""
     # 1. Check inputs
     methods.check_own("flowedit", source, target, mask, params, options)
-    warnings = []
-    if not options.masked and mask is not None:
-        warnings.append("FlowEdit changed the whole photo and ignored the mask; turn 'masked' on "
-                        "to keep everything outside it")
-        mask = None
+    mask, warnings = methods.mask_unless_masked("flowedit", mask, options)
     # 2. The area: the user's mask, DiffEdit's from the two texts, or the whole photo
     geometry = session.geometry(params)
     heatmap = None

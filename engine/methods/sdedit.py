@@ -19,11 +19,7 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     """One result: the whole photo re-imagined, or the masked part of it pasted back."""
     # 1. Check inputs
     methods.check_own("sdedit", source, target, mask, params, options)
-    warnings = []
-    if not options.masked and mask is not None:
-        warnings.append("SDEdit changed the whole photo and ignored the mask; turn 'masked' on "
-                        "to keep everything outside it")
-        mask = None
+    mask, warnings = methods.mask_unless_masked("sdedit", mask, options)
 
     # 2. Prepare the schedule and noise the photo's latent to the strength
     geometry = session.geometry(params)
