@@ -185,6 +185,11 @@ class SettingsDialog(QDialog):
         reset = QPushButton("Restore factory defaults")
         reset.clicked.connect(self._reset)
         pform.addRow("", reset)
+        family_note = QLabel("A model family with values of its own (FLUX.2 klein and the other "
+                             "few-step models: their steps, no guidance) shows those when it "
+                             "loads, unless you changed the value on the panel.")
+        family_note.setWordWrap(True)
+        pform.addRow(family_note)
         self.tabs.addTab(params_box, "Defaults for new edits")
 
         history_box = QWidget()
