@@ -16,6 +16,7 @@ from desktop_app.worker import TINY_MODEL
 from engine.config import MAX_THREADS, physical_cores
 from engine.families import SUPPORTED
 from engine.params import EditParams
+from engine.transformer_file import SUFFIXES
 
 APP_TITLE = "DiffEdit Studio"
 TINY_NOTE = "random weights: produces noise, for trying the workflow"
@@ -118,16 +119,19 @@ class SettingsDialog(QDialog):
         form.addRow("Model", row)
         form.addRow("", tiny)
         self.transformer = QLineEdit(engine.transformer)
-        self.transformer.setPlaceholderText("Optional: a .gguf transformer (Q8_0, Q4_K_M, ...)")
-        self.transformer.setToolTip("A GGUF-quantized transformer used in place of the model's "
-                                    "own (FLUX.2 klein, Z-Image, SD3.5): about half the memory "
-                                    "at Q8_0, a third at Q4_K_M. The model above gives the text "
-                                    "encoder, VAE and configs. Leave empty for the model's own.")
-        gguf = QPushButton("File\u2026")
-        gguf.clicked.connect(self._choose_transformer)
+        self.transformer.setPlaceholderText("Optional: a .gguf (Q8_0, Q4_K_M, ...) or .safetensors "
+                                            "(bf16, fp8) transformer")
+        self.transformer.setToolTip("A transformer file used in place of the model's own "
+                                    "(FLUX.2 klein, Z-Image, SD3.5): a GGUF takes about half the "
+                                    "memory at Q8_0, a third at Q4_K_M; a .safetensors is the "
+                                    "bf16 or fp8 single file ComfyUI uses. The model above gives "
+                                    "the text encoder, VAE and configs. Leave empty for the "
+                                    "model's own.")
+        choose = QPushButton("File\u2026")
+        choose.clicked.connect(self._choose_transformer)
         row = QHBoxLayout()
         row.addWidget(self.transformer, 1)
-        row.addWidget(gguf)
+        row.addWidget(choose)
         form.addRow("Transformer file", row)
         hint = QLabel("Models are never downloaded from here; use Models\u2026 to fetch one.\n"
                       f"\u201c{TINY_MODEL}\u201d is the tiny test model ({TINY_NOTE}).")
@@ -226,8 +230,8 @@ class SettingsDialog(QDialog):
             self.model.setText(path)
 
     def _choose_transformer(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF transformer", str(Path.home()),
-                                              "GGUF transformers (*.gguf)")
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a transformer file", str(Path.home()),
+                                              "Transformer files (*.gguf *.safetensors)")
         if path:
             self.transformer.setText(path)
 
@@ -252,10 +256,11 @@ class SettingsDialog(QDialog):
             return (f"The model path {text} does not exist. Choose a diffusers folder or a "
                     ".safetensors file, or leave it empty.")
         transformer = Path(self.transformer.text().strip()).expanduser()
-        if self.transformer.text().strip() and (transformer.suffix.lower() != ".gguf"
+        if self.transformer.text().strip() and (transformer.suffix.lower() not in SUFFIXES
                                                 or not transformer.is_file()):
-            return (f"The transformer file {transformer} is not an existing .gguf file. Choose "
-                    "one, or leave the field empty for the model's own transformer.")
+            return (f"The transformer file {transformer} is not an existing .gguf or "
+                    ".safetensors file. Choose one, or leave the field empty for the model's own "
+                    "transformer.")
         missing = self.loras.missing()
         if missing:
             return (f"The LoRA file {missing[0]} does not exist. Remove it from the list or add "

@@ -36,7 +36,7 @@ class LoadModelRequest:
     memory: str = "auto"  # GPU memory tier: auto | full | sliced | offload
     threads: int = 0  # torch CPU threads (0: the physical cores), set on the engine thread
     loras: tuple[str, ...] = ()  # PATH:WEIGHT of each LoRA to load onto the model (engine.lora)
-    transformer: str = ""  # a GGUF transformer file in place of a flow model's own
+    transformer: str = ""  # a .gguf/.safetensors transformer file in place of a flow model's own
 
 
 @dataclass(frozen=True)

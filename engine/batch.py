@@ -56,7 +56,7 @@ class ModelSpec:
     memory_tier: str = "auto"
     loras: tuple = ()  # engine.lora.LoraSpec of each LoRA to apply
     scheduler: str = "auto"  # engine.schedulers choice
-    transformer: str = ""  # a flow model's GGUF transformer file (engine.gguf_transformer)
+    transformer: str = ""  # a flow model's transformer file (engine.transformer_file)
     # torch CPU threads: float sums depend on how work is split, so the same count is what makes
     # a Ray actor's or a batch's bytes equal an `edit` run's (None or 0: the physical cores, as
     # `edit` uses; never whatever count the process was left at).

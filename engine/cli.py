@@ -90,9 +90,10 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--source", default="", help="what is in the photo now (default: nothing said)")
     sub.add_argument("--model", default=None, help="diffusers folder, .safetensors file, hub id in "
                      "the local cache, or 'tiny' (random weights); default: the configured model")
-    sub.add_argument("--transformer", default=None, metavar="FILE.gguf",
-                     help="a GGUF-quantized transformer (Q8_0, Q4_K_M, ...) used in place of the "
-                          "flow model's own, which --model's folder or hub id completes (default: "
+    sub.add_argument("--transformer", default=None, metavar="FILE",
+                     help="a transformer file used in place of the flow model's own, which "
+                          "--model's folder or hub id completes: a GGUF (Q8_0, Q4_K_M, ...) or a "
+                          ".safetensors (bf16, fp8) in the original checkpoint layout (default: "
                           "the setting, for the configured model)")
     sub.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
                      help="a LoRA .safetensors file to apply, with its weight (default 1); repeat "

@@ -43,7 +43,7 @@ def physical_cores() -> int:
 @dataclass
 class Settings:
     default_model: str = ""  # folder, hub repo id (from the local cache) or .safetensors file
-    transformer: str = ""  # a GGUF transformer file completing the default (flow) model
+    transformer: str = ""  # a .gguf/.safetensors transformer file completing the default (flow) model
     model_folders: list[str] = field(default_factory=list)  # extra places to look for models
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16

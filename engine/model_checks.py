@@ -49,6 +49,7 @@ _BOUNDS = {
     "layer_norm_eps": (0.0, 1.0),
 }
 _MAX_LIST = 64  # block lists: real ones hold 4 entries
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}  # formats that can run code when loaded
 FLOAT_DTYPES = {"F32", "F16", "BF16", "F64"}
 _DTYPE_WORDS = {"I8": "8-bit integers", "U8": "8-bit integers", "I16": "16-bit integers",
                 "I32": "32-bit integers", "I64": "64-bit integers", "BOOL": "true/false values",

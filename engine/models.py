@@ -18,8 +18,8 @@ from engine import families
 from engine import model_checks as checks
 from engine.errors import ModelError
 from engine.libraries import quiet_libraries
+from engine.model_checks import PICKLE_SUFFIXES
 
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 # Text encoders per family, in the order their features are concatenated:
 # (folder, transformers class, tokenizer folder).
 TEXT_ENCODERS = {
@@ -155,39 +155,27 @@ def load_model(
     ``loras``: engine.lora.LoraSpec (file and weight) of each LoRA to apply.
     ``scheduler``: which timesteps runs sample at, one of engine.schedulers.CHOICES (auto: the
     model's scheduler config says whether it is a few-step model).
-    ``transformer``: a .gguf file holding a flow model's transformer, used in place of the
-    folder's (engine.gguf_transformer); the folder gives its config and the other components.
+    ``transformer``: a .gguf or .safetensors file holding a flow model's transformer, used in
+    place of the folder's (engine.transformer_file); the folder gives its config and the other
+    components.
 
     ``memory_tier`` is auto (from free VRAM), full, sliced or offload (engine.memory).
     ``on_download(bytes_done, bytes_total, file)`` reports a download that ``allow_download``
     started for a hub id missing from this machine.
     """
-    from engine import lora, memory, schedulers
+    from engine import lora, memory, schedulers, transformer_file
 
     schedulers.configure({}, scheduler)  # bad choices and files are refused before any weight loads
     for spec in loras:
         lora.check_file(spec)
-    gguf = _transformer_file(transformer)
-    model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download, gguf)
-    if gguf is not None:  # the name results record says which quantized file made them
-        model.name = f"{model.name} + {gguf.name}"
+    file = transformer_file.check_path(transformer)
+    model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download, file)
+    if file is not None:  # the name results record says which transformer file made them
+        model.name = f"{model.name} + {file.name}"
     model.scheduler_config = schedulers.configure(model.scheduler_config, scheduler)
     lora.apply(model, loras)
     memory.apply_tier(model, memory.choose_tier(model, memory_tier))
     return model
-
-
-def _transformer_file(transformer: str) -> Path | None:
-    """The GGUF transformer file named, checked before anything loads; None for the folder's."""
-    if not (transformer or "").strip():
-        return None
-    path = Path(transformer.strip()).expanduser()
-    if path.suffix.lower() != ".gguf":
-        raise ModelError(f"{path}: a transformer file must be a .gguf (Q8_0, Q4_K_M, ...) of the "
-                         "model's transformer")
-    if not path.is_file():
-        raise ModelError(f"transformer file not found: {path}")
-    return path
 
 
 def _load_any(source: str, device: str, dtype: str, allow_download: bool,
@@ -439,7 +427,7 @@ def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool,
 def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
                       allow_pickle: bool, transformer: Path | None = None) -> LoadedModel:
     """A flow-matching transformer model (engine.flow_models.FAMILIES), checked as SD's are;
-    its transformer from the GGUF file ``transformer`` when one is given (the folder's
+    its transformer from the file ``transformer`` (engine.transformer_file) when one is given (the folder's
     transformer/ then needs only its config)."""
     import diffusers
     import transformers
@@ -468,7 +456,7 @@ def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
     classes.update({p.folder: getattr(transformers, p.encoder) for p in spec.text})
     modules = {}
     if transformer is not None:
-        from engine.gguf_transformer import load_transformer
+        from engine.transformer_file import load_transformer
 
         modules["transformer"] = load_transformer(transformer, folder, classes.pop("transformer"),
                                                   dtype, name)

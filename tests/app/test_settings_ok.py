@@ -50,25 +50,27 @@ def test_the_undo_memory_cap_is_set_in_settings_and_kept(window, accept_settings
     assert "of its 300 MB" in window.actions["undo"].toolTip()
 
 
-def test_a_gguf_transformer_file_is_saved_with_the_model_and_loaded_with_it(
-        window, accept_settings, fake_engine, tmp_path, qtbot):
-    gguf = tmp_path / "z-image-turbo-Q8_0.gguf"
-    gguf.write_bytes(b"GGUF")
-    accept_settings.append(lambda dialog: dialog.transformer.setText(str(gguf)))
+@pytest.mark.parametrize("name", ["z-image-turbo-Q8_0.gguf", "flux-2-klein-4b-fp8.safetensors"])
+def test_a_transformer_file_is_saved_with_the_model_and_loaded_with_it(
+        window, accept_settings, fake_engine, tmp_path, qtbot, name):
+    file = tmp_path / name
+    file.write_bytes(b"GGUF")
+    accept_settings.append(lambda dialog: dialog.transformer.setText(str(file)))
     window.settings_dialog()
-    assert window.settings.engine().transformer == str(gguf)
+    assert window.settings.engine().transformer == str(file)
     # OK reloads the model with it
-    qtbot.waitUntil(lambda: fake_engine.transformers[-1:] == [str(gguf)], timeout=5000)
+    qtbot.waitUntil(lambda: fake_engine.transformers[-1:] == [str(file)], timeout=5000)
     window.settings.remember_model(str(tmp_path / "another model"))
     assert window.settings.engine().transformer == ""
 
 
-@pytest.mark.parametrize("name", ["missing.gguf", "model.safetensors"])
-def test_a_transformer_file_that_is_no_gguf_is_refused_by_name(window, tmp_path, name):
+@pytest.mark.parametrize("name", ["missing.gguf", "missing.safetensors", "transformer.ckpt"])
+def test_a_transformer_file_that_is_no_gguf_or_safetensors_is_refused_by_name(window, tmp_path, name):
     (tmp_path / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "transformer.ckpt").write_bytes(b"x")
     window.settings.remember_model(str(tmp_path))
     dialog = SettingsDialog(window.settings, window)
     dialog.transformer.setText(str(tmp_path / name))
-    assert f"The transformer file {tmp_path / name} is not an existing .gguf file" in dialog.problem()
+    assert f"The transformer file {tmp_path / name} is not an existing .gguf or .safetensors file" in dialog.problem()
     dialog.transformer.setText("")
     assert dialog.problem() == ""

@@ -1,8 +1,10 @@
-"""A GGUF-quantized transformer in place of a flow model folder's: each tiny flow model's (FLUX.2
-klein, SD3.5, Z-Image) transformer written as a city96-style GGUF (its family's original key
-layout, 2-D weights in Q8_0), loaded through the model loader, checked against a
-quantize-dequantize oracle, run in masked edits, and files that do not fit refused; the offload
-tier and the CLI on Z-Image's."""
+"""A transformer file in place of a flow model folder's transformer, for each tiny flow model
+(FLUX.2 klein, SD3.5, Z-Image), written in its family's original key layout: a city96-style GGUF
+(2-D weights in Q8_0), loaded through the model loader, checked against a quantize-dequantize
+oracle and run in masked edits; a bf16 .safetensors (klein's and Z-Image's transformer-only, as
+their model pages ship them; SD3.5's inside an all-in-one ComfyUI checkpoint) and an fp8 one,
+loaded with exactly the stored values; files that do not fit, pickle files and ComfyUI's scaled
+fp8 refused by name; the offload tier and the CLI on Z-Image's GGUF."""
 
 from __future__ import annotations
 
@@ -48,6 +50,22 @@ def write_gguf(path, state: dict, family: str) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def write_safetensors(path, state: dict, family: str, dtype=torch.bfloat16) -> None:
+    """``state`` (original layout) as a .safetensors: ``dtype`` for 2-D weights (the fp8 files
+    store those so), bf16 elsewhere; SD3.5's inside an all-in-one checkpoint."""
+    from safetensors.torch import save_file
+
+    tensors = {key: value.to(dtype if value.ndim == 2 else torch.bfloat16).contiguous()
+               for key, value in state.items()}
+    if family == "sd3":
+        tensors = {f"model.diffusion_model.{key}": value for key, value in tensors.items()}
+        tensors["first_stage_model.decoder.conv_in.weight"] = torch.zeros(4, 4)
+    save_file(tensors, str(path))
+
+
+WRITERS = {"gguf": write_gguf, "safetensors": write_safetensors}
 
 
 def q8_roundtrip(tensor: torch.Tensor) -> torch.Tensor:
@@ -149,25 +167,75 @@ def test_a_masked_edit_keeps_outside_the_mask_and_the_same_seed_the_same_bytes(
 
 
 @pytest.mark.slow
-def test_a_gguf_of_another_width_or_family_is_refused_by_name(request, family, tiny, tmp_path):
+def test_a_safetensors_file_loads_exactly_its_bf16_weights(tiny, family, tmp_path):
     model, folder = tiny
+    path = tmp_path / f"{family}-bf16.safetensors"
+    write_safetensors(path, original_layout(family, model.transformer.state_dict()), family)
+    loaded = load_model(str(folder), device="cpu", transformer=str(path))
+    ours, originals = loaded.transformer.state_dict(), model.transformer.state_dict()
+    assert set(ours) == set(originals)
+    for key, original in originals.items():
+        assert ours[key].dtype == torch.float32  # the run's dtype
+        assert torch.equal(ours[key], original.to(torch.bfloat16).float()), key
+    assert loaded.name.endswith(f" + {path.name}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_fp8_file_is_up_cast_to_the_run_dtype(tiny_zimage, tiny_zimage_path, tmp_path, dtype):
+    path = tmp_path / "z_image_turbo_fp8_e4m3fn.safetensors"
+    state = original_layout("zimage", tiny_zimage.transformer.state_dict())
+    write_safetensors(path, state, "zimage", torch.float8_e4m3fn)
+    loaded = load_model(str(tiny_zimage_path), device="cpu", dtype=str(dtype).split(".")[1],
+                        transformer=str(path))
+    fp8 = 0
+    for key, original in tiny_zimage.transformer.state_dict().items():
+        stored = torch.float8_e4m3fn if original.ndim == 2 else torch.bfloat16
+        fp8 += stored == torch.float8_e4m3fn
+        assert torch.equal(loaded.transformer.state_dict()[key], original.to(stored).to(dtype)), key
+    assert fp8 >= 15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("file_format", list(WRITERS))
+def test_a_file_that_does_not_fit_is_refused_by_name(request, family, tiny, tmp_path, file_format):
+    model, folder = tiny
+    write, suffix = WRITERS[file_format], f".{file_format}"
     state = original_layout(family, model.transformer.state_dict())
     ours, theirs = TEXT_PROJECTION[family]
     rows, columns = state[ours].shape
-    write_gguf(tmp_path / "wider.gguf", dict(state, **{ours: torch.zeros(rows, columns + 32)}), family)
-    with pytest.raises(ModelError, match=rf"wider.gguf does not fit .* 1 of another shape .*{theirs}"):
-        load_model(str(folder), device="cpu", transformer=str(tmp_path / "wider.gguf"))
-    # this family's file on each other family's folder
-    write_gguf(tmp_path / f"{family}.gguf", state, family)
-    for other in set(TINY) - {family}:
-        with pytest.raises(ModelError, match=rf"{family}.gguf does not fit "):
-            load_model(str(request.getfixturevalue(TINY[other] + "_path")), device="cpu",
-                       transformer=str(tmp_path / f"{family}.gguf"))
-    (tmp_path / "junk.gguf").write_bytes(b"GGUF not really")
-    with pytest.raises(ModelError, match="not a readable GGUF file"):
-        load_model(str(folder), device="cpu", transformer=str(tmp_path / "junk.gguf"))
+
+    def refused(name, tensors, message, folder=folder):
+        write(tmp_path / f"{name}{suffix}", tensors, family)
+        with pytest.raises(ModelError, match=rf"{name}{suffix} does not fit .*{message}"):
+            load_model(str(folder), device="cpu", transformer=str(tmp_path / f"{name}{suffix}"))
+
+    refused("wider", dict(state, **{ours: torch.zeros(rows, columns + 32)}),
+            rf"1 of another shape .*{theirs}")
+    refused("short", {k: v for k, v in state.items() if k != ours}, theirs)  # a tensor missing
+    refused("longer", dict(state, **{"extra.weight": torch.zeros(32, 32)}), r"1 unknown .*extra\.weight")
+    for other in set(TINY) - {family}:  # this family's file on each other family's folder
+        refused(family, state, "", folder=request.getfixturevalue(TINY[other] + "_path"))
     with pytest.raises(ModelError, match="cannot replace"):
-        load_model("tiny", device="cpu", transformer=str(tmp_path / f"{family}.gguf"))
+        load_model("tiny", device="cpu", transformer=str(tmp_path / f"{family}{suffix}"))
+
+
+def test_unreadable_pickle_and_scaled_fp8_files_are_refused_before_anything_loads(
+        tiny_zimage_path, tmp_path):
+    from safetensors.torch import save_file
+
+    cases = {"junk.gguf": "not a readable GGUF file", "junk.safetensors": "not a valid safetensors",
+             "transformer.ckpt": r"a pickle file \(\.ckpt\) can run code",
+             "model.pt": r"a pickle file \(\.pt\) can run code",
+             "scaled.safetensors": "ComfyUI \"fp8_scaled\" file", "model.onnx": "must be a .gguf"}
+    for name in cases:
+        (tmp_path / name).write_bytes(b"GGUF not really")
+    save_file({"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn),
+               "x_embedder.weight": torch.zeros(2, 2, dtype=torch.float8_e4m3fn),
+               "x_embedder.scale_weight": torch.ones(1)}, str(tmp_path / "scaled.safetensors"))
+    for name, message in cases.items():
+        with pytest.raises(ModelError, match=message):
+            load_model(str(tiny_zimage_path), device="cpu", transformer=str(tmp_path / name))
 
 
 @pytest.mark.slow
