@@ -3,10 +3,9 @@
 Read before any weight is loaded, so that refusing a model costs milliseconds. A diffusers folder
 says it in ``model_index.json`` (pipeline class, components) and ``unet/config.json`` (SDXL's
 ``addition_embed_type == "text_time"`` micro-conditioning); flow-matching transformer families
-(SD3.5, Z-Image) by their pipeline class alone, since their folders have no UNet; a single-file
-checkpoint in its
-tensor names (SDXL's ``conditioner.embedders.N`` prefixes, where SD 1.x/2.x have one
-``cond_stage_model``). Anything we cannot edit with is refused naming what it is.
+(SD3.5, Z-Image, FLUX.2 klein, Qwen-Image-Edit) by their pipeline class alone, since their
+folders have no UNet; a single-file checkpoint in its tensor names (SDXL's
+``conditioner.embedders.N`` prefixes, where SD 1.x/2.x have one ``cond_stage_model``). Anything we cannot edit with is refused naming what it is.
 """
 
 from __future__ import annotations
@@ -33,6 +32,8 @@ FLOW_PIPELINES = {
     **dict.fromkeys(("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"), "zimage"),
     **dict.fromkeys(("Flux2KleinPipeline", "Flux2KleinInpaintPipeline", "Flux2KleinKVPipeline"),
                     "flux2-klein"),
+    **dict.fromkeys(("QwenImageEditPipeline", "QwenImageEditInpaintPipeline"), "qwen-image-edit"),
+    "QwenImageEditPlusPipeline": "qwen-image-edit-plus",  # 2509 and 2511
 }
 
 

@@ -1,5 +1,5 @@
-"""The flow-matching transformer families (SD3.5, Z-Image, FLUX.2 klein): their components and
-how they fit.
+"""The flow-matching transformer families (SD3.5, Z-Image, FLUX.2 klein, Qwen-Image-Edit): their
+components and how they fit.
 
 Each family's components and their classes are fixed here (a folder's model_index.json names
 classes, but files from outside are data: they choose nothing that runs); engine.models loads
@@ -29,6 +29,9 @@ class FlowFamily:
     transformer: str  # diffusers class
     text: tuple[TextPart, ...]  # in the order LoadedModel's text_encoder, _2, _3 hold them
     vae: str = "AutoencoderKL"  # diffusers class
+    # transformers class of the image processor in the processor folder, for a text encoder that
+    # sees the photo (Qwen-Image-Edit's Qwen2.5-VL)
+    image_processor: str | None = None
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -48,17 +51,32 @@ FAMILIES = {
         TextPart("text_encoder", "Qwen3ForCausalLM", "tokenizer", "Qwen2TokenizerFast"),),
         vae="AutoencoderKLFlux2"),
 }
+# Qwen-Image-Edit and its 2509/2511 releases ("plus": up to three photos, another prompt
+# template) share their parts. The image processor without torchvision (transformers' default
+# one needs it): the same resize to 28 px multiples and patches, through Pillow.
+_QWEN_EDIT = FlowFamily("Qwen-Image-Edit", "QwenImageTransformer2DModel", (
+    TextPart("text_encoder", "Qwen2_5_VLForConditionalGeneration", "tokenizer", "Qwen2TokenizerFast"),),
+    vae="AutoencoderKLQwenImage", image_processor="Qwen2VLImageProcessorPil")
+FAMILIES.update({"qwen-image-edit": _QWEN_EDIT, "qwen-image-edit-plus": _QWEN_EDIT})
+QWEN_EDIT = ("qwen-image-edit", "qwen-image-edit-plus")
 
 
 def check_widths(name: str, family: str, configs: dict) -> None:
     """Refuse components that do not fit together (from their configs, before any weight):
     latent channels, and the text features the transformer reads."""
     transformer, vae = configs["transformer"], configs["vae"]
-    patch = 4 if family == "flux2-klein" else 1  # FLUX.2 packs 2x2 latent patches as channels
-    if transformer.get("in_channels") != patch * (vae.get("latent_channels") or 0):
+    # FLUX.2 and Qwen-Image pack 2x2 latent patches as channels; Qwen's VAE says z_dim
+    patch = 4 if family == "flux2-klein" or family in QWEN_EDIT else 1
+    latent = vae.get("z_dim" if family in QWEN_EDIT else "latent_channels") or 0
+    packed = f" ({patch * latent} as 2x2 patches)" if patch > 1 else ""
+    if transformer.get("in_channels") != patch * latent:
         raise ModelError(f"{name}: the transformer takes {transformer.get('in_channels')} latent "
-                         f"channels but the VAE gives {vae.get('latent_channels')}; the "
-                         "components do not belong together")
+                         f"channels but the VAE gives {latent}{packed}; the components do not "
+                         "belong together")
+    if family in QWEN_EDIT and transformer.get("out_channels") != latent:  # unpatched on output
+        raise ModelError(f"{name}: the transformer gives {transformer.get('out_channels')} latent "
+                         f"channels but the VAE takes {latent}; the components do not belong "
+                         "together")
     if family == "sd3":  # CLIP-L and CLIP-G side by side, padded to T5's width
         clip = sum(configs[f].get("hidden_size") or 0 for f in ("text_encoder", "text_encoder_2"))
         t5 = configs["text_encoder_3"].get("d_model") or 0
@@ -69,6 +87,10 @@ def check_widths(name: str, family: str, configs: dict) -> None:
         expected = {"joint_attention_dim": t5, "pooled_projection_dim": pooled}
     elif family == "flux2-klein":  # three of the Qwen3 encoder's layers side by side
         expected = {"joint_attention_dim": 3 * (configs["text_encoder"].get("hidden_size") or 0)}
+    elif family in QWEN_EDIT:  # Qwen2.5-VL's last layer; its language model's width (older
+        # transformers wrote it at the top level of the config, newer ones under text_config)
+        text = configs["text_encoder"]
+        expected = {"joint_attention_dim": (text.get("text_config") or text).get("hidden_size")}
     else:
         expected = {"cap_feat_dim": configs["text_encoder"].get("hidden_size")}
     for key, value in expected.items():

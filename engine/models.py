@@ -61,6 +61,7 @@ class LoadedModel:
     text_encoder_3: object = None
     tokenizer_3: object = None
     distilled: bool = False  # FLUX.2 klein's is_distilled: guidance built in, no CFG
+    image_processor: object = None  # Qwen-Image-Edit's: the photo as the text encoder sees it
     preview_map: object = None  # flow families' latent-to-RGB preview map, fitted on first use
 
     @property
@@ -435,7 +436,8 @@ def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
     from engine import flow_models
 
     spec = flow_models.FAMILIES[family]
-    required = spec.components + ("scheduler",) + tuple(p.tokenizer_folder for p in spec.text)
+    required = (spec.components + ("scheduler",) + tuple(p.tokenizer_folder for p in spec.text)
+                + (("processor",) if spec.image_processor else ()))
     missing = [c for c in required if not (folder / c).is_dir()]
     if missing:
         raise ModelError(f"{folder} is not a complete {spec.label} folder: missing "
@@ -471,6 +473,8 @@ def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
             modules[component] = module
         tokenizers = [getattr(transformers, p.tokenizer).from_pretrained(
             folder / p.tokenizer_folder, local_files_only=True) for p in spec.text]
+        image_processor = (getattr(transformers, spec.image_processor).from_pretrained(
+            folder / "processor", local_files_only=True) if spec.image_processor else None)
     except ModelError:
         raise
     except Exception as exc:
@@ -492,6 +496,7 @@ def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
         text_encoder_2=encoders[1], tokenizer_2=tokenizers[1], text_encoder_3=encoders[2],
         tokenizer_3=tokenizers[2], scheduler_config=dict(scheduler_config), device=device,
         dtype=dtype, family=family, prediction_type="flow", notes=notes,
+        image_processor=image_processor,
         distilled=bool(_read_json(folder / "model_index.json").get("is_distilled", False)))
 
 

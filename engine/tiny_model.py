@@ -264,10 +264,11 @@ def build_tiny_flux2(folder: Path, *, sample_size: int = 128, text_width: int = 
     return folder
 
 
-def write_qwen_tokenizer(folder: Path) -> Path:
+def write_qwen_tokenizer(folder: Path, extra_tokens: tuple[str, ...] = ()) -> Path:
     """tokenizer.json and its config for a Qwen2TokenizerFast, as the tiny klein and Z-Image
     have it: byte-level BPE over the 256 byte symbols (no merges: one token per byte), Qwen's
-    special tokens and chat template."""
+    special tokens and chat template; ``extra_tokens``: more special tokens after those (ids
+    from QWEN_VOCAB_SIZE on)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {symbol: index for index, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
@@ -275,7 +276,7 @@ def write_qwen_tokenizer(folder: Path) -> Path:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                  for t in QWEN_SPECIAL_TOKENS])
+                                  for t in QWEN_SPECIAL_TOKENS + tuple(extra_tokens)])
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(folder / "tokenizer.json"))
     config = {"tokenizer_class": "Qwen2Tokenizer", "model_max_length": 131072,

@@ -124,6 +124,14 @@ def tiny_zimage(tiny_zimage_path):
     return load_model(str(tiny_zimage_path), device="cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen_edit_path() -> Path:
+    """The tiny random-weight Qwen-Image-Edit-2509 in diffusers layout, built once per session."""
+    from engine.tiny_qwen_edit import ensure_tiny_qwen_edit
+
+    return ensure_tiny_qwen_edit()
+
+
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     """A Hugging Face hub cache of this test's own, empty at first (engine.catalog.hub_cache_dir
