@@ -5,7 +5,8 @@ says it in ``model_index.json`` (pipeline class, components) and ``unet/config.j
 ``addition_embed_type == "text_time"`` micro-conditioning); flow-matching transformer families
 (SD3.5, Z-Image, FLUX.2 klein, Qwen-Image-Edit) by their pipeline class alone, since their
 folders have no UNet; a single-file checkpoint in its tensor names (SDXL's
-``conditioner.embedders.N`` prefixes, where SD 1.x/2.x have one ``cond_stage_model``). Anything we cannot edit with is refused naming what it is.
+``conditioner.embedders.N`` prefixes, where SD 1.x/2.x have one ``cond_stage_model``). Anything
+we cannot edit with is refused naming what it is.
 """
 
 from __future__ import annotations

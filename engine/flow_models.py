@@ -52,8 +52,9 @@ FAMILIES = {
         vae="AutoencoderKLFlux2"),
 }
 # Qwen-Image-Edit and its 2509/2511 releases ("plus": up to three photos, another prompt
-# template) share their parts. The image processor without torchvision (transformers' default
-# one needs it): the same resize to 28 px multiples and patches, through Pillow.
+# template) share their parts. Their image processor is loaded as its Pillow version: the
+# default one needs torchvision, which the project does not install; both resize to 28 px
+# multiples and cut the same 14 px patches.
 _QWEN_EDIT = FlowFamily("Qwen-Image-Edit", "QwenImageTransformer2DModel", (
     TextPart("text_encoder", "Qwen2_5_VLForConditionalGeneration", "tokenizer", "Qwen2TokenizerFast"),),
     vae="AutoencoderKLQwenImage", image_processor="Qwen2VLImageProcessorPil")
