@@ -97,6 +97,8 @@ def _tile_vae_above(model, side: int) -> None:
         return
     vae.enable_tiling()
     vae.tile_sample_min_size = side
+    if hasattr(vae, "tile_sample_min_height"):  # Qwen-Image's VAE reads the two sides apart
+        vae.tile_sample_min_height = vae.tile_sample_min_width = side
     vae.tile_latent_min_size = side // model.vae_scale_factor
 
 

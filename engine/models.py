@@ -66,7 +66,10 @@ class LoadedModel:
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        config = self.vae.config
+        if "temperal_downsample" in config:  # Qwen-Image's video VAE: one halving per stage
+            return 2 ** len(config.temperal_downsample)
+        return 2 ** (len(config.block_out_channels) - 1)
 
     @property
     def text_encoders(self) -> tuple:
@@ -83,9 +86,10 @@ class LoadedModel:
     def native_size(self) -> int:
         """Side in pixels of the square the model was trained at (512 for SD 1.x, 1024 for SDXL,
         SD3.5 and Z-Image): the UNet's sample size in latent cells, or for the transformer
-        families (whose configs do not all say it) the VAE's sample size in pixels."""
+        families (whose configs do not all say it) the VAE's sample size in pixels (Qwen-Image's
+        VAE says none: its pipelines work at 1024x1024's area)."""
         if self.unet is None:
-            return int(self.vae.config.sample_size)
+            return int(self.vae.config.get("sample_size") or 1024)
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
     @property

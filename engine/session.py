@@ -79,6 +79,7 @@ class EditSession:
         # a region's session (sub_session) says which box it is.
         self.origin: tuple[tuple[int, int], tuple | None] = (self.size, None)
         self._embeddings = _Lru(16)
+        self._instructions = _Lru(4)  # (instruction, geometry): text encoders that see the photo
         self._latents = _Lru(2)
         self._trajectories = _Lru(2)
         self._heatmaps = _Lru(8)
@@ -302,10 +303,19 @@ class EditSession:
         backbone.condition_on(*self.origin, geometry)
         return geometry
 
-    def embed(self, prompt: str) -> Conditioning:
+    def embed(self, prompt: str, geometry: WorkingGeometry | None = None) -> Conditioning:
         """The backbone's conditioning for ``prompt`` (cached); long prompts are cut with a warning
-        (given again whenever the cached features are used, so every run that uses them says so)."""
-        conditioning, note = self._embeddings.get_or(prompt, lambda: self.backbone.encode_text(prompt))
+        (given again whenever the cached features are used, so every run that uses them says so).
+        With ``geometry``, on a family whose text encoder reads the photo with an instruction
+        (``Backbone.text_sees_photo``), ``prompt`` as an instruction about this photo there
+        (cached by both, in this session only: a region's session has other pixels)."""
+        backbone = self.backbone
+        if geometry is not None and backbone.text_sees_photo:
+            conditioning, note = self._instructions.get_or((prompt, geometry), lambda: (
+                backbone.encode_instruction(prompt, geometry.to_working(self.rgb))))
+        else:
+            conditioning, note = self._embeddings.get_or(prompt,
+                                                         lambda: backbone.encode_text(prompt))
         if note and note not in self.warnings:
             self.warnings.append(note)
         return conditioning

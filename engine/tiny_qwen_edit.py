@@ -11,13 +11,14 @@ working sizes go in steps of 8 pixels.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from engine.config import cache_dir
 from engine.tiny_flow_models import _save
 from engine.tiny_model import QWEN_VOCAB_SIZE, _ensure, write_qwen_tokenizer
 
-TINY_QWEN_EDIT_VERSION = 1  # bump when the architecture below changes, so cached copies are rebuilt
+TINY_QWEN_EDIT_VERSION = 2  # bump when the architecture below changes, so cached copies are rebuilt
 QWEN_EDIT_TEXT_WIDTH = 16  # Qwen2.5-VL's hidden size (Qwen-Image-Edit: 3584)
 LATENT_CHANNELS = 4  # Qwen-Image's VAE: 16
 # Qwen2.5-VL's vision tokens, after the tiny tokenizer's own special tokens
@@ -79,8 +80,17 @@ def build_tiny_qwen_edit(folder: Path, *, pipeline: str = "QwenImageEditPlusPipe
                              "text_encoder": text_encoder},
           scheduler, {"tokenizer": "Qwen2Tokenizer", "processor": "Qwen2VLProcessor"})
     write_qwen_tokenizer(folder / "tokenizer", VISION_TOKENS)
-    # The processor folder holds Qwen2.5-VL's image processor (its own sizes: 14 px patches,
-    # merged 2x2 into one token) and, as the real repos have it, the tokenizer again.
-    Qwen2VLImageProcessorPil().save_pretrained(folder / "processor")
-    write_qwen_tokenizer(folder / "processor", VISION_TOKENS)
+    # The processor folder as the real repos have it: Qwen2.5-VL's image processor (its own
+    # sizes: 14 px patches, merged 2x2 into one token) under the class name that needs
+    # torchvision, its video processor's config, and the tokenizer again.
+    processor = folder / "processor"
+    Qwen2VLImageProcessorPil().save_pretrained(processor)
+    config = {**json.loads((processor / "preprocessor_config.json").read_text()),
+              "processor_class": "Qwen2VLProcessor"}
+    del config["image_processor_type"]
+    for name, kind in (("preprocessor_config.json", {"image_processor_type": "Qwen2VLImageProcessor"}),
+                       ("video_preprocessor_config.json",
+                        {"video_processor_type": "Qwen2VLVideoProcessor"})):
+        (processor / name).write_text(json.dumps({**config, **kind}, indent=2))
+    write_qwen_tokenizer(processor, VISION_TOKENS)
     return folder

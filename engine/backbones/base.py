@@ -48,9 +48,22 @@ class Conditioning:
                             None if self.pooled is None else self.pooled.expand(batch, -1),
                             {k: v.expand(batch, *v.shape[1:]) for k, v in self.extra.items()})
 
+    def padded(self, length: int) -> "Conditioning":
+        """These embeddings zero-padded to ``length`` tokens, ``extra["mask"]`` (B, L) marking
+        the real ones as True (for families whose texts keep lengths of their own)."""
+        missing = length - self.embeds.shape[1]
+        if missing == 0:
+            return self
+        pad = torch.nn.functional.pad
+        return Conditioning(pad(self.embeds, (0, 0, 0, missing)), self.pooled,
+                            {**self.extra, "mask": pad(self.extra["mask"], (0, missing))})
+
     @staticmethod
     def cat(parts: list["Conditioning"]) -> "Conditioning":
-        """The parts' rows stacked in order (one UNet batch for several texts)."""
+        """The parts' rows stacked in order (one UNet batch for several texts); texts of
+        different lengths (Qwen-Image-Edit's, which are not padded) are padded to the longest."""
+        longest = max(p.embeds.shape[1] for p in parts)
+        parts = [p.padded(longest) for p in parts]
         pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
         return Conditioning(torch.cat([p.embeds for p in parts]), pooled,
                             {k: torch.cat([p.extra[k] for p in parts]) for k in parts[0].extra})
@@ -201,6 +214,14 @@ class Backbone:
         return classifier_free(unconditional, conditional, scale)
 
     # ---- reference images (instruction-edit families: the photo is the image the text edits)
+    text_sees_photo: bool = False  # the text encoder reads the photo with the instruction
+
+    def encode_instruction(self, text: str, pixels) -> tuple[Conditioning, str | None]:
+        """(conditioning, note) of the instruction ``text`` about the (h, w, 3) uint8
+        working-size photo ``pixels``, for families whose text encoder reads the photo too
+        (``text_sees_photo``: Qwen-Image-Edit's Qwen2.5-VL); the others encode the text alone."""
+        raise NotImplementedError
+
     def with_reference(self, cond: Conditioning, reference: torch.Tensor) -> Conditioning:
         """``cond`` with the (1, C, h, w) latent ``reference`` (the photo's) as the model's
         reference image; for families whose ``methods`` include "instruct"."""

@@ -1,5 +1,6 @@
-"""What every flow-matching backbone (FLUX.2 klein, SD3.5, Z-Image) shares: velocity prediction,
-the flow schedule with the family's shift, the methods that run on it and its guidance rule.
+"""What every flow-matching backbone (FLUX.2 klein, SD3.5, Z-Image, Qwen-Image-Edit) shares:
+velocity prediction, the flow schedule with the family's shift, the methods that run on it and
+its guidance rule.
 
 A flow family subclasses ``FlowBackbone`` and implements, besides the Backbone basics
 (``encode_text``, ``encode_image``, ``decode``, ``predict`` returning the velocity in float32,
@@ -87,3 +88,16 @@ class FlowBackbone(Backbone):
     def image_tokens(self, latent_size: tuple[int, int]) -> int:
         """The transformer's image sequence length for a (columns, rows) latent grid."""
         return latent_size[0] * latent_size[1]
+
+
+class PatchedFlowBackbone(FlowBackbone):
+    """A flow family whose transformer reads 2x2 latent patches as channels (FLUX.2 klein,
+    Qwen-Image-Edit): the methods see the patch grid, two VAE cells per side."""
+
+    @property
+    def latent_factor(self) -> int:
+        return self.model.vae_scale_factor * 2
+
+    @property
+    def size_multiple(self) -> int:
+        return self.latent_factor

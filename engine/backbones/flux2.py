@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from engine.backbones.base import Conditioning
-from engine.backbones.flow import FLOW_METHODS, FlowBackbone, distilled_defaults
+from engine.backbones.vae import to_uint8
+from engine.backbones.flow import FLOW_METHODS, PatchedFlowBackbone, distilled_defaults
 
 FAMILIES = ("flux2-klein",)
 TEXT_LAYERS = (9, 18, 27)  # the pipeline's text_encoder_out_layers
@@ -69,7 +70,7 @@ def compute_mu(image_tokens: int, steps: int) -> float:
     return compute_empirical_mu(image_seq_len=image_tokens, num_steps=steps)
 
 
-class Flux2Klein(FlowBackbone):
+class Flux2Klein(PatchedFlowBackbone):
     title = "FLUX.2 klein"
     methods = FLOW_METHODS | {"instruct"}
 
@@ -81,14 +82,6 @@ class Flux2Klein(FlowBackbone):
     def defaults(self) -> dict:
         """The step count and guidance the pipeline's users run each kind at."""
         return distilled_defaults(4) if self.distilled else {"steps": 50, "guidance": 4.0}
-
-    @property
-    def latent_factor(self) -> int:
-        return self.model.vae_scale_factor * 2  # VAE downsampling, then 2x2 patches
-
-    @property
-    def size_multiple(self) -> int:
-        return self.latent_factor
 
     # ---- text
 
@@ -146,9 +139,7 @@ class Flux2Klein(FlowBackbone):
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> np.ndarray:
         vae = self.model.vae
-        pixels = vae.decode(self.to_vae_latents(latent.float()).to(vae.dtype)).sample
-        pixels = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return pixels.permute(1, 2, 0).cpu().numpy()
+        return to_uint8(vae.decode(self.to_vae_latents(latent.float()).to(vae.dtype)).sample)
 
     # ---- sampling
 

@@ -27,6 +27,10 @@ def encode(vae, pixels: torch.Tensor) -> torch.Tensor:
 def decode(vae, latent: torch.Tensor) -> np.ndarray:
     """(1, C, h, w) latent -> (h*f, w*f, 3) uint8 pixels."""
     latent = latent.float() / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
-    pixels = vae.decode(latent.to(vae.dtype)).sample
+    return to_uint8(vae.decode(latent.to(vae.dtype)).sample)
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """The first of a (B, 3, h, w) batch of decoded pixels in [-1, 1] -> (h, w, 3) uint8."""
     pixels = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return pixels.permute(1, 2, 0).cpu().numpy()

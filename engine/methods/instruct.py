@@ -1,10 +1,13 @@
 """Instruction editing ("make the car red") on a model that edits from a reference image (FLUX.2
-klein), kept to the area the instruction is about, everything else byte-identical.
+klein, Qwen-Image-Edit), kept to the area the instruction is about, everything else
+byte-identical.
 
 - The model sees the photo as its reference image (``Backbone.with_reference``: klein's
-  ``image=`` tokens) under the instruction, and generates from pure noise through the whole
-  schedule; without a mask that is the family's own edit pipeline (Flux2KleinPipeline(image=photo,
-  prompt=instruction)).
+  ``image=`` tokens, Qwen-Image-Edit's image latents) under the instruction, and generates from
+  pure noise through the whole schedule; a text encoder that reads the photo with the
+  instruction (Qwen2.5-VL) gets it too (``Backbone.encode_instruction``). Without a mask that is
+  the family's own edit pipeline (Flux2KleinPipeline(image=photo, prompt=instruction),
+  QwenImageEdit(Plus)Pipeline likewise).
 - The area (``options.auto_mask``, when no mask is given): DiffEdit's estimate
   (engine.methods.diffedit.estimate_heatmap) of the contrast between the prediction under the
   instruction and under the empty instruction, both with the photo as reference, over
@@ -47,8 +50,10 @@ def run(session, ctx, source, target, mask, params, options) -> list:
 
 
 def referenced(session, geometry, text: str):
-    """``text``'s conditioning with the photo (at ``geometry``) as the model's reference image."""
-    return session.backbone.with_reference(session.embed(text), session.image_latent(geometry))
+    """``text``'s conditioning with the photo (at ``geometry``) as the model's reference image
+    (and, for a text encoder that reads the photo too, with the photo in the text's features)."""
+    return session.backbone.with_reference(session.embed(text, geometry),
+                                           session.image_latent(geometry))
 
 
 def mask_conditions(session, geometry, source: str, target: str) -> tuple:

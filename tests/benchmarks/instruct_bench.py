@@ -1,13 +1,15 @@
 """A masked instruction edit (method instruct, its area found from the instruction) against
-diffusers' Flux2KleinPipeline(image=photo, prompt=instruction) on the same FLUX.2 klein model,
-photo, instruction, steps and seed.
+the family's diffusers edit pipeline (Flux2KleinPipeline, QwenImageEdit(Plus)Pipeline with
+image=photo, prompt=instruction) on the same model, photo, instruction, steps and seed.
 
 Prints, for each side, the transformer's sample-evaluations (counted by a forward hook on the
 transformer, independently of the engine's own counter) and the wall time, and for ours the
-engine's figures per stage and the share of the photo left byte-identical. Default model: the
-tiny random-weight klein (engine.tiny_model.ensure_tiny_flux2). Run:
-    .venv/bin/python tests/benchmarks/instruct_bench.py [--model PATH] [--steps 4]
-        [--mask-samples 8] [--repeat 3] [--json OUT.json]
+engine's figures per stage and the share of the photo left byte-identical. Models: a FLUX.2
+klein or Qwen-Image-Edit folder, or ``tiny-klein`` (the default) / ``tiny-qwen-edit``, the
+random-weight ones; the photo is ``--size`` px square (default: the model's native side, 128
+for the tiny ones) and both sides work at that size. Run:
+    .venv/bin/python tests/benchmarks/instruct_bench.py [--model PATH|tiny-qwen-edit]
+        [--size N] [--steps 4] [--mask-samples 8] [--repeat 3] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))  # qwen_pipeline
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import qwen_pipeline  # noqa: E402
 from engine.params import EditParams  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,16 +59,24 @@ def ours(model, photo, params):
 
 
 def theirs(model, photo, params):
-    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+    generator = torch.Generator("cpu").manual_seed(params.seed)
+    if model.family in qwen_pipeline.PIPELINES:  # true CFG against the empty text, as ours
+        with qwen_pipeline.at_photo_size(photo.shape[0] * photo.shape[1]):
+            image = qwen_pipeline.edit_pipeline(model)(
+                image=Image.fromarray(photo), prompt=INSTRUCTION, negative_prompt="",
+                true_cfg_scale=params.guidance, num_inference_steps=params.steps,
+                generator=generator).images[0]
+    else:
+        from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
 
-    pipe = Flux2KleinPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler.from_config(model.scheduler_config),
-        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
-        transformer=model.transformer, is_distilled=bool(model.distilled))
-    pipe.set_progress_bar_config(disable=True)
-    image = pipe(image=Image.fromarray(photo), prompt=INSTRUCTION, num_inference_steps=params.steps,
-                 guidance_scale=params.guidance,
-                 generator=torch.Generator("cpu").manual_seed(params.seed)).images[0]
+        pipe = Flux2KleinPipeline(
+            scheduler=FlowMatchEulerDiscreteScheduler.from_config(model.scheduler_config),
+            vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+            transformer=model.transformer, is_distilled=bool(model.distilled))
+        pipe.set_progress_bar_config(disable=True)
+        image = pipe(image=Image.fromarray(photo), prompt=INSTRUCTION,
+                     num_inference_steps=params.steps, guidance_scale=params.guidance,
+                     generator=generator).images[0]
     changed = np.asarray(image.convert("RGB").resize(photo.shape[1::-1])) != photo
     return {"changed_share": round(float(changed.any(axis=2).mean()), 4)}
 
@@ -86,7 +98,9 @@ def measure(side, model, photo, params, repeat: int) -> dict:
 
 def run(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="a FLUX.2 klein folder (default: the tiny one)")
+    parser.add_argument("--model", default="tiny-klein",
+                        help="a FLUX.2 klein or Qwen-Image-Edit folder, tiny-klein or tiny-qwen-edit")
+    parser.add_argument("--size", type=int, default=None, help="the photo's side in px")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--mask-samples", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
@@ -96,13 +110,15 @@ def run(argv=None) -> dict:
 
     from engine.models import load_model
     from engine.tiny_model import ensure_tiny_flux2
+    from engine.tiny_qwen_edit import ensure_tiny_qwen_edit
 
-    model = load_model(str(args.model or ensure_tiny_flux2()), device="cpu")
-    side = model.native_size
+    tiny = {"tiny-klein": ensure_tiny_flux2, "tiny-qwen-edit": ensure_tiny_qwen_edit}
+    model = load_model(str(tiny[args.model]() if args.model in tiny else args.model), device="cpu")
+    side = args.size or (128 if args.model in tiny else model.native_size)
     photo = np.asarray(Image.open(ROOT / "resources" / "samples" / "chelsea.png").convert("RGB")
                        .resize((side, side)))
     params = EditParams(steps=args.steps, mask_samples=args.mask_samples, seed=args.seed,
-                        guidance=1.0 if model.distilled else 4.0)
+                        guidance=1.0 if model.distilled else 4.0, resolution=side)
     figures = {"model": model.name, "steps": args.steps, "mask_samples": args.mask_samples,
                "size": [side, side], "repeat": args.repeat,
                "ours": measure(ours, model, photo, params, args.repeat),

@@ -1,19 +1,25 @@
-"""Keeps the instruction-edit benchmark working: one repeat on the tiny klein, its evaluation
-counts checked against what each side must do (never its timings)."""
+"""Keeps the instruction-edit benchmark working: one repeat on the tiny klein and the tiny
+Qwen-Image-Edit, its evaluation counts checked against what each side must do (never its
+timings)."""
 
 import importlib.util
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # two runs of each side on the tiny klein
+pytestmark = pytest.mark.slow  # two runs of each side on the tiny models
 
 
-def test_the_benchmark_counts_each_sides_transformer_work(tmp_path):
+@pytest.fixture(scope="module")
+def bench():
     spec = importlib.util.spec_from_file_location(
         "instruct_bench", Path(__file__).with_name("instruct_bench.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_counts_each_sides_transformer_work(bench, tmp_path):
     figures = bench.run(["--steps", "3", "--mask-samples", "8", "--repeat", "1",
                          "--json", str(tmp_path / "f.json")])
     ours, theirs = figures["ours"], figures["diffusers"]
@@ -23,3 +29,14 @@ def test_the_benchmark_counts_each_sides_transformer_work(tmp_path):
     assert 0 < ours["kept_share"] < 1
     assert theirs["transformer_evals"] == 3 and theirs["changed_share"] > 0.9
     assert (tmp_path / "f.json").is_file()
+
+
+def test_on_qwen_image_edit_both_sides_take_true_cfg(bench):
+    figures = bench.run(["--model", "tiny-qwen-edit", "--size", "64", "--steps", "2",
+                         "--mask-samples", "1", "--repeat", "1"])
+    ours, theirs = figures["ours"], figures["diffusers"]
+    # Ours: the mask's two texts, then the instruction and the empty text at every step.
+    assert ours["transformer_evals"] == 2 + 2 * 2
+    assert ours["engine_unet_evals"] == {"mask": 2, "decode": 4} and ours["kept_identical"]
+    assert 0 < ours["kept_share"] < 1
+    assert theirs["transformer_evals"] == 2 * 2 and theirs["changed_share"] > 0.9

@@ -227,12 +227,14 @@ def test_downloads_folder_is_always_scanned(tmp_path, monkeypatch):
         "download not finished (incomplete: no unet weights); download it again to resume")
 
 
-def test_flow_transformer_folders_are_listed_with_their_family(tmp_path, tiny_sd3_path, tiny_zimage_path):
+def test_flow_transformer_folders_are_listed_with_their_family(tmp_path, tiny_sd3_path, tiny_zimage_path,
+                                                               tiny_qwen_edit_path):
     import shutil
 
     library = tmp_path / "models"
     shutil.copytree(tiny_sd3_path, library / "sd3.5-medium")
     shutil.copytree(tiny_zimage_path, library / "z-image-turbo")
+    shutil.copytree(tiny_qwen_edit_path, library / "qwen-image-edit-2511")
     broken = shutil.copytree(tiny_zimage_path, library / "z-image-broken")
     for weights in (broken / "transformer").glob("*.safetensors"):
         weights.unlink()
@@ -241,4 +243,7 @@ def test_flow_transformer_folders_are_listed_with_their_family(tmp_path, tiny_sd
     assert entries["z-image-turbo"].usable and entries["z-image-turbo"].family_label == "Z-Image"
     assert "Stability AI Community License" in entries["sd3.5-medium"].family_note
     assert entries["z-image-turbo"].family_note.startswith("Z-Image-Turbo: 8 steps, no CFG")
+    qwen = entries["qwen-image-edit-2511"]
+    assert qwen.usable and qwen.family == "qwen-image-edit-plus"
+    assert qwen.family_label == "Qwen-Image-Edit" and "Apache-2.0, 20B" in qwen.family_note
     assert entries["z-image-broken"].problem == "incomplete: no transformer weights (download it again)"

@@ -32,38 +32,50 @@ INSTRUCTION = "make the cat blue"
 
 
 def test_the_empty_instruction_finds_no_area_and_a_real_one_does(klein, photo):
-    session = EditSession(klein, photo)
-    geometry = session.geometry(FAST)
-    ctx = RunContext(klein, backbone=session.backbone)
-    schedule = session.schedule(FAST.steps, geometry)
+    assert_the_empty_instruction_finds_no_area(klein, photo, FAST).min() < 0.2
+
+
+def assert_the_empty_instruction_finds_no_area(model, photo, params: EditParams):
+    """The empty instruction's heatmap is all zero, a real one's is not flat (returned); an
+    instruction of spaces is refused by name."""
+    session = EditSession(model, photo)
+    geometry = session.geometry(params)
+    ctx = RunContext(model, backbone=session.backbone)
+    schedule = session.schedule(params.steps, geometry)
     z0 = session.image_latent(geometry)
     empty = diffedit.estimate_heatmap(ctx, schedule, z0, *instruct.mask_conditions(
-        session, geometry, "", ""), 4, 0.5, 0, 8)
+        session, geometry, "", ""), 1, 0.5, 0, 8)  # one draw: any is exactly zero
     assert not empty.any()
-    heatmap = session.estimate_mask("", INSTRUCTION, FAST, method="instruct")
-    assert heatmap.shape == photo.shape[:2] and heatmap.max() > 0.9 and heatmap.min() < 0.2
-    assert session.mask_stats["unet_evals"] == {"mask": 2 * FAST.mask_samples}
+    heatmap = session.estimate_mask("", INSTRUCTION, params, method="instruct")
+    assert heatmap.shape == photo.shape[:2] and heatmap.max() > 0.9
+    assert session.mask_stats["unet_evals"] == {"mask": 2 * params.mask_samples}
     with pytest.raises(InputError, match="the instruction is empty: say what to change"):
-        session.run("instruct", "", " ", None, FAST)
+        session.run("instruct", "", " ", None, params)
+    return heatmap
 
 
 def test_an_empty_mask_returns_the_photo_byte_for_byte(klein, photo):
-    session = EditSession(klein, photo)
+    assert_an_empty_mask_keeps_the_photo(klein, photo, FAST, 1.0)
+
+
+def assert_an_empty_mask_keeps_the_photo(model, photo, params: EditParams, guidance: float):
+    """An empty mask is refused by name; the loop itself, with guidance ``guidance``, keeps the
+    photo's latent outside the (here empty) mask at every step, and the paste-back its pixels."""
+    session = EditSession(model, photo)
     empty = np.zeros(photo.shape[:2], np.float32)
     with pytest.raises(InputError, match="the mask is empty.* or clear it to have one found"):
-        session.run("instruct", "", INSTRUCTION, empty, FAST, {"auto_mask": True})
-    # The loop itself: outside the (here empty) mask the latent is the photo's at every step.
-    geometry = session.geometry(FAST)
-    ctx = RunContext(klein, backbone=session.backbone)
-    schedule = session.schedule(FAST.steps, geometry)
+        session.run("instruct", "", INSTRUCTION, empty, params, {"auto_mask": True})
+    geometry = session.geometry(params)
+    ctx = RunContext(model, backbone=session.backbone)
+    schedule = session.schedule(params.steps, geometry)
     z0 = session.image_latent(geometry)
     latent = blended.generate(ctx, schedule, schedule.timesteps, z0,
                               torch.from_numpy(geometry.mask_to_latent(empty)),
-                              *instruct.mask_conditions(session, geometry, "", INSTRUCTION), 1.0,
-                              0.0, [0], False, 8)
+                              *instruct.mask_conditions(session, geometry, "", INSTRUCTION),
+                              guidance, 0.0, [0], False, 8)
     assert torch.equal(latent, z0)
-    result = session.finish(ctx, geometry, latent, empty, session.resolved(FAST), "", INSTRUCTION,
-                            "instruct")
+    result = session.finish(ctx, geometry, latent, empty, session.resolved(params), "",
+                            INSTRUCTION, "instruct")
     assert np.array_equal(result.image, photo)
 
 

@@ -1,5 +1,5 @@
 """Instruction-edit models this version cannot edit with are named before anything loads: FLUX.1
-Kontext [dev] and Qwen-Image-Edit (no backbone yet), and Qwen-Image's text-to-image model."""
+Kontext [dev] (no backbone yet), and Qwen-Image's text-to-image model."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from engine import families
 from engine.errors import ModelError
 
 
-@pytest.mark.parametrize("pipeline", ["FluxKontextPipeline", "QwenImagePipeline",
-                                      "QwenImageEditPipeline", "QwenImageEditPlusPipeline"])
+@pytest.mark.parametrize("pipeline", ["FluxKontextPipeline", "QwenImagePipeline"])
 def test_instruction_models_we_do_not_run_are_refused_by_name(tmp_path, pipeline):
     """A folder of many gigabytes is refused from its model_index.json alone; the README's model
     table says which are not supported yet."""
