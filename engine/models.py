@@ -1,11 +1,12 @@
-"""Find and load a Stable Diffusion 1.x/2.x, SDXL, SD3.5 or Z-Image model; choose device and dtype
-in one place.
+"""Find and load a Stable Diffusion 1.x/2.x, SDXL, SD3.5, Z-Image, FLUX.2 klein or Qwen-Image-Edit
+model; choose device and dtype in one place.
 
 Sources: a diffusers-layout folder, a hub repo id resolved from the local Hugging Face cache
 (downloads only when the caller allows them), a single-file ``.safetensors`` checkpoint, or
-"tiny" / "tiny-sdxl" / "tiny-sd3" / "tiny-zimage" for the random-weight test models. The
-flow-matching transformer families load through engine.flow_models. Pickle checkpoints are refused unless
-the caller opts in. The family is read from the files (engine.families) before any weight.
+"tiny" / "tiny-sdxl" / "tiny-sd3" / "tiny-zimage" / "tiny-flux2" / "tiny-qwen-edit" for the
+random-weight test models. The flow-matching transformer families load through
+engine.flow_models. Pickle checkpoints are refused unless the caller opts in. The family is read
+from the files (engine.families) before any weight.
 """
 
 from __future__ import annotations
@@ -209,6 +210,11 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
         from engine.tiny_model import ensure_tiny_flux2
 
         return _load_folder(ensure_tiny_flux2(), "tiny FLUX.2 klein (random weights)",
+                            torch_device, torch_dtype, allow_pickle, transformer)
+    if source == "tiny-qwen-edit":
+        from engine.tiny_qwen_edit import ensure_tiny_qwen_edit
+
+        return _load_folder(ensure_tiny_qwen_edit(), "tiny Qwen-Image-Edit-2509 (random weights)",
                             torch_device, torch_dtype, allow_pickle, transformer)
     if source in ("tiny-sd3", "tiny-zimage"):
         from engine import tiny_flow_models

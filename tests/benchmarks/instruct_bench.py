@@ -5,7 +5,7 @@ image=photo, prompt=instruction) on the same model, photo, instruction, steps an
 Prints, for each side, the transformer's sample-evaluations (counted by a forward hook on the
 transformer, independently of the engine's own counter) and the wall time, and for ours the
 engine's figures per stage and the share of the photo left byte-identical. Models: a FLUX.2
-klein or Qwen-Image-Edit folder, or ``tiny-klein`` (the default) / ``tiny-qwen-edit``, the
+klein or Qwen-Image-Edit folder, or ``tiny-flux2`` (the default) / ``tiny-qwen-edit``, the
 random-weight ones; the photo is ``--size`` px square (default: the model's native side, 128
 for the tiny ones) and both sides work at that size. Run:
     .venv/bin/python tests/benchmarks/instruct_bench.py [--model PATH|tiny-qwen-edit]
@@ -98,8 +98,8 @@ def measure(side, model, photo, params, repeat: int) -> dict:
 
 def run(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny-klein",
-                        help="a FLUX.2 klein or Qwen-Image-Edit folder, tiny-klein or tiny-qwen-edit")
+    parser.add_argument("--model", default="tiny-flux2",
+                        help="a FLUX.2 klein or Qwen-Image-Edit folder, tiny-flux2 or tiny-qwen-edit")
     parser.add_argument("--size", type=int, default=None, help="the photo's side in px")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--mask-samples", type=int, default=8)
@@ -109,12 +109,9 @@ def run(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from engine.models import load_model
-    from engine.tiny_model import ensure_tiny_flux2
-    from engine.tiny_qwen_edit import ensure_tiny_qwen_edit
 
-    tiny = {"tiny-klein": ensure_tiny_flux2, "tiny-qwen-edit": ensure_tiny_qwen_edit}
-    model = load_model(str(tiny[args.model]() if args.model in tiny else args.model), device="cpu")
-    side = args.size or (128 if args.model in tiny else model.native_size)
+    model = load_model(args.model, device="cpu")
+    side = args.size or (128 if args.model.startswith("tiny-") else model.native_size)
     photo = np.asarray(Image.open(ROOT / "resources" / "samples" / "chelsea.png").convert("RGB")
                        .resize((side, side)))
     params = EditParams(steps=args.steps, mask_samples=args.mask_samples, seed=args.seed,

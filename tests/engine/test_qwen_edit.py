@@ -38,7 +38,7 @@ FAST = EditParams(steps=2, resolution=SIDE, mask_samples=1, seed=0)
 
 @pytest.fixture(scope="module")
 def qwen(tiny_qwen_edit_path):
-    return load_model(str(tiny_qwen_edit_path), device="cpu")
+    return load_model("tiny-qwen-edit", device="cpu")  # the built-in name of that folder
 
 
 @pytest.fixture(scope="module")
