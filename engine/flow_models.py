@@ -1,5 +1,5 @@
-"""The flow-matching transformer families (SD3.5, Z-Image, FLUX.2 klein, Qwen-Image-Edit): their
-components and how they fit.
+"""The flow-matching transformer families (SD3.5, Z-Image, FLUX.2 klein, FLUX.1 Kontext,
+Qwen-Image-Edit): their components and how they fit.
 
 Each family's components and their classes are fixed here (a folder's model_index.json names
 classes, but files from outside are data: they choose nothing that runs); engine.models loads
@@ -50,6 +50,9 @@ FAMILIES = {
     "flux2-klein": FlowFamily("FLUX.2 klein", "Flux2Transformer2DModel", (
         TextPart("text_encoder", "Qwen3ForCausalLM", "tokenizer", "Qwen2TokenizerFast"),),
         vae="AutoencoderKLFlux2"),
+    "flux1-kontext": FlowFamily("FLUX.1 Kontext", "FluxTransformer2DModel", (
+        TextPart("text_encoder", "CLIPTextModel", "tokenizer", "CLIPTokenizer"),
+        TextPart("text_encoder_2", "T5EncoderModel", "tokenizer_2", "T5TokenizerFast"))),
 }
 # Qwen-Image-Edit and its 2509/2511 releases ("plus": up to three photos, another prompt
 # template) share their parts. Their image processor is loaded as its Pillow version: the
@@ -66,8 +69,8 @@ def check_widths(name: str, family: str, configs: dict) -> None:
     """Refuse components that do not fit together (from their configs, before any weight):
     latent channels, and the text features the transformer reads."""
     transformer, vae = configs["transformer"], configs["vae"]
-    # FLUX.2 and Qwen-Image pack 2x2 latent patches as channels; Qwen's VAE says z_dim
-    patch = 4 if family == "flux2-klein" or family in QWEN_EDIT else 1
+    # FLUX and Qwen-Image pack 2x2 latent patches as channels; Qwen's VAE says z_dim
+    patch = 4 if family.startswith("flux") or family in QWEN_EDIT else 1
     latent = vae.get("z_dim" if family in QWEN_EDIT else "latent_channels") or 0
     packed = f" ({patch * latent} as 2x2 patches)" if patch > 1 else ""
     if transformer.get("in_channels") != patch * latent:
@@ -92,6 +95,9 @@ def check_widths(name: str, family: str, configs: dict) -> None:
         # transformers wrote it at the top level of the config, newer ones under text_config)
         text = configs["text_encoder"]
         expected = {"joint_attention_dim": (text.get("text_config") or text).get("hidden_size")}
+    elif family == "flux1-kontext":  # T5's sequence, CLIP's pooled vector
+        expected = {"joint_attention_dim": configs["text_encoder_2"].get("d_model"),
+                    "pooled_projection_dim": configs["text_encoder"].get("hidden_size")}
     else:
         expected = {"cap_feat_dim": configs["text_encoder"].get("hidden_size")}
     for key, value in expected.items():

@@ -216,12 +216,14 @@ def _load_any(source: str, device: str, dtype: str, allow_download: bool,
 
         return _load_folder(ensure_tiny_qwen_edit(), "tiny Qwen-Image-Edit-2509 (random weights)",
                             torch_device, torch_dtype, allow_pickle, transformer)
-    if source in ("tiny-sd3", "tiny-zimage"):
+    if source in ("tiny-sd3", "tiny-zimage", "tiny-kontext"):
         from engine import tiny_flow_models
 
         ensure = {"tiny-sd3": tiny_flow_models.ensure_tiny_sd3,
-                  "tiny-zimage": tiny_flow_models.ensure_tiny_zimage}[source]
-        label = {"tiny-sd3": "SD3.5", "tiny-zimage": "Z-Image-Turbo"}[source]
+                  "tiny-zimage": tiny_flow_models.ensure_tiny_zimage,
+                  "tiny-kontext": tiny_flow_models.ensure_tiny_kontext}[source]
+        label = {"tiny-sd3": "SD3.5", "tiny-zimage": "Z-Image-Turbo",
+                 "tiny-kontext": "FLUX.1 Kontext"}[source]
         return _load_folder(ensure(), f"tiny {label} (random weights)", torch_device, torch_dtype,
                             allow_pickle, transformer)
     path = Path(source).expanduser()

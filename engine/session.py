@@ -103,6 +103,7 @@ class EditSession:
         self.warnings.clear()
         methods.check_inputs(method, source, target, None, params)
         self.check_supported(method)
+        params = self.embed_guidance(params)
         source, target = (source or "").strip(), target.strip()
         geometry = self.geometry(params)
 
@@ -137,18 +138,30 @@ class EditSession:
             self.warnings.append(f"guidance {params.guidance:g} was ignored: {self.backbone.title} "
                                  "is step-distilled (its guidance is built in)")
             params = params.replace(guidance=1.0)
+        sampling = self.embed_guidance(params)
         source, target = (source or "").strip(), target.strip()
         if mask is not None:
             mask = self.check_mask(mask)
         implementation = methods.implementation(method)
         started = time.perf_counter()
         results = self._with_memory_fallback(
-            lambda ctx: implementation.run(self, ctx, source, target, mask, params, parsed),
+            lambda ctx: implementation.run(self, ctx, source, target, mask, sampling, parsed),
             on_step, should_stop)
         total = round(time.perf_counter() - started, 4)
         for result in results:
             result.stats["seconds"]["total"] = total
+        if sampling is not params:  # the record keeps the scale the model read
+            results = [dataclasses.replace(result, params=params) for result in results]
         return results
+
+    def embed_guidance(self, params: EditParams) -> EditParams:
+        """``params`` as the methods sample with them: on a model that reads the guidance scale
+        as an input (``Backbone.guidance_embedded``: FLUX.1 Kontext) the backbone takes the
+        scale for every prediction and the methods sample without CFG (guidance 1)."""
+        if not self.backbone.guidance_embedded:
+            return params
+        self.backbone.guidance_scale = params.guidance
+        return params.replace(guidance=1.0)
 
     def check_supported(self, method: str) -> None:
         """InputError when the loaded model's backbone cannot run ``method``."""
@@ -353,7 +366,7 @@ class EditSession:
     def _heatmap(self, ctx: RunContext, geometry, source: str, target: str, params: EditParams,
                  method: str):
         key = (method, geometry, source, target, params.mask_samples, params.mask_noise,
-               params.seed)
+               params.seed, self.backbone.guidance_scale)
 
         def build():
             with ctx.timed("mask"):

@@ -1,4 +1,5 @@
-"""Tiny random-weight SD3.5 and Z-Image models, built deterministically and saved in diffusers layout.
+"""Tiny random-weight SD3.5, Z-Image and FLUX.1 Kontext models, built deterministically and saved
+in diffusers layout.
 
 Like engine.tiny_model's, they let the flow-matching families be loaded, run and tested without
 real weights or a GPU; their pictures are noise. They keep each family's shape:
@@ -10,8 +11,11 @@ real weights or a GPU; their pictures are noise. They keep each family's shape:
 - Z-Image: a Qwen3 text encoder read through its chat template (the byte-level tokenizer with
   Qwen's special tokens that engine.tiny_model builds for klein too), the single-stream DiT with patch 2, and the FLUX VAE's
   16 channels, shift and scale. The scheduler is Z-Image-Turbo's (shift 3) unless ``shift`` says
-  otherwise (the base model's is 6).
-Both have a native size of 128 px, a VAE that downsamples by 8, and working sizes in steps of 16.
+  otherwise (the base model's is 6);
+- FLUX.1 Kontext [dev]: SD3's CLIP-L (read for its pooled output) and T5 pieces, the FLUX
+  transformer (one double- and one single-stream block) with its guidance embedding over 2x2
+  packed latents, FLUX.1's dynamically shifted scheduler and the FLUX VAE.
+All have a native size of 128 px, a VAE that downsamples by 8, and working sizes in steps of 16.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from engine.tiny_model import QWEN_VOCAB_SIZE, _ensure, _text_config, write_qwen
 
 TINY_SD3_VERSION = 1  # bump when an architecture below changes, so cached copies are rebuilt
 TINY_ZIMAGE_VERSION = 1
+TINY_KONTEXT_VERSION = 1
 SD3_TEXT_WIDTHS = (32, 48, 96)  # CLIP-L, CLIP-G, T5 (SD3.5: 768, 1280, 4096)
 ZIMAGE_TEXT_WIDTH = 32  # Qwen3's hidden size (Z-Image: 2560)
+KONTEXT_TEXT_WIDTHS = (32, 48)  # CLIP-L, T5 (FLUX.1: 768, 4096)
 ZIMAGE_TURBO_SHIFT = 3.0  # Z-Image-Turbo's scheduler shift; the base model's is 6.0
 
 
@@ -36,6 +42,10 @@ def default_sd3_folder() -> Path:
 
 def default_zimage_folder() -> Path:
     return cache_dir() / f"tiny-random-zimage-v{TINY_ZIMAGE_VERSION}"
+
+
+def default_kontext_folder() -> Path:
+    return cache_dir() / f"tiny-random-flux1-kontext-v{TINY_KONTEXT_VERSION}"
 
 
 def ensure_tiny_sd3(folder: Path | None = None) -> Path:
@@ -49,12 +59,18 @@ def ensure_tiny_zimage(folder: Path | None = None) -> Path:
                    build_tiny_zimage)
 
 
+def ensure_tiny_kontext(folder: Path | None = None) -> Path:
+    """The folder of the tiny FLUX.1 Kontext, built first if it is not there yet."""
+    return _ensure(Path(folder) if folder is not None else default_kontext_folder(),
+                   build_tiny_kontext)
+
+
 def build_tiny_sd3(folder: Path) -> Path:
     """Build a tiny SD3.5 under ``torch.manual_seed(0)`` and save it (safetensors) in ``folder``,
     laid out as stabilityai/stable-diffusion-3.5-medium is."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
-    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+    from transformers import CLIPTextModelWithProjection
 
     from engine.clip_tokenizer import write_tokenizer_files
     from engine.libraries import quiet_libraries
@@ -72,11 +88,7 @@ def build_tiny_sd3(folder: Path) -> Path:
     vae = _flow_vae(scaling_factor=1.5305, shift_factor=0.0609)
     text_encoder = CLIPTextModelWithProjection(_text_config(clip_l))
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(clip_g, hidden_act="gelu"))
-    vocab = t5_vocabulary()
-    text_encoder_3 = T5EncoderModel(T5Config(
-        vocab_size=len(vocab), d_model=t5_width, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0,
-        eos_token_id=1, decoder_start_token_id=0))
+    text_encoder_3 = _t5_encoder(t5_width)
     # SD3.5's own scheduler config: a fixed shift of 3
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
 
@@ -87,7 +99,44 @@ def build_tiny_sd3(folder: Path) -> Path:
            "tokenizer_3": "T5TokenizerFast", "feature_extractor": None, "image_encoder": None})
     write_tokenizer_files(folder / "tokenizer")
     write_tokenizer_files(folder / "tokenizer_2", pad_token="!")  # OpenCLIP pads with "!"
-    write_t5_tokenizer(folder / "tokenizer_3", vocab)
+    write_t5_tokenizer(folder / "tokenizer_3", t5_vocabulary())
+    return folder
+
+
+def build_tiny_kontext(folder: Path) -> Path:
+    """Build a tiny FLUX.1 Kontext [dev] under ``torch.manual_seed(0)`` and save it (safetensors)
+    in ``folder``, laid out as black-forest-labs/FLUX.1-Kontext-dev is: SD3's CLIP-L and T5
+    pieces (CLIP read for its pooled output), the FLUX transformer with its guidance embedding
+    over 2x2-packed latents, and the FLUX VAE's 16 channels, shift and scale."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    from engine.clip_tokenizer import write_tokenizer_files
+    from engine.libraries import quiet_libraries
+
+    quiet_libraries()
+    folder = Path(folder)
+    clip_width, t5_width = KONTEXT_TEXT_WIDTHS
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=t5_width, pooled_projection_dim=clip_width,
+        guidance_embeds=True, axes_dims_rope=(4, 6, 6))
+    vae = _flow_vae(scaling_factor=0.3611, shift_factor=0.1159)
+    text_encoder = CLIPTextModel(_text_config(clip_width))
+    text_encoder_2 = _t5_encoder(t5_width)
+    # FLUX.1's scheduler config: the shift follows the image's token count
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+        max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    _save(folder, "FluxKontextPipeline", {"transformer": transformer, "vae": vae,
+                                          "text_encoder": text_encoder,
+                                          "text_encoder_2": text_encoder_2},
+          scheduler, {"tokenizer": "CLIPTokenizer", "tokenizer_2": "T5TokenizerFast",
+                      "feature_extractor": None, "image_encoder": None})
+    write_tokenizer_files(folder / "tokenizer")
+    write_t5_tokenizer(folder / "tokenizer_2", t5_vocabulary())
     return folder
 
 
@@ -142,6 +191,16 @@ def _save(folder: Path, pipeline: str, modules: dict, scheduler, tokenizers: dic
                   for name, cls in tokenizers.items()})
     (folder / "model_index.json").write_text(json.dumps(dict(sorted(index.items())), indent=2),
                                              encoding="utf-8")
+
+
+def _t5_encoder(width: int):
+    """A small T5 encoder over ``t5_vocabulary()`` (SD3's third and FLUX.1's second encoder)."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=len(t5_vocabulary()), d_model=width, d_kv=8, d_ff=64, num_layers=2,
+        num_heads=4, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
 
 
 def _flow_vae(**config):

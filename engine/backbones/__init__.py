@@ -15,7 +15,7 @@ __all__ = ["Backbone", "Conditioning", "classifier_free", "for_model", "to_noise
 
 def for_model(model) -> Backbone:
     """The backbone of a loaded model (engine.models.LoadedModel), by its family."""
-    from engine.backbones import flux2, qwen_image, sd, sd3, sdxl, zimage
+    from engine.backbones import flux1, flux2, qwen_image, sd, sd3, sdxl, zimage
 
     families = {family: sd.StableDiffusion for family in sd.FAMILIES}
     families.update({family: sdxl.StableDiffusionXL for family in sdxl.FAMILIES})
@@ -23,6 +23,7 @@ def for_model(model) -> Backbone:
     families.update({family: zimage.ZImage for family in zimage.FAMILIES})
     families.update({family: flux2.Flux2Klein for family in flux2.FAMILIES})
     families.update({family: qwen_image.QwenImageEdit for family in qwen_image.FAMILIES})
+    families.update({family: flux1.Flux1Kontext for family in flux1.FAMILIES})
     family = getattr(model, "family", "sd1")
     try:
         return families[family](model)

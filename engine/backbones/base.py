@@ -213,6 +213,10 @@ class Backbone:
         override it and take the scale in ``predict``)."""
         return classifier_free(unconditional, conditional, scale)
 
+    # ---- guidance as the model's input (guidance-distilled FLUX.1: no CFG, one prediction a step)
+    guidance_embedded: bool = False
+    guidance_scale: float = 1.0  # the scale its predictions read; EditSession sets it per run
+
     # ---- reference images (instruction-edit families: the photo is the image the text edits)
     text_sees_photo: bool = False  # the text encoder reads the photo with the instruction
 

@@ -92,7 +92,7 @@ class FlowBackbone(Backbone):
 
 class PatchedFlowBackbone(FlowBackbone):
     """A flow family whose transformer reads 2x2 latent patches as channels (FLUX.2 klein,
-    Qwen-Image-Edit): the methods see the patch grid, two VAE cells per side."""
+    FLUX.1 Kontext, Qwen-Image-Edit): the methods see the patch grid, two VAE cells per side."""
 
     @property
     def latent_factor(self) -> int:

@@ -316,8 +316,9 @@ METHODS: dict[str, MethodInfo] = {
                                for name in ("mask_threshold", "mask_samples", "feather")},
                    checks=_flowedit_checks, plan=_flowedit_plan),
         MethodInfo("instruct", "Instruction edit", "Say what to change (\u201cmake the car red\u201d) "
-                   "to a model that edits from the photo (FLUX.2 klein); the area it is about is "
-                   "found for you to refine, and only that area changes (or the whole photo).",
+                   "to a model that edits from the photo (FLUX.2 klein, FLUX.1 Kontext, "
+                   "Qwen-Image-Edit); the area it is about is found for you to refine, and only "
+                   "that area changes (or the whole photo).",
                    _options.InstructOptions, "optional", uses_source=False,
                    params=("negative_prompt", "steps", "guidance", "mask_threshold", "mask_samples",
                            "feather", "seed"), variations=True, plan=_instruct_plan,

@@ -34,9 +34,11 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     schedule = session.schedule(params.steps, geometry)
     z0 = session.image_latent(geometry)
     latent_mask = None if mask is None else torch.from_numpy(geometry.mask_to_latent(mask))
-    # Guidance as the family defines it: none on a distilled model, true CFG otherwise (unless
-    # both scales are 1, where it would change nothing).
-    guided = not session.backbone.distilled and (options.source_guidance, params.guidance) != (1, 1)
+    # Guidance as the family defines it: none on a distilled model or one that reads the scale
+    # as an input (FLUX.1), true CFG otherwise (unless both scales are 1: it would change nothing).
+    backbone = session.backbone
+    guided = (not (backbone.distilled or backbone.guidance_embedded)
+              and (options.source_guidance, params.guidance) != (1, 1))
     with ctx.timed("decode"):
         latent = edit(ctx, schedule, schedule.tail(params.encode_steps), z0, latent_mask,
                       session.embed(params.negative_prompt) if guided else None,

@@ -1,13 +1,13 @@
 """Instruction editing ("make the car red") on a model that edits from a reference image (FLUX.2
-klein, Qwen-Image-Edit), kept to the area the instruction is about, everything else
-byte-identical.
+klein, FLUX.1 Kontext, Qwen-Image-Edit), kept to the area the instruction is about, everything
+else byte-identical.
 
-- The model sees the photo as its reference image (``Backbone.with_reference``: klein's
-  ``image=`` tokens, Qwen-Image-Edit's image latents) under the instruction, and generates from
-  pure noise through the whole schedule; a text encoder that reads the photo with the
-  instruction (Qwen2.5-VL) gets it too (``Backbone.encode_instruction``). Without a mask that is
-  the family's own edit pipeline (Flux2KleinPipeline(image=photo, prompt=instruction),
-  QwenImageEdit(Plus)Pipeline likewise).
+- The model sees the photo as its reference image (``Backbone.with_reference``: klein's and
+  Kontext's ``image=`` tokens, Qwen-Image-Edit's image latents) under the instruction, and
+  generates from pure noise through the whole schedule; a text encoder that reads the photo with
+  the instruction (Qwen2.5-VL) gets it too (``Backbone.encode_instruction``). Without a mask that
+  is the family's own edit pipeline (Flux2KleinPipeline(image=photo, prompt=instruction),
+  FluxKontextPipeline and QwenImageEdit(Plus)Pipeline likewise).
 - The area (``options.auto_mask``, when no mask is given): DiffEdit's estimate
   (engine.methods.diffedit.estimate_heatmap) of the contrast between the prediction under the
   instruction and under the empty instruction, both with the photo as reference, over

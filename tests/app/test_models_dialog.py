@@ -223,19 +223,25 @@ def test_flow_families_are_listed_with_their_steps_licence_and_methods(qtbot, tm
     entries = [ModelEntry(name, "folder", str(tmp_path / name), tmp_path / name, family=family,
                           size_bytes=2**30)
                for name, family in (("klein-4b", "flux2-klein"), ("sd3.5-large", "sd3"),
-                                    ("z-image-turbo", "zimage"), ("sd15", "sd1"))]
+                                    ("z-image-turbo", "zimage"), ("kontext-dev", "flux1-kontext"),
+                                    ("sd15", "sd1"))]
     dialog = ModelsDialog(discover=lambda settings: entries)
     qtbot.addWidget(dialog)
-    assert [r[2] for r in rows(dialog)] == ["FLUX.2 klein", "SD3.5", "Z-Image", "SD 1.x"]
+    assert [r[2] for r in rows(dialog)] == ["FLUX.2 klein", "SD3.5", "Z-Image", "FLUX.1 Kontext",
+                                            "SD 1.x"]
     intro = " ".join(label.text() for label in dialog.findChildren(QLabel))
-    assert "SDXL, SD3.5, Z-Image and FLUX.2 klein models found" in intro
-    expected = ["4 steps, guidance built in", "Large 28, with CFG", "Z-Image-Turbo: 8 steps, no CFG"]
+    assert ("SDXL, SD3.5, Z-Image, FLUX.2 klein, FLUX.1 Kontext and Qwen-Image-Edit models "
+            "found") in intro
+    expected = ["4 steps, guidance built in", "Large 28, with CFG", "Z-Image-Turbo: 8 steps, no CFG",
+                "FLUX.1 [dev] Non-Commercial License"]
     for row, words in enumerate(expected):
         dialog.table.selectRow(row)
         detail = dialog.detail.text()
         assert words in detail and "runs DiffEdit, Blended, SDEdit and FlowEdit" in detail
+    assert "Kontext [dev]: Instruction edit" in dialog.detail.text()
+    dialog.table.selectRow(2)
     assert "Apache-2.0" in dialog.detail.text()
-    dialog.table.selectRow(3)  # SD 1.x: no note
+    dialog.table.selectRow(4)  # SD 1.x: no note
     assert dialog.detail.text() == f"sd15 — SD 1.x, 1.0 GB: {tmp_path / 'sd15'}"
 
 

@@ -1,14 +1,16 @@
 """A masked instruction edit (method instruct, its area found from the instruction) against
-the family's diffusers edit pipeline (Flux2KleinPipeline, QwenImageEdit(Plus)Pipeline with
-image=photo, prompt=instruction) on the same model, photo, instruction, steps and seed.
+the family's diffusers edit pipeline (Flux2KleinPipeline, FluxKontextPipeline,
+QwenImageEdit(Plus)Pipeline with image=photo, prompt=instruction) on the same model, photo,
+instruction, steps, guidance (the family's default) and seed.
 
 Prints, for each side, the transformer's sample-evaluations (counted by a forward hook on the
 transformer, independently of the engine's own counter) and the wall time, and for ours the
 engine's figures per stage and the share of the photo left byte-identical. Models: a FLUX.2
-klein or Qwen-Image-Edit folder, or ``tiny-flux2`` (the default) / ``tiny-qwen-edit``, the
-random-weight ones; the photo is ``--size`` px square (default: the model's native side, 128
-for the tiny ones) and both sides work at that size. Run:
-    .venv/bin/python tests/benchmarks/instruct_bench.py [--model PATH|tiny-qwen-edit]
+klein, FLUX.1 Kontext or Qwen-Image-Edit folder, or ``tiny-flux2`` (the default) /
+``tiny-kontext`` / ``tiny-qwen-edit``, the random-weight ones; the photo is ``--size`` px square
+(default: the model's native side, 128 for the tiny ones) and both sides work at that size
+(Kontext's pipeline with its resize to its preferred resolutions off). Run:
+    .venv/bin/python tests/benchmarks/instruct_bench.py [--model PATH|tiny-kontext|tiny-qwen-edit]
         [--size N] [--steps 4] [--mask-samples 8] [--repeat 3] [--json OUT.json]
 """
 
@@ -22,12 +24,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))  # qwen_pipeline
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))  # the pipelines' helpers
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import kontext_pipeline  # noqa: E402
 import qwen_pipeline  # noqa: E402
 from engine.params import EditParams  # noqa: E402
 
@@ -66,6 +69,11 @@ def theirs(model, photo, params):
                 image=Image.fromarray(photo), prompt=INSTRUCTION, negative_prompt="",
                 true_cfg_scale=params.guidance, num_inference_steps=params.steps,
                 generator=generator).images[0]
+    elif model.family == "flux1-kontext":  # the guidance is the model's input: no CFG
+        image = kontext_pipeline.edit_pipeline(model)(
+            image=Image.fromarray(photo), prompt=INSTRUCTION, num_inference_steps=params.steps,
+            guidance_scale=params.guidance, generator=generator,
+            **kontext_pipeline.at_photo_size(*photo.shape[:2])).images[0]
     else:
         from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
 
@@ -99,7 +107,8 @@ def measure(side, model, photo, params, repeat: int) -> dict:
 def run(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-flux2",
-                        help="a FLUX.2 klein or Qwen-Image-Edit folder, tiny-flux2 or tiny-qwen-edit")
+                        help="a FLUX.2 klein, FLUX.1 Kontext or Qwen-Image-Edit folder, tiny-flux2, "
+                        "tiny-kontext or tiny-qwen-edit")
     parser.add_argument("--size", type=int, default=None, help="the photo's side in px")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--mask-samples", type=int, default=8)
@@ -108,6 +117,7 @@ def run(argv=None) -> dict:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
+    from engine.backbones import for_model
     from engine.models import load_model
 
     model = load_model(args.model, device="cpu")
@@ -115,7 +125,7 @@ def run(argv=None) -> dict:
     photo = np.asarray(Image.open(ROOT / "resources" / "samples" / "chelsea.png").convert("RGB")
                        .resize((side, side)))
     params = EditParams(steps=args.steps, mask_samples=args.mask_samples, seed=args.seed,
-                        guidance=1.0 if model.distilled else 4.0, resolution=side)
+                        guidance=for_model(model).defaults["guidance"], resolution=side)
     figures = {"model": model.name, "steps": args.steps, "mask_samples": args.mask_samples,
                "size": [side, side], "repeat": args.repeat,
                "ours": measure(ours, model, photo, params, args.repeat),

@@ -42,3 +42,18 @@ def cat128(samples_dir):
     from PIL import Image
 
     return np.asarray(Image.open(samples_dir / "chelsea.png").convert("RGB").resize((128, 128)))
+
+
+@pytest.fixture(scope="session")
+def tiny_kontext_path():
+    """The tiny random-weight FLUX.1 Kontext [dev] in diffusers layout, built once."""
+    from engine.tiny_flow_models import ensure_tiny_kontext
+
+    return ensure_tiny_kontext()
+
+
+@pytest.fixture(scope="session")
+def tiny_kontext(tiny_kontext_path):
+    from engine.models import load_model
+
+    return load_model(str(tiny_kontext_path), device="cpu")
