@@ -30,7 +30,9 @@ class LoraList(QWidget):
         self.table.setFixedHeight(self.table.fontMetrics().lineSpacing() * 5)
         self.table.setToolTip("LoRA files (.safetensors) applied to the model when it loads, each "
                               "with its weight (0 turns one off; negative weights invert it). "
-                              "A LoRA must be made for the model's family (SD 1.x, SD 2.x or SDXL).")
+                              "A LoRA must be made for the model's family (SD 1.x, SD 2.x, "
+                              "SDXL, FLUX.2 klein, SD3.5 or Z-Image); a few-step one "
+                              "(Lightning, Turbo, LCM, ...) brings its steps as the defaults.")
         add = QPushButton("Add\u2026")
         add.setToolTip("Choose a LoRA .safetensors file")
         add.clicked.connect(self._choose)

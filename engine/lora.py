@@ -1,13 +1,17 @@
-"""LoRA files on a loaded model: ``PATH[:WEIGHT]`` specs, a family check, diffusers' loading.
+"""LoRA files on a loaded model: ``PATH[:WEIGHT]`` specs, a family check, diffusers' loading, and
+the step count of a few-step LoRA (Lightning, Turbo, Hyper, LCM).
 
-diffusers reads the common LoRA layouts (kohya ``lora_unet_*``, diffusers/peft ``unet.*``) through
-its pipelines' ``load_lora_weights`` with the peft backend; the pipeline is built around the
-already loaded components, so nothing is loaded twice. The adapters stay unfused: each keeps its
-weight exactly, and weight 0 gives the base model's output byte for byte.
+diffusers reads the common LoRA layouts (kohya ``lora_unet_*``, diffusers/peft ``unet.*`` and
+``transformer.*``, the flow families' original checkpoint names) through its pipelines'
+``load_lora_weights`` with the peft backend: SD and SDXL's UNet, and the transformer of FLUX.2
+klein, SD3.5 and Z-Image (each family's pipeline has a LoRA loader); the pipeline is built around
+the already loaded components, so nothing is loaded twice. The adapters stay unfused: each keeps
+its weight exactly, and weight 0 gives the base model's output byte for byte.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,23 @@ WEIGHT_RANGE = (-10.0, 10.0)
 # The text-feature width a UNet's cross-attention reads names its family (for messages).
 _WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 _DOWN = ("lora_down.weight", "lora_A.weight", "lora.down.weight")  # kohya, peft, old diffusers
+_UNET = "unet"
+# Module names only one family's LoRAs change, in diffusers', kohya's and the original
+# checkpoints' spellings (the UNet's first: its blocks hold "attn2" and "ff.net" too)
+_MARKS = {
+    _UNET: r"down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block",
+    "flux2-klein": r"single_transformer_blocks|double_blocks|single_blocks|to_qkv_mlp_proj",
+    "sd3": r"joint_blocks|context_block|x_block|attn2|ff_context[._]net|ff[._]net",
+    "zimage": r"context_refiner|noise_refiner|layers[._]\d+[._](attention|feed_forward)",
+}
+# A few-step LoRA names itself so ("Qwen-Image-Lightning-4steps", "Hyper-SD3-8steps-lora",
+# "lcm-lora-sdxl") or says its steps in its metadata; without a count it runs 8 steps, the top of
+# the 4-8 they are made for.
+_FEW_STEP_WORDS = re.compile(r"lightning|turbo|hyper|lcm|tcd|dmd", re.IGNORECASE)
+_STEP_COUNT = re.compile(r"(\d+)[-_ ]?steps?(?![a-z])", re.IGNORECASE)
+STEP_METADATA = ("num_inference_steps", "inference_steps", "sampling_steps")
+FEW_STEP_DEFAULT = 8
+MAX_FEW_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -54,7 +75,8 @@ def parse(spec: str) -> LoraSpec:
 
 
 def apply(model, specs) -> None:
-    """Load each LoRA onto ``model``'s UNet (and its text encoders where the file has them)."""
+    """Load each LoRA onto ``model``'s UNet or transformer (and its text encoders where the file
+    has them); ``model.lora_steps`` becomes the first few-step LoRA's steps (``few_steps``)."""
     specs = list(specs)
     if not specs:
         return
@@ -74,6 +96,23 @@ def apply(model, specs) -> None:
         names.append(name)
     pipe.set_adapters(names, adapter_weights=[spec.weight for spec in specs])
     model.loras = [spec.label for spec in specs]
+    # a few-step LoRA switched off (weight 0) leaves the model's own steps
+    model.lora_steps = next((n for spec in specs if spec.weight and (n := few_steps(spec))), 0)
+
+
+def few_steps(spec: LoraSpec) -> int:
+    """The steps a few-step LoRA (Lightning, Turbo, Hyper, LCM, ...) samples at, from its
+    metadata or its file name; 0 for any other LoRA."""
+    from engine.single_file import read_header
+
+    metadata = read_header(spec.path).metadata
+    for key in STEP_METADATA:
+        if str(metadata.get(key, "")).strip().isdigit():
+            return min(int(metadata[key]), MAX_FEW_STEPS)
+    count = _STEP_COUNT.search(spec.path.stem)
+    if count and 0 < int(count.group(1)) <= MAX_FEW_STEPS:
+        return int(count.group(1))
+    return FEW_STEP_DEFAULT if _FEW_STEP_WORDS.search(spec.path.stem) else 0
 
 
 def check_file(spec: LoraSpec) -> dict[str, tuple[int, ...]]:
@@ -94,13 +133,22 @@ def check_file(spec: LoraSpec) -> dict[str, tuple[int, ...]]:
 
 
 def check_family(spec: LoraSpec, model) -> None:
-    """InputError unless ``spec`` is a safetensors LoRA made for ``model``'s family."""
+    """InputError unless ``spec`` is a safetensors LoRA made for ``model``'s family (and, on a
+    transformer, for its layers' sizes)."""
     path = spec.path
     shapes = check_file(spec)
+    marked = _marked_family(shapes)
     if model.unet is None:
-        raise InputError(f"{path.name}: LoRAs load on SD 1.x/2.x and SDXL models only; the "
-                         f"loaded model ({model.family}) is a diffusion transformer")
+        loaded = _flow_label(model.family)
+        if marked not in (None, model.family):
+            raise InputError(f"{path.name}: this LoRA is for {_label(marked)} models and the "
+                             f"loaded model is {loaded}; choose a LoRA made for it")
+        _check_layers(spec, model, loaded)
+        return
     width = model.unet.config.cross_attention_dim
+    if marked not in (None, _UNET):
+        raise InputError(f"{path.name}: this LoRA is for {_label(marked)} models and the loaded "
+                         f"model is {_family(width)}; choose a LoRA made for it")
     # A cross-attention key projection reads the text features: its input width names the family.
     widths = {shape[1] for key, shape in shapes.items()
               if "attn2" in key and "to_k" in key and key.endswith(_DOWN) and len(shape) == 2}
@@ -111,6 +159,44 @@ def check_family(spec: LoraSpec, model) -> None:
                          f"model is {_family(width)}; choose a LoRA made for it")
 
 
+def _marked_family(shapes: dict) -> str | None:
+    """The family whose module names the LoRA's keys hold (engine family or _UNET); None when
+    they name none, or more than one."""
+    found = {family for family, marks in _MARKS.items()
+             if any(re.search(marks, key) for key in shapes)}
+    if _UNET in found:
+        return _UNET
+    return found.pop() if len(found) == 1 else None
+
+
+def _check_layers(spec: LoraSpec, model, loaded: str) -> None:
+    """Every transformer layer the LoRA changes (read by the family pipeline's own converter,
+    which knows the kohya and original layouts) exists in the loaded transformer with the LoRA's
+    sizes: klein 9B's LoRA on klein 4B, or one for another family whose names look alike."""
+    try:
+        state = _pipeline_class(model.family).lora_state_dict(str(spec.path))
+    except Exception as exc:  # diffusers raises many types for layouts it cannot convert
+        raise InputError(f"{spec.path.name}: not a LoRA for {loaded} ({exc})") from None
+    layers = dict(model.transformer.named_modules())
+    if not any(key.startswith(("transformer.", "text_encoder")) for key in state):
+        raise InputError(f"{spec.path.name}: this LoRA changes no layer of the loaded {loaded} "
+                         "model; choose a LoRA made for it")
+    for key, tensor in state.items():
+        name, _, part = key.removeprefix("transformer.").rpartition(".lora_")
+        if not key.startswith("transformer.") or part not in ("A.weight", "B.weight"):
+            continue  # a text encoder's part, or an alpha
+        layer = layers.get(name)
+        if layer is None or not hasattr(layer, "in_features"):
+            raise InputError(f"{spec.path.name}: this LoRA changes the layer {name}, which the "
+                             f"loaded {loaded} model does not have; choose a LoRA made for it")
+        size, needed = ((tensor.shape[1], layer.in_features) if part[0] == "A"
+                        else (tensor.shape[0], layer.out_features))
+        if size != needed:
+            raise InputError(f"{spec.path.name}: this LoRA is for a model of another size (its "
+                             f"{name} has {size} features where the loaded {loaded} has "
+                             f"{needed}); choose a LoRA made for this model")
+
+
 _SDXL_WIDTH = 2048  # a LoRA for a second text encoder is an SDXL one
 
 
@@ -118,10 +204,31 @@ def _family(width: int) -> str:
     return _WIDTHS.get(width, f"{width}-wide text features")
 
 
+def _flow_label(family: str) -> str:
+    from engine.flow_models import FAMILIES
+
+    return FAMILIES[family].label
+
+
+def _label(marked: str) -> str:
+    return "SD 1.x/2.x or SDXL" if marked == _UNET else _flow_label(marked)
+
+
+def _pipeline_class(family: str):
+    """The diffusers text-to-image pipeline of a flow family (each has a LoRA loader mixin)."""
+    import diffusers
+
+    from engine.families import FLOW_PIPELINES
+
+    return getattr(diffusers, next(p for p, f in FLOW_PIPELINES.items() if f == family))
+
+
 def _pipeline(model):
     """A diffusers pipeline around the loaded components (for its LoRA loader only)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    if model.unet is None:
+        return _flow_pipeline(model)
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     if model.text_encoder_2 is not None:
         return StableDiffusionXLPipeline(
@@ -132,3 +239,17 @@ def _pipeline(model):
         vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
         scheduler=scheduler, safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
+
+
+def _flow_pipeline(model):
+    """The flow family's pipeline around the loaded transformer, VAE and text encoders."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from engine.flow_models import FAMILIES
+
+    parts = {"transformer": model.transformer, "vae": model.vae,
+             "scheduler": FlowMatchEulerDiscreteScheduler.from_config(model.scheduler_config)}
+    for part in FAMILIES[model.family].text:  # LoadedModel names them as the folders are named
+        parts[part.folder] = getattr(model, part.folder)
+        parts[part.tokenizer_folder] = getattr(model, part.tokenizer_folder)
+    return _pipeline_class(model.family)(**parts)

@@ -55,6 +55,7 @@ class LoadedModel:
     # SDXL base: the unconditional branch is all zeros rather than the empty text's features
     force_zeros_for_empty_prompt: bool = False
     loras: list[str] = field(default_factory=list)  # "name:weight" of each LoRA applied (engine.lora)
+    lora_steps: int = 0  # a few-step LoRA's steps (Lightning, LCM, ...): the runs' defaults
     memory_tier: str = "full"  # engine.memory tier in force
     max_batch: int = 8  # most UNet sample-evaluations per call (set by the memory tier)
     # Flow-matching families: the diffusion transformer in place of the UNet, and SD3's T5
@@ -178,8 +179,12 @@ def load_model(
     model = _load_any(source, device, dtype, allow_download, allow_pickle, on_download, file)
     if file is not None:  # the name results record says which transformer file made them
         model.name = f"{model.name} + {file.name}"
-    model.scheduler_config = schedulers.configure(model.scheduler_config, scheduler)
     lora.apply(model, loras)
+    # a few-step LoRA (Lightning, LCM, ...) samples a UNet at trailing timesteps, as a few-step
+    # model's own scheduler config says; flow schedules end at the clean image anyway
+    few_step = scheduler == "auto" and model.lora_steps and model.unet is not None
+    model.scheduler_config = schedulers.configure(model.scheduler_config,
+                                                  "trailing" if few_step else scheduler)
     memory.apply_tier(model, memory.choose_tier(model, memory_tier))
     return model
 

@@ -26,6 +26,8 @@ from typing import Iterator
 
 import torch
 
+from engine.params import EditParams
+
 
 @dataclass(frozen=True)
 class Conditioning:
@@ -108,6 +110,21 @@ def classifier_free(unconditional: torch.Tensor, conditional: torch.Tensor,
     return unconditional + scale * (conditional - unconditional)
 
 
+# Transformer evaluations a whole DiffEdit edit with its automatic mask may cost on a distilled
+# family at its defaults: these models are chosen for edits in seconds (issue 13); so are
+# few-step LoRAs.
+DISTILLED_EDIT_BUDGET = 16
+
+
+def distilled_defaults(steps: int) -> dict:
+    """A distilled family's defaults: its ``steps``, no guidance, and as many mask samples (two
+    evaluations each) as leave the encoding and decoding (strength x steps evaluations each,
+    unguided) of a DiffEdit edit within DISTILLED_EDIT_BUDGET."""
+    encoding = EditParams(steps=steps).encode_steps
+    return {"steps": steps, "guidance": 1.0,
+            "mask_samples": max(1, (DISTILLED_EDIT_BUDGET - 2 * encoding) // 2)}
+
+
 class Backbone:
     """One model family's way of doing what the methods need. Subclasses set the attributes and
     implement the methods below; the defaults here are the SD-like ones.
@@ -118,9 +135,11 @@ class Backbone:
     (working sizes are multiples of it, in px), ``max_batch`` (most sample-evaluations per model
     call), ``tokenizer`` (word-to-token alignment for Prompt-to-Prompt), ``methods`` (the method
     names it supports),
-    ``defaults`` (EditParams fields whose default differs on this family: a 4-step model's
-    steps), ``distilled`` (guidance is built into the model: runs sample with guidance 1),
-    ``unused_params`` (EditParams fields its runs ignore, which the app hides).
+    ``family_defaults`` (EditParams fields whose default differs on this family: a 4-step
+    model's steps), ``family_distilled`` (guidance is built into the model: runs sample with
+    guidance 1); ``defaults`` and ``distilled`` are those, or a few-step LoRA's on the model
+    (engine.lora: its steps, guidance 1); ``unused_params`` (EditParams fields its runs ignore,
+    which the app hides).
     """
 
     title: str
@@ -128,11 +147,24 @@ class Backbone:
     latent_factor: int
     size_multiple: int
     methods: frozenset[str]
-    defaults: dict = {}
-    distilled: bool = False
+    family_defaults: dict = {}
+    family_distilled: bool = False
 
     def __init__(self, model):
         self.model = model  # engine.models.LoadedModel: read at every call
+
+    @property
+    def lora_steps(self) -> int:
+        """The step count of a few-step LoRA on the model (Lightning, Turbo, ...), 0 for none."""
+        return getattr(self.model, "lora_steps", 0)
+
+    @property
+    def distilled(self) -> bool:
+        return bool(self.lora_steps) or self.family_distilled
+
+    @property
+    def defaults(self) -> dict:
+        return distilled_defaults(self.lora_steps) if self.lora_steps else self.family_defaults
 
     @property
     def unused_params(self) -> frozenset[str]:

@@ -19,7 +19,7 @@ from engine.backbones.flow import FlowBackbone
 
 class DiffusionTransformer(FlowBackbone):
     """A flow-matching transformer family. Subclasses set ``family``, ``title``, ``patch_size``
-    and ``defaults`` (steps and true CFG's scale: 1 is the conditional alone) and implement
+    and ``family_defaults`` (steps and true CFG's scale: 1 is the conditional alone) and implement
     encode_text and predict."""
 
     @property

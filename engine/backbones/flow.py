@@ -13,8 +13,8 @@ A flow family subclasses ``FlowBackbone`` and implements, besides the Backbone b
   ``calculate_shift`` from the scheduler config, used when ``use_dynamic_shifting`` is set);
 - ``image_tokens(latent_size)``: the transformer's sequence length for a latent grid (default: one
   token per latent cell);
-- ``distilled`` and ``defaults``: a step-distilled model samples with guidance 1 (see
-  EditSession.run) and its own step count, with ``distilled_defaults``' mask samples.
+- ``family_distilled`` and ``family_defaults``: a step-distilled model samples with guidance 1
+  (see EditSession.run) and its own step count, with ``distilled_defaults``' mask samples.
 
 The live preview maps latents linearly to RGB with a map fitted once to the model's own VAE
 (engine.preview.fit_rgb_map): no per-family table to keep.
@@ -28,21 +28,8 @@ from __future__ import annotations
 
 from engine.backbones.base import Backbone
 from engine.flow import FlowSchedule
-from engine.params import EditParams
 
 FLOW_METHODS = frozenset({"diffedit", "blended", "sdedit", "flowedit"})
-# Transformer evaluations a whole DiffEdit edit with its automatic mask may cost on a distilled
-# family at its defaults: these models are chosen for edits in seconds (issue 13).
-DISTILLED_EDIT_BUDGET = 16
-
-
-def distilled_defaults(steps: int) -> dict:
-    """A distilled family's defaults: its ``steps``, no guidance, and as many mask samples (two
-    evaluations each) as leave the encoding and decoding (strength x steps evaluations each,
-    unguided) of a DiffEdit edit within DISTILLED_EDIT_BUDGET."""
-    encoding = EditParams(steps=steps).encode_steps
-    return {"steps": steps, "guidance": 1.0,
-            "mask_samples": max(1, (DISTILLED_EDIT_BUDGET - 2 * encoding) // 2)}
 
 
 class FlowBackbone(Backbone):

@@ -42,7 +42,7 @@ def pack(latents: torch.Tensor, first: int = 0) -> tuple[torch.Tensor, torch.Ten
 class Flux1Kontext(PatchedFlowBackbone):
     title = "FLUX.1 Kontext"
     methods = FLOW_METHODS | {"instruct"}
-    defaults = {"steps": 28, "guidance": 2.5}
+    family_defaults = {"steps": 28, "guidance": 2.5}
     guidance_scale = 2.5  # until a run sets its own
 
     @property

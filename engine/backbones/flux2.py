@@ -24,9 +24,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.backbones.base import Conditioning
+from engine.backbones.base import Conditioning, distilled_defaults
+from engine.backbones.flow import FLOW_METHODS, PatchedFlowBackbone
 from engine.backbones.vae import to_uint8
-from engine.backbones.flow import FLOW_METHODS, PatchedFlowBackbone, distilled_defaults
 
 FAMILIES = ("flux2-klein",)
 TEXT_LAYERS = (9, 18, 27)  # the pipeline's text_encoder_out_layers
@@ -75,13 +75,13 @@ class Flux2Klein(PatchedFlowBackbone):
     methods = FLOW_METHODS | {"instruct"}
 
     @property
-    def distilled(self) -> bool:
+    def family_distilled(self) -> bool:
         return bool(self.model.distilled)
 
     @property
-    def defaults(self) -> dict:
+    def family_defaults(self) -> dict:
         """The step count and guidance the pipeline's users run each kind at."""
-        return distilled_defaults(4) if self.distilled else {"steps": 50, "guidance": 4.0}
+        return distilled_defaults(4) if self.family_distilled else {"steps": 50, "guidance": 4.0}
 
     # ---- text
 

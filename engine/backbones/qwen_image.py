@@ -53,7 +53,7 @@ class QwenImageEdit(PatchedFlowBackbone):
     text_sees_photo = True
 
     @property
-    def defaults(self) -> dict:
+    def family_defaults(self) -> dict:
         """The model cards' steps with true CFG 4: 50 for the first release, 40 for 2509/2511."""
         return {"steps": 40 if self.family == PLUS else 50, "guidance": 4.0}
 

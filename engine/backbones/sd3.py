@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.backbones.base import Conditioning
+from engine.backbones.base import Conditioning, distilled_defaults
 from engine.backbones.dit import DiffusionTransformer
-from engine.backbones.flow import distilled_defaults
 
 FAMILIES = ("sd3",)
 T5_TOKENS = 256  # the pipeline's max_sequence_length default
@@ -42,15 +41,15 @@ class StableDiffusion3(DiffusionTransformer):
         return int(self.model.transformer.config.patch_size)
 
     @property
-    def distilled(self) -> bool:
+    def family_distilled(self) -> bool:
         """SD3.5 Large Turbo (told apart by name): 4 steps with its guidance built in."""
         return "turbo" in self.model.source.lower()
 
     @property
-    def defaults(self) -> dict:
+    def family_defaults(self) -> dict:
         """The model card's steps and CFG scale: Large Turbo 4 without guidance, Medium 40 at
         4.5, Large 28 at 3.5 (told apart by name)."""
-        if self.distilled:
+        if self.family_distilled:
             return distilled_defaults(4)
         if "medium" in self.model.source.lower():
             return {"steps": 40, "guidance": 4.5}

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.backbones.base import Conditioning
+from engine.backbones.base import Conditioning, distilled_defaults
 from engine.backbones.dit import DiffusionTransformer
-from engine.backbones.flow import distilled_defaults
 
 FAMILIES = ("zimage",)
 TEXT_TOKENS = 512  # the pipeline's max_sequence_length default
@@ -40,7 +39,7 @@ class ZImage(DiffusionTransformer):
         return int(self.model.transformer.config.all_patch_size[0])
 
     @property
-    def distilled(self) -> bool:
+    def family_distilled(self) -> bool:
         """Z-Image-Turbo (or a fine-tune of it), named so or sampled at Turbo's shift: distilled
         to 8 steps with its guidance built in."""
         if "turbo" in self.model.source.lower():
@@ -48,10 +47,10 @@ class ZImage(DiffusionTransformer):
         return float(self.model.scheduler_config.get("shift", 1.0)) < BASE_SHIFT
 
     @property
-    def defaults(self) -> dict:
+    def family_defaults(self) -> dict:
         """Turbo: 8 steps without guidance. Base: 50 steps at the model card's guidance 4 in the
         pipeline's convention (c + g (c - u)), which is true CFG's 5 here (u + s (c - u))."""
-        return distilled_defaults(8) if self.distilled else {"steps": 50, "guidance": 5.0}
+        return distilled_defaults(8) if self.family_distilled else {"steps": 50, "guidance": 5.0}
 
     def _chat(self, text: str) -> str:
         return self.model.tokenizer.apply_chat_template(

@@ -1,9 +1,12 @@
-"""LoRA: a tiny LoRA made here changes the output on SD and SDXL, weight 0 gives the base bytes,
-a LoRA for another family is refused by name, and the CLI's PATH[:WEIGHT] specs."""
+"""LoRA: a tiny LoRA made here changes the output on SD and SDXL and the velocity on FLUX.2 klein,
+SD3.5 and Z-Image (unfused), weight 0 gives the base bytes, a LoRA for another family or size is
+refused by name, a few-step LoRA (Lightning, LCM, ...) sets its steps and guidance 1, and the
+CLI's PATH[:WEIGHT] specs."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -123,3 +126,131 @@ def test_the_cli_refuses_a_missing_lora_before_loading_the_model(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     errors = [line for line in err if line.startswith("error")]
     assert code == 2 and errors == [f"error: --lora {tmp_path / 'gone.safetensors'}: no such file"]
+
+
+# ---- LoRAs on the flow transformers (FLUX.2 klein, SD3.5, Z-Image)
+
+TINY_FLOW = {"flux2-klein": "tiny_flux2", "sd3": "tiny_sd3", "zimage": "tiny_zimage"}
+# what each family's LoRAs commonly change (klein's single-stream blocks, SD3.5's text stream)
+TARGETS = {"flux2-klein": ["to_q", "to_k", "to_v", "to_qkv_mlp_proj"],
+           "sd3": ["to_q", "to_k", "to_v", "add_q_proj"], "zimage": ["to_q", "to_k", "to_v"]}
+
+
+def _make_flow_lora(model, folder, name, metadata=None):
+    """A random rank-4 LoRA on the transformer, saved as diffusers' trainers write one (with
+    ``metadata`` added to the file's header)."""
+    import diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    from engine.families import FLOW_PIPELINES
+
+    torch.manual_seed(1)
+    transformer = copy.deepcopy(model.transformer)
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                       target_modules=TARGETS[model.family]))
+    pipeline = next(p for p, f in FLOW_PIPELINES.items() if f == model.family)
+    getattr(diffusers, pipeline).save_lora_weights(
+        folder, transformer_lora_layers=get_peft_model_state_dict(transformer),
+        weight_name=f"{name}.safetensors")
+    path = folder / f"{name}.safetensors"
+    if metadata:
+        save_file(load_file(str(path)), str(path), metadata={"format": "pt", **metadata})
+    return path
+
+
+def _with_own_transformer(model):
+    """``model`` sharing everything but a copy of its transformer (which a LoRA changes)."""
+    return dataclasses.replace(model, transformer=copy.deepcopy(model.transformer), loras=[])
+
+
+@pytest.fixture(params=list(TINY_FLOW))
+def flow(request):
+    return request.getfixturevalue(TINY_FLOW[request.param])
+
+
+def test_a_flow_lora_changes_the_velocity_unfused_and_weight_zero_gives_the_base_bytes(
+        flow, tmp_path, cat128):
+    """The base is the same transformer before the LoRA: a copy's weights elsewhere in memory may
+    take other CPU kernels (a last-bit difference on SD3.5's), so bytes compare in place."""
+    path = _make_flow_lora(flow, tmp_path, f"{flow.family}-style")
+    off, on = _with_own_transformer(flow), _with_own_transformer(flow)
+    base = for_model(off)
+    cond, _ = base.encode_text("a photo of a cat")  # the LoRA has no text-encoder part
+    clean = base.encode_image(cat128)
+    latents = 0.5 * clean + 0.5 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    expected = base.predict(latents, torch.tensor(500.0), cond)
+    lora.apply(off, [lora.LoraSpec(path, 0)])
+    lora.apply(on, [lora.LoraSpec(path, 1)])
+    velocity_off, velocity_on = (for_model(m).predict(latents, torch.tensor(500.0), cond)
+                                 for m in (off, on))
+    assert torch.equal(velocity_off, expected)
+    assert not torch.allclose(velocity_on, expected, atol=1e-4)
+    assert on.loras == [f"{flow.family}-style:1"] and on.lora_steps == 0
+    # unfused: the base weights are untouched, the adapter sits beside them
+    lora_layers = [(name, m) for name, m in on.transformer.named_modules() if hasattr(m, "base_layer")]
+    assert len(lora_layers) >= 3
+    originals = dict(flow.transformer.named_parameters())
+    for name, layer in lora_layers:
+        assert torch.equal(layer.base_layer.weight, originals[f"{name}.weight"])
+
+
+def test_a_flow_lora_of_another_family_or_size_is_refused_by_name(
+        tiny_flux2, tiny_sd3, tiny_zimage, tiny_model, tmp_path):
+    from safetensors.torch import save_file
+
+    files = {m.family: _make_flow_lora(m, tmp_path, m.family) for m in (tiny_flux2, tiny_sd3, tiny_zimage)}
+    files["sd"] = _make_lora(tiny_model, tmp_path, "sd-style")
+    for name, model, message in [
+            ("zimage", tiny_flux2, "for Z-Image models and the loaded model is FLUX.2 klein"),
+            ("flux2-klein", tiny_sd3, "for FLUX.2 klein models and the loaded model is SD3.5"),
+            ("sd3", tiny_zimage, "for SD3.5 models and the loaded model is Z-Image"),
+            ("sd", tiny_zimage, "for SD 1.x/2.x or SDXL models and the loaded model is Z-Image"),
+            ("flux2-klein", tiny_model, "for FLUX.2 klein models and the loaded model is 32-wide")]:
+        with pytest.raises(InputError, match=rf"{files[name].name}: this LoRA is {message}"):
+            lora.apply(_with_own_transformer(model), [lora.LoraSpec(files[name])])
+    # names alike (a double block's attention), sizes or blocks not: another size of the family
+    layer = "transformer.transformer_blocks.{}.attn.to_q.lora_{}.weight"
+    save_file({layer.format(0, "A"): torch.zeros(4, 64), layer.format(0, "B"): torch.zeros(32, 4)},
+              str(tmp_path / "wide.safetensors"))
+    save_file({layer.format(7, "A"): torch.zeros(4, 32), layer.format(7, "B"): torch.zeros(32, 4)},
+              str(tmp_path / "deep.safetensors"))
+    for name, message in [("wide", r"another size \(its transformer_blocks.0.attn.to_q has 64 "
+                                   r"features where the loaded FLUX.2 klein has 32\)"),
+                          ("deep", "changes the layer transformer_blocks.7.attn.to_q, which the "
+                                   "loaded FLUX.2 klein model does not have")]:
+        with pytest.raises(InputError, match=message):
+            lora.apply(_with_own_transformer(tiny_flux2), [lora.LoraSpec(tmp_path / f"{name}.safetensors")])
+
+
+@pytest.mark.parametrize("name, metadata, steps", [
+    ("Z-Image-Lightning-4steps", None, 4), ("sdxl_lightning_8step_lora", None, 8),
+    ("lcm-lora-sdxl", None, 8), ("hyper-fast", {"num_inference_steps": "6"}, 6),
+    ("detail-style", None, 0), ("style-1000steps", None, 0)])
+def test_a_few_step_lora_is_known_by_its_name_or_metadata(tiny_zimage, tmp_path, name, metadata, steps):
+    path = _make_flow_lora(tiny_zimage, tmp_path, name, metadata)
+    assert lora.few_steps(lora.LoraSpec(path)) == steps
+
+
+def test_a_few_step_lora_sets_its_steps_and_guidance_1(tiny_zimage, tiny_zimage_path, tiny_model,
+                                                        tiny_model_path, cat128, tmp_path):
+    from engine.backbones.base import distilled_defaults
+
+    flow_file = _make_flow_lora(tiny_zimage, tmp_path, "Z-Image-Lightning-4steps")
+    unet_file = _make_lora(tiny_model, tmp_path, "sd_lightning_4step_lora")
+    for folder, path in [(tiny_zimage_path, flow_file), (tiny_model_path, unet_file)]:
+        fast = load_model(str(folder), device="cpu", loras=[lora.parse(f"{path}:1")])
+        session = EditSession(fast, cat128)
+        defaults = session.default_params()
+        assert fast.lora_steps == 4 and session.backbone.distilled
+        assert (defaults.steps, defaults.guidance) == (4, 1.0)
+        assert defaults.mask_samples == distilled_defaults(4)["mask_samples"]
+        assert "guidance" in session.backbone.unused_params
+        # switched off, it leaves the model's own defaults (Z-Image-Turbo's 8 steps, SD's 50)
+        off = load_model(str(folder), device="cpu", loras=[lora.parse(f"{path}:0")])
+        assert off.lora_steps == 0
+        assert EditSession(off, cat128).default_params().steps in (8, 50)
+    # on a UNet, as a few-step model's own scheduler config says: trailing timesteps
+    assert fast.scheduler_config["timestep_spacing"] == "trailing"
+    assert off.scheduler_config.get("timestep_spacing") != "trailing"
