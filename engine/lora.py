@@ -21,15 +21,21 @@ WEIGHT_RANGE = (-10.0, 10.0)
 # The text-feature width a UNet's cross-attention reads names its family (for messages).
 _WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 _DOWN = ("lora_down.weight", "lora_A.weight", "lora.down.weight")  # kohya, peft, old diffusers
-_UNET = "unet"
+# The transformer families a LoRA loads on (through their pipelines' LoRA loaders)
+TRANSFORMER_FAMILIES = ("flux2-klein", "sd3", "zimage")
+_UNET, _FLUX, _FLUX1 = "unet", "flux", "flux1"
 # Module names only one family's LoRAs change, in diffusers', kohya's and the original
-# checkpoints' spellings (the UNet's first: its blocks hold "attn2" and "ff.net" too)
+# checkpoints' spellings (the UNet's first: its blocks hold "attn2" and "ff.net" too; FLUX.1's
+# and FLUX.2's original names are alike, their diffusers names not)
 _MARKS = {
     _UNET: r"down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block",
-    "flux2-klein": r"single_transformer_blocks|double_blocks|single_blocks|to_qkv_mlp_proj",
+    _FLUX: r"double_blocks|single_blocks|single_transformer_blocks",
+    "flux2-klein": r"to_qkv_mlp_proj|stream_modulation",
+    _FLUX1: r"proj_mlp",
     "sd3": r"joint_blocks|context_block|x_block|attn2|ff_context[._]net|ff[._]net",
     "zimage": r"context_refiner|noise_refiner|layers[._]\d+[._](attention|feed_forward)",
 }
+_LABELS = {_UNET: "SD 1.x/2.x or SDXL", _FLUX: "FLUX", _FLUX1: "FLUX.1"}
 # A few-step LoRA names itself so ("Qwen-Image-Lightning-4steps", "Hyper-SD3-8steps-lora",
 # "lcm-lora-sdxl") or says its steps in its metadata; without a count it runs 8 steps, the top of
 # the 4-8 they are made for.
@@ -140,7 +146,11 @@ def check_family(spec: LoraSpec, model) -> None:
     marked = _marked_family(shapes)
     if model.unet is None:
         loaded = _flow_label(model.family)
-        if marked not in (None, model.family):
+        if model.family not in TRANSFORMER_FAMILIES:
+            raise InputError(f"{path.name}: LoRAs on {loaded} are not supported yet (they load on "
+                             "SD 1.x/2.x, SDXL, FLUX.2 klein, SD3.5 and Z-Image)")
+        fits = marked in (None, model.family) or (marked == _FLUX and model.family == "flux2-klein")
+        if not fits:
             raise InputError(f"{path.name}: this LoRA is for {_label(marked)} models and the "
                              f"loaded model is {loaded}; choose a LoRA made for it")
         _check_layers(spec, model, loaded)
@@ -166,6 +176,8 @@ def _marked_family(shapes: dict) -> str | None:
              if any(re.search(marks, key) for key in shapes)}
     if _UNET in found:
         return _UNET
+    if len(found) > 1:
+        found.discard(_FLUX)  # FLUX.1's or FLUX.2's, told apart by its diffusers names
     return found.pop() if len(found) == 1 else None
 
 
@@ -207,11 +219,11 @@ def _family(width: int) -> str:
 def _flow_label(family: str) -> str:
     from engine.flow_models import FAMILIES
 
-    return FAMILIES[family].label
+    return FAMILIES[family].label if family in FAMILIES else family
 
 
 def _label(marked: str) -> str:
-    return "SD 1.x/2.x or SDXL" if marked == _UNET else _flow_label(marked)
+    return _LABELS.get(marked) or _flow_label(marked)
 
 
 def _pipeline_class(family: str):

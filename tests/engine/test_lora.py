@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import types
 
 import numpy as np
 import pytest
@@ -216,12 +217,19 @@ def test_a_flow_lora_of_another_family_or_size_is_refused_by_name(
               str(tmp_path / "wide.safetensors"))
     save_file({layer.format(7, "A"): torch.zeros(4, 32), layer.format(7, "B"): torch.zeros(32, 4)},
               str(tmp_path / "deep.safetensors"))
+    save_file({"transformer.single_transformer_blocks.0.proj_mlp.lora_A.weight": torch.zeros(4, 32)},
+              str(tmp_path / "flux1.safetensors"))  # FLUX.1's single blocks, by their diffusers names
     for name, message in [("wide", r"another size \(its transformer_blocks.0.attn.to_q has 64 "
                                    r"features where the loaded FLUX.2 klein has 32\)"),
                           ("deep", "changes the layer transformer_blocks.7.attn.to_q, which the "
-                                   "loaded FLUX.2 klein model does not have")]:
+                                   "loaded FLUX.2 klein model does not have"),
+                          ("flux1", "for FLUX.1 models and the loaded model is FLUX.2 klein")]:
         with pytest.raises(InputError, match=message):
             lora.apply(_with_own_transformer(tiny_flux2), [lora.LoraSpec(tmp_path / f"{name}.safetensors")])
+    # the other transformer families have no LoRA path yet: refused, not half-loaded
+    kontext = types.SimpleNamespace(unet=None, family="flux1-kontext")
+    with pytest.raises(InputError, match="LoRAs on FLUX.1 Kontext are not supported yet"):
+        lora.apply(kontext, [lora.LoraSpec(files["flux2-klein"])])
 
 
 @pytest.mark.parametrize("name, metadata, steps", [
