@@ -20,7 +20,7 @@ from engine.families import folder_family, read_json
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v)", "sdxl": "SDXL",
                 "sd3": "SD3.5", "zimage": "Z-Image", "flux2-klein": "FLUX.2 klein",
                 "qwen-image-edit": "Qwen-Image-Edit", "qwen-image-edit-plus": "Qwen-Image-Edit",
-                "flux1-kontext": "FLUX.1 Kontext"}
+                "flux1": "FLUX.1", "flux1-kontext": "FLUX.1 Kontext"}
 # What a user choosing a flow-matching model wants to know (the model cards' figures; the
 # README's model table has the memory tiers).
 _FLOW_EDITS = "DiffEdit, Blended, SDEdit and FlowEdit"
@@ -37,6 +37,9 @@ FAMILY_NOTES = {
     "flux1-kontext": "FLUX.1 Kontext [dev]: Instruction edit, 28 steps at guidance 2.5 (built "
                      "into the model, no CFG); FLUX.1 [dev] Non-Commercial License (personal and "
                      "research use only); 12B, about 24 GB in bfloat16; also runs " + _FLOW_EDITS,
+    "flux1": "[dev]: 28 steps at guidance 3.5 (built into the model, no CFG), FLUX.1 [dev] "
+             "Non-Commercial License; [schnell]: 4 steps, no guidance, Apache-2.0; 12B, about "
+             f"24 GB in bfloat16; runs {_FLOW_EDITS}",
 }
 _COMPONENTS = {"sd": ("unet", "vae", "text_encoder"), "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2")}
 _SCAN_DEPTH = 2  # folder/model or folder/publisher/model; deeper trees are not model libraries

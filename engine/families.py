@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine.errors import ModelError
 
-SUPPORTED = ("SD 1.x/2.x, SDXL, SD3.5, Z-Image, FLUX.2 klein, FLUX.1 Kontext and Qwen-Image-Edit")
+SUPPORTED = "SD 1.x/2.x, SDXL, SD3.5, Z-Image, FLUX.2 klein, FLUX.1, FLUX.1 Kontext and Qwen-Image-Edit"
 # single-file key prefixes of the two SDXL text encoders: CLIP ViT-L, then OpenCLIP ViT-bigG
 SDXL_CLIP_L = "conditioner.embedders.0.transformer."
 SDXL_CLIP_G = "conditioner.embedders.1.model."
@@ -36,6 +36,7 @@ FLOW_PIPELINES = {
     **dict.fromkeys(("QwenImageEditPipeline", "QwenImageEditInpaintPipeline"), "qwen-image-edit"),
     "QwenImageEditPlusPipeline": "qwen-image-edit-plus",  # 2509 and 2511
     **dict.fromkeys(("FluxKontextPipeline", "FluxKontextInpaintPipeline"), "flux1-kontext"),
+    **dict.fromkeys(("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline"), "flux1"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The flow-matching transformer families (SD3.5, Z-Image, FLUX.2 klein, FLUX.1 Kontext,
+"""The flow-matching transformer families (SD3.5, Z-Image, FLUX.2 klein, FLUX.1 and its Kontext,
 Qwen-Image-Edit): their components and how they fit.
 
 Each family's components and their classes are fixed here (a folder's model_index.json names
@@ -50,10 +50,12 @@ FAMILIES = {
     "flux2-klein": FlowFamily("FLUX.2 klein", "Flux2Transformer2DModel", (
         TextPart("text_encoder", "Qwen3ForCausalLM", "tokenizer", "Qwen2TokenizerFast"),),
         vae="AutoencoderKLFlux2"),
-    "flux1-kontext": FlowFamily("FLUX.1 Kontext", "FluxTransformer2DModel", (
-        TextPart("text_encoder", "CLIPTextModel", "tokenizer", "CLIPTokenizer"),
-        TextPart("text_encoder_2", "T5EncoderModel", "tokenizer_2", "T5TokenizerFast"))),
 }
+# FLUX.1 [dev]/[schnell] and Kontext [dev] share their parts: CLIP-L (pooled) and T5-XXL.
+_FLUX1_TEXT = (TextPart("text_encoder", "CLIPTextModel", "tokenizer", "CLIPTokenizer"),
+               TextPart("text_encoder_2", "T5EncoderModel", "tokenizer_2", "T5TokenizerFast"))
+FAMILIES.update({"flux1": FlowFamily("FLUX.1", "FluxTransformer2DModel", _FLUX1_TEXT),
+                 "flux1-kontext": FlowFamily("FLUX.1 Kontext", "FluxTransformer2DModel", _FLUX1_TEXT)})
 # Qwen-Image-Edit and its 2509/2511 releases ("plus": up to three photos, another prompt
 # template) share their parts. Their image processor is loaded as its Pillow version: the
 # default one needs torchvision, which the project does not install; both resize to 28 px
@@ -95,7 +97,7 @@ def check_widths(name: str, family: str, configs: dict) -> None:
         # transformers wrote it at the top level of the config, newer ones under text_config)
         text = configs["text_encoder"]
         expected = {"joint_attention_dim": (text.get("text_config") or text).get("hidden_size")}
-    elif family == "flux1-kontext":  # T5's sequence, CLIP's pooled vector
+    elif family.startswith("flux1"):  # T5's sequence, CLIP's pooled vector
         expected = {"joint_attention_dim": configs["text_encoder_2"].get("d_model"),
                     "pooled_projection_dim": configs["text_encoder"].get("hidden_size")}
     else:

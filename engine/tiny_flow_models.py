@@ -12,9 +12,10 @@ real weights or a GPU; their pictures are noise. They keep each family's shape:
   Qwen's special tokens that engine.tiny_model builds for klein too), the single-stream DiT with patch 2, and the FLUX VAE's
   16 channels, shift and scale. The scheduler is Z-Image-Turbo's (shift 3) unless ``shift`` says
   otherwise (the base model's is 6);
-- FLUX.1 Kontext [dev]: SD3's CLIP-L (read for its pooled output) and T5 pieces, the FLUX
-  transformer (one double- and one single-stream block) with its guidance embedding over 2x2
-  packed latents, FLUX.1's dynamically shifted scheduler and the FLUX VAE.
+- FLUX.1 Kontext [dev] (or, on request, [schnell]): SD3's CLIP-L (read for its pooled output)
+  and T5 pieces, the FLUX transformer (one double- and one single-stream block) with its
+  guidance embedding (none on [schnell]) over 2x2 packed latents, FLUX.1's dynamically shifted
+  scheduler ([schnell]'s: a fixed shift of 1) and the FLUX VAE.
 All have a native size of 128 px, a VAE that downsamples by 8, and working sizes in steps of 16.
 """
 
@@ -104,8 +105,14 @@ def build_tiny_sd3(folder: Path) -> Path:
 
 
 def build_tiny_kontext(folder: Path) -> Path:
-    """Build a tiny FLUX.1 Kontext [dev] under ``torch.manual_seed(0)`` and save it (safetensors)
-    in ``folder``, laid out as black-forest-labs/FLUX.1-Kontext-dev is: SD3's CLIP-L and T5
+    """Build a tiny FLUX.1 Kontext [dev] (``build_tiny_flux1``'s default) in ``folder``."""
+    return build_tiny_flux1(folder)
+
+
+def build_tiny_flux1(folder: Path, *, schnell: bool = False) -> Path:
+    """Build a tiny FLUX.1 under ``torch.manual_seed(0)`` and save it (safetensors) in ``folder``,
+    laid out as black-forest-labs/FLUX.1-Kontext-dev is (``schnell``: as FLUX.1-schnell, a
+    FluxPipeline without the guidance input, its scheduler's fixed shift 1): SD3's CLIP-L and T5
     pieces (CLIP read for its pooled output), the FLUX transformer with its guidance embedding
     over 2x2-packed latents, and the FLUX VAE's 16 channels, shift and scale."""
     import torch
@@ -122,15 +129,15 @@ def build_tiny_kontext(folder: Path) -> Path:
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=t5_width, pooled_projection_dim=clip_width,
-        guidance_embeds=True, axes_dims_rope=(4, 6, 6))
+        guidance_embeds=not schnell, axes_dims_rope=(4, 6, 6))
     vae = _flow_vae(scaling_factor=0.3611, shift_factor=0.1159)
     text_encoder = CLIPTextModel(_text_config(clip_width))
     text_encoder_2 = _t5_encoder(t5_width)
-    # FLUX.1's scheduler config: the shift follows the image's token count
+    # [dev]'s and Kontext's scheduler config: the shift follows the image's token count
     scheduler = FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
-        max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
-    _save(folder, "FluxKontextPipeline", {"transformer": transformer, "vae": vae,
+        num_train_timesteps=1000, shift=1.0 if schnell else 3.0, use_dynamic_shifting=not schnell,
+        base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    _save(folder, "FluxPipeline" if schnell else "FluxKontextPipeline", {"transformer": transformer, "vae": vae,
                                           "text_encoder": text_encoder,
                                           "text_encoder_2": text_encoder_2},
           scheduler, {"tokenizer": "CLIPTokenizer", "tokenizer_2": "T5TokenizerFast",

@@ -23,7 +23,7 @@ def for_model(model) -> Backbone:
     families.update({family: zimage.ZImage for family in zimage.FAMILIES})
     families.update({family: flux2.Flux2Klein for family in flux2.FAMILIES})
     families.update({family: qwen_image.QwenImageEdit for family in qwen_image.FAMILIES})
-    families.update({family: flux1.Flux1Kontext for family in flux1.FAMILIES})
+    families.update({family: flux1.Flux1 for family in flux1.FAMILIES})
     family = getattr(model, "family", "sd1")
     try:
         return families[family](model)

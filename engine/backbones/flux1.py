@@ -1,6 +1,6 @@
-"""FLUX.1 Kontext [dev]: CLIP's pooled text and T5's sequence, the FLUX.1 VAE with its shift and
-scale, a flow transformer over 2x2-packed latent tokens that reads the guidance scale as an
-input, as diffusers' FluxKontextPipeline drives them.
+"""FLUX.1: Kontext [dev] (instruction editing) and the [dev]/[schnell] text-to-image models: CLIP's
+pooled text and T5's sequence, the FLUX.1 VAE with its shift and scale, a flow transformer over
+2x2-packed latent tokens, as diffusers' FluxKontextPipeline and FluxPipeline drive them.
 
 - Text (the pipeline's ``encode_prompt``): CLIP-L's pooled output over 77 tokens and T5's last
   hidden states over 512; the text ids are all zero. The empty text is encoded like any other.
@@ -12,9 +12,11 @@ input, as diffusers' FluxKontextPipeline drives them.
 - Reference image (``with_reference``, the ``instruct`` method): the photo's latent packed as
   extra tokens after the latent's with ids (1, row, column), as the pipeline's
   ``prepare_latents`` gives its ``image=``; only the latent's tokens come back.
-- Guidance: guidance-distilled, the scale is the transformer's input (``guidance_embedded``:
-  EditSession sets ``guidance_scale`` per run, the model card's 2.5 over 28 steps by default),
-  so every step is one prediction, no CFG (the pipeline's ``true_cfg_scale`` stays at its 1).
+- Guidance: Kontext and [dev] are guidance-distilled, the scale is the transformer's input
+  (``guidance_embedded``: EditSession sets ``guidance_scale`` per run; the model cards' 2.5 for
+  Kontext and 3.5 for [dev], over 28 steps), so every step is one prediction, no CFG (the
+  pipelines' ``true_cfg_scale`` stays at its 1). [schnell]'s transformer has no guidance input:
+  it is step-distilled (4 steps, guidance 1).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import numpy as np
 import torch
 
 from engine.backbones import flux2, vae
-from engine.backbones.base import Conditioning
+from engine.backbones.base import Conditioning, distilled_defaults
 from engine.backbones.flow import FLOW_METHODS, PatchedFlowBackbone
 from engine.backbones.sd3 import too_long_note
 
-FAMILIES = ("flux1-kontext",)
+KONTEXT = "flux1-kontext"
+FAMILIES = ("flux1", KONTEXT)
 T5_TOKENS = 512  # the pipeline's max_sequence_length
 REFERENCE_ID = 1  # the first id of the reference image's tokens (the pipeline's image_ids)
 
@@ -39,20 +42,43 @@ def pack(latents: torch.Tensor, first: int = 0) -> tuple[torch.Tensor, torch.Ten
     return tokens, ids[0, :, :3]
 
 
-class Flux1Kontext(PatchedFlowBackbone):
-    title = "FLUX.1 Kontext"
-    methods = FLOW_METHODS | {"instruct"}
-    family_defaults = {"steps": 28, "guidance": 2.5}
-    guidance_scale = 2.5  # until a run sets its own
+class Flux1(PatchedFlowBackbone):
+    def __init__(self, model):
+        super().__init__(model)
+        self.guidance_scale = self.family_defaults["guidance"]  # until a run sets its own
+
+    @property
+    def kontext(self) -> bool:
+        return self.family == KONTEXT
+
+    @property
+    def title(self) -> str:
+        return "FLUX.1 Kontext" if self.kontext else "FLUX.1"
+
+    @property
+    def methods(self) -> frozenset[str]:
+        """Only Kontext edits from a reference image."""
+        return FLOW_METHODS | {"instruct"} if self.kontext else FLOW_METHODS
 
     @property
     def guidance_embedded(self) -> bool:
         return bool(self.model.transformer.config.guidance_embeds)
 
     @property
+    def family_distilled(self) -> bool:
+        """[schnell]: no guidance input, 4 steps."""
+        return not self.guidance_embedded
+
+    @property
+    def family_defaults(self) -> dict:
+        if self.family_distilled:
+            return distilled_defaults(4)
+        return {"steps": 28, "guidance": 2.5 if self.kontext else 3.5}
+
+    @property
     def unused_params(self) -> frozenset[str]:
         """No CFG, so no negative text."""
-        return frozenset({"negative_prompt"})
+        return super().unused_params | {"negative_prompt"}
 
     # ---- text
 

@@ -230,8 +230,8 @@ def test_flow_families_are_listed_with_their_steps_licence_and_methods(qtbot, tm
     assert [r[2] for r in rows(dialog)] == ["FLUX.2 klein", "SD3.5", "Z-Image", "FLUX.1 Kontext",
                                             "SD 1.x"]
     intro = " ".join(label.text() for label in dialog.findChildren(QLabel))
-    assert ("SDXL, SD3.5, Z-Image, FLUX.2 klein, FLUX.1 Kontext and Qwen-Image-Edit models "
-            "found") in intro
+    assert ("SDXL, SD3.5, Z-Image, FLUX.2 klein, FLUX.1, FLUX.1 Kontext and Qwen-Image-Edit "
+            "models found") in intro
     expected = ["4 steps, guidance built in", "Large 28, with CFG", "Z-Image-Turbo: 8 steps, no CFG",
                 "FLUX.1 [dev] Non-Commercial License"]
     for row, words in enumerate(expected):

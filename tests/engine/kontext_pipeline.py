@@ -1,14 +1,16 @@
-"""diffusers' FluxKontextPipeline on a loaded FLUX.1 Kontext's components, kept at the photo's
-size: what the parity tests and the instruction-edit benchmark compare the engine with."""
+"""diffusers' FluxKontextPipeline (or another FLUX.1 pipeline) on a loaded FLUX.1 model's
+components, kept at the photo's size: what the parity tests and the instruction-edit benchmark
+compare the engine with."""
 
 from __future__ import annotations
 
 
-def edit_pipeline(model):
-    """FluxKontextPipeline over ``model``'s (engine.models.LoadedModel) components."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxKontextPipeline
+def edit_pipeline(model, pipeline: str = "FluxKontextPipeline"):
+    """The diffusers ``pipeline`` class over ``model``'s (engine.models.LoadedModel) components."""
+    import diffusers
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
-    pipe = FluxKontextPipeline(
+    pipe = getattr(diffusers, pipeline)(
         scheduler=FlowMatchEulerDiscreteScheduler.from_config(model.scheduler_config),
         vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
         text_encoder_2=model.text_encoder_2, tokenizer_2=model.tokenizer_2,

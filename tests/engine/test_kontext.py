@@ -2,7 +2,8 @@
 ``instruct`` unmasked is FluxKontextPipeline(image=photo, prompt=instruction) at the embedded
 guidance scale; the empty instruction finds no area; an empty mask keeps the photo; outside the
 mask every pixel is the photo's, for the flow methods too; the same seed gives the same bytes;
-once in bfloat16.
+once in bfloat16. The FLUX.1 text-to-image models share the backbone: [dev] (guidance embedded)
+and [schnell] (step-distilled) run SDEdit as FluxImg2ImgPipeline does, and no Instruction edit.
 
 Photos are 64x64 (4x4 latent tokens) run at resolution 64; the pipeline is given that size with
 its resize to Kontext's preferred resolutions turned off (``_auto_resize=False``, ``max_area``),
@@ -17,8 +18,9 @@ from PIL import Image
 
 from engine import families, flow_models, masks
 from engine.backbones import for_model
-from engine.backbones.flux1 import Flux1Kontext, pack
-from engine.errors import ModelError
+from engine.backbones.flow import FLOW_METHODS
+from engine.backbones.flux1 import Flux1, pack
+from engine.errors import InputError, ModelError
 from engine.methods import diffedit, instruct
 from engine.params import EditParams
 from engine.runtime import RunContext
@@ -50,7 +52,7 @@ def test_kontext_loads_from_its_model_index_with_the_model_cards_defaults(tiny_k
                                                                          tiny_kontext_path, photo):
     assert families.folder_family(tiny_kontext_path) == "flux1-kontext" == tiny_kontext.family
     backbone = for_model(tiny_kontext)
-    assert isinstance(backbone, Flux1Kontext) and backbone.guidance_embedded
+    assert isinstance(backbone, Flux1) and backbone.guidance_embedded and not backbone.distilled
     assert "instruct" in backbone.methods and backbone.unused_params == {"negative_prompt"}
     assert (backbone.latent_factor, backbone.size_multiple) == (16, 16)
     defaults = EditSession(tiny_kontext, photo).default_params("instruct")
@@ -146,3 +148,49 @@ def test_it_runs_in_bfloat16_on_the_cpu(tiny_kontext_path, photo, box):
     [result] = EditSession(model, photo).run("instruct", "", INSTRUCTION, box, FAST)
     kept = masks.paste_alpha(result.mask, result.params.feather) == 0
     assert np.array_equal(result.image[kept], photo[kept]) and not np.array_equal(result.image, photo)
+
+
+@pytest.fixture(scope="module")
+def tiny_schnell(tmp_path_factory):
+    """A tiny FLUX.1 [schnell] (a FluxPipeline folder, no guidance input), loaded as any folder."""
+    from engine.models import load_model
+    from engine.tiny_flow_models import build_tiny_flux1
+
+    return load_model(str(build_tiny_flux1(tmp_path_factory.mktemp("schnell") / "m", schnell=True)),
+                      device="cpu")
+
+
+def test_flux1_text_to_image_models_run_the_flow_methods_but_not_instruct(tiny_schnell, photo):
+    assert tiny_schnell.family == "flux1"
+    backbone = for_model(tiny_schnell)
+    assert backbone.methods == FLOW_METHODS and backbone.distilled
+    assert not backbone.guidance_embedded and backbone.title == "FLUX.1"
+    session = EditSession(tiny_schnell, photo)
+    defaults = session.default_params("diffedit")
+    assert (defaults.steps, defaults.guidance) == (4, 1.0)
+    with pytest.raises(InputError, match="Instruction edit does not run on FLUX.1 models"):
+        session.run("instruct", "", INSTRUCTION, None, FAST)
+
+
+@pytest.mark.parametrize("kind,guidance", [("dev", 3.5), ("schnell", 1.0)])
+def test_sdedit_without_a_mask_equals_flux_img2img(request, tiny_kontext, photo, kind, guidance):
+    """FluxImg2ImgPipeline from our noised photo latent: [dev] (the tiny Kontext's transformer, as
+    a FluxPipeline folder would give it) with its embedded guidance, [schnell] without."""
+    import dataclasses
+
+    model = (dataclasses.replace(tiny_kontext, family="flux1") if kind == "dev"
+             else request.getfixturevalue("tiny_schnell"))
+    params = EditParams(steps=4, strength=0.75, guidance=guidance, seed=3, resolution=SIDE)
+    session = FinalLatents(model, photo)
+    [ours] = session.run("sdedit", "", "a dog on a sofa", None, params)
+    assert ours.stats["unet_evals"]["decode"] == params.encode_steps  # never CFG
+    geometry = session.geometry(params)
+    schedule = session.schedule(params.steps, geometry)
+    z0 = session.image_latent(geometry)
+    noise = torch.randn(z0.shape, generator=torch.Generator("cpu").manual_seed(params.seed))
+    start = schedule.noised(z0, noise, schedule.tail(params.encode_steps)[0])
+    theirs = edit_pipeline(model, "FluxImg2ImgPipeline")(
+        image=Image.fromarray(photo), prompt="a dog on a sofa", height=SIDE, width=SIDE,
+        strength=params.strength, num_inference_steps=params.steps, guidance_scale=guidance,
+        latents=pack(start)[0], output_type="latent").images
+    assert torch.allclose(pack(session.finals[0])[0], theirs, atol=1e-4)

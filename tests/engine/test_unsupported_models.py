@@ -1,5 +1,5 @@
-"""Models this version cannot edit with are named before anything loads: the text-to-image
-models of the instruction-edit families (Qwen-Image, FLUX.1 [dev]/[schnell])."""
+"""Models this version cannot edit with are named before anything loads: Qwen-Image's
+text-to-image model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from engine import families
 from engine.errors import ModelError
 
 
-@pytest.mark.parametrize("pipeline", ["QwenImagePipeline", "FluxPipeline"])
+@pytest.mark.parametrize("pipeline", ["QwenImagePipeline"])
 def test_models_we_do_not_run_are_refused_by_name(tmp_path, pipeline):
     """A folder of many gigabytes is refused from its model_index.json alone; the README's model
     table says which are not supported yet."""
