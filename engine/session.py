@@ -156,7 +156,7 @@ class EditSession:
 
     def embed_guidance(self, params: EditParams) -> EditParams:
         """``params`` as the methods sample with them: on a model that reads the guidance scale
-        as an input (``Backbone.guidance_embedded``: FLUX.1 Kontext) the backbone takes the
+        as an input (``Backbone.guidance_embedded``: FLUX.1 [dev], Kontext) the backbone takes the
         scale for every prediction and the methods sample without CFG (guidance 1)."""
         if not self.backbone.guidance_embedded:
             return params

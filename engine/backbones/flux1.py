@@ -43,6 +43,8 @@ def pack(latents: torch.Tensor, first: int = 0) -> tuple[torch.Tensor, torch.Ten
 
 
 class Flux1(PatchedFlowBackbone):
+    """FLUX.1 [dev]/[schnell] (family "flux1") and FLUX.1 Kontext [dev] ("flux1-kontext")."""
+
     def __init__(self, model):
         super().__init__(model)
         self.guidance_scale = self.family_defaults["guidance"]  # until a run sets its own
