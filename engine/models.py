@@ -445,8 +445,8 @@ def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool,
 def _load_flow_folder(folder: Path, name: str, family: str, device, dtype,
                       allow_pickle: bool, transformer: Path | None = None) -> LoadedModel:
     """A flow-matching transformer model (engine.flow_models.FAMILIES), checked as SD's are;
-    its transformer from the file ``transformer`` (engine.transformer_file) when one is given (the folder's
-    transformer/ then needs only its config)."""
+    its transformer from the file ``transformer`` (engine.transformer_file) when one is given
+    (the folder's transformer/ then needs only its config)."""
     import diffusers
     import transformers
 

@@ -5,8 +5,8 @@ against the folder's config before use: a GGUF (city96/unsloth Q8_0, Q4_K_M, ...
 GGUF weights stay quantized in memory and are dequantized layer by layer as they run (diffusers'
 GGUF backend), which is how a FLUX.2 klein or Z-Image fits a 12-16 GB GPU. A .safetensors file
 loads through diffusers' ``from_single_file`` as it is; its fp8 (float8_e4m3fn, e5m2) weights are
-up-cast to the run's dtype: fp8 halves the download, computing in it needs kernels most GPUs and
-every CPU lack. The file is data: its tensors, after diffusers' conversion from the original
+up-cast to the run's dtype: fp8 halves the download and the disk, but diffusers' plain layers
+compute in the run's dtype, not in fp8. The file is data: its tensors, after diffusers' conversion from the original
 (ComfyUI) key layout, must be exactly the ones the folder's transformer config builds, with the
 same shapes, or it is refused (so are ComfyUI's "fp8_scaled" files: their per-layer scales are
 tensors no diffusers model has); a pickle file (.ckpt, .pt) is refused before it is opened.
