@@ -4,7 +4,7 @@
 oracle and run in masked edits; a bf16 .safetensors (klein's and Z-Image's transformer-only, as
 their model pages ship them; SD3.5's inside an all-in-one ComfyUI checkpoint) and an fp8 one,
 loaded with exactly the stored values; files that do not fit, pickle files and ComfyUI's scaled
-fp8 refused by name; the offload tier and the CLI on Z-Image's GGUF."""
+fp8 refused by name; the offload tier, a LoRA and the CLI on Z-Image's GGUF."""
 
 from __future__ import annotations
 
@@ -164,6 +164,28 @@ def test_a_masked_edit_keeps_outside_the_mask_and_the_same_seed_the_same_bytes(
     # the result's record names the quantized file that made it
     assert first.model_name.endswith(f" + {family_gguf.name}")
     assert family_gguf.name in first.metadata()["parameters"]
+
+
+@pytest.mark.slow
+def test_a_lora_loads_on_the_quantized_transformer(zimage_gguf, tiny_zimage, tiny_zimage_path,
+                                                   tmp_path, cat128):
+    """peft wraps the GGUF layers, whose weights stay quantized, and the LoRA changes the
+    velocity."""
+    from engine import lora
+    from tests.engine.test_lora import _make_flow_lora
+
+    path = _make_flow_lora(tiny_zimage, tmp_path, "style")
+    off, on = (load_model(str(tiny_zimage_path), device="cpu", transformer=str(zimage_gguf),
+                          loras=[lora.LoraSpec(path, weight)]) for weight in (0, 1))
+    layer = on.transformer.layers[0].attention.to_q
+    assert type(layer.base_layer).__name__ == "GGUFLinear"
+    assert type(layer.base_layer.weight).__name__ == "GGUFParameter"
+    backbone = EditSession(off, cat128).backbone
+    cond, _ = backbone.encode_text("a photo of a cat")
+    latents = torch.randn(backbone.encode_image(cat128).shape, generator=torch.Generator().manual_seed(0))
+    velocities = [EditSession(m, cat128).backbone.predict(latents, torch.tensor(500.0), cond)
+                  for m in (off, on)]
+    assert not torch.allclose(*velocities, atol=1e-4)
 
 
 @pytest.mark.slow
