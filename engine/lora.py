@@ -1,16 +1,18 @@
 """LoRA files on a loaded model: ``PATH[:WEIGHT]`` specs, a family check, diffusers' loading, and
-the step count of a few-step LoRA (Lightning, Turbo, Hyper, LCM).
+the step count of a few-step LoRA (Lightning, Turbo, Hyper, LCM) and Qwen-Image-Lightning's shift.
 
 diffusers reads the common LoRA layouts (kohya ``lora_unet_*``, diffusers/peft ``unet.*`` and
 ``transformer.*``, the flow families' original checkpoint names) through its pipelines'
 ``load_lora_weights`` with the peft backend: SD and SDXL's UNet, and the transformer of FLUX.2
-klein, SD3.5 and Z-Image (each family's pipeline has a LoRA loader); the pipeline is built around
-the already loaded components, so nothing is loaded twice. The adapters stay unfused: each keeps
-its weight exactly, and weight 0 gives the base model's output byte for byte.
+klein, SD3.5, Z-Image, FLUX.1 (Kontext) and Qwen-Image-Edit (each family's pipeline has a LoRA
+loader); the pipeline is built around the already loaded components, so nothing is loaded twice.
+The adapters stay unfused: each keeps its weight exactly, and weight 0 gives the base model's
+output byte for byte.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +23,13 @@ WEIGHT_RANGE = (-10.0, 10.0)
 # The text-feature width a UNet's cross-attention reads names its family (for messages).
 _WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 _DOWN = ("lora_down.weight", "lora_A.weight", "lora.down.weight")  # kohya, peft, old diffusers
-# The transformer families a LoRA loads on (through their pipelines' LoRA loaders)
-TRANSFORMER_FAMILIES = ("flux2-klein", "sd3", "zimage")
-_UNET, _FLUX, _FLUX1 = "unet", "flux", "flux1"
+_UNET, _FLUX, _FLUX1, _QWEN = "unet", "flux", "flux1", "qwen"
+# The transformer families a LoRA loads on (through their pipelines' LoRA loaders), with the
+# marks (below) of the LoRAs each takes: FLUX's original names fit FLUX.1 and FLUX.2 alike, a
+# Qwen-Image LoRA fits both Qwen-Image-Edit releases
+FITS = {"flux2-klein": {_FLUX, "flux2-klein"}, "sd3": {"sd3"}, "zimage": {"zimage"},
+        "flux1": {_FLUX, _FLUX1}, "flux1-kontext": {_FLUX, _FLUX1},
+        "qwen-image-edit": {_QWEN}, "qwen-image-edit-plus": {_QWEN}}
 # Module names only one family's LoRAs change, in diffusers', kohya's and the original
 # checkpoints' spellings (the UNet's first: its blocks hold "attn2" and "ff.net" too; FLUX.1's
 # and FLUX.2's original names are alike, their diffusers names not)
@@ -34,8 +40,9 @@ _MARKS = {
     _FLUX1: r"proj_mlp",
     "sd3": r"joint_blocks|context_block|x_block|attn2|ff_context[._]net|ff[._]net",
     "zimage": r"context_refiner|noise_refiner|layers[._]\d+[._](attention|feed_forward)",
+    _QWEN: r"(img|txt)_(mlp[._]net|mod[._]1[._])",  # FLUX.1's originals: img_mlp.0, img_mod.lin
 }
-_LABELS = {_UNET: "SD 1.x/2.x or SDXL", _FLUX: "FLUX", _FLUX1: "FLUX.1"}
+_LABELS = {_UNET: "SD 1.x/2.x or SDXL", _FLUX: "FLUX", _FLUX1: "FLUX.1", _QWEN: "Qwen-Image"}
 # A few-step LoRA names itself so ("Qwen-Image-Lightning-4steps", "Hyper-SD3-8steps-lora",
 # "lcm-lora-sdxl") or says its steps in its metadata; without a count it runs 8 steps, the top of
 # the 4-8 they are made for.
@@ -44,6 +51,10 @@ _STEP_COUNT = re.compile(r"(\d+)[-_ ]?steps?(?![a-z])", re.IGNORECASE)
 STEP_METADATA = ("num_inference_steps", "inference_steps", "sampling_steps")
 FEW_STEP_DEFAULT = 8
 MAX_FEW_STEPS = 16
+# lightx2v's Qwen-Image(-Edit)-Lightning LoRAs are distilled at a fixed exponential shift,
+# mu = log 3 at every size (their model card's scheduler config), without a terminal stretch
+LIGHTNING_SHIFT = {"use_dynamic_shifting": True, "time_shift_type": "exponential", "shift": 1.0,
+                   "base_shift": math.log(3), "max_shift": math.log(3), "shift_terminal": None}
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,8 @@ def parse(spec: str) -> LoraSpec:
 
 def apply(model, specs) -> None:
     """Load each LoRA onto ``model``'s UNet or transformer (and its text encoders where the file
-    has them); ``model.lora_steps`` becomes the first few-step LoRA's steps (``few_steps``)."""
+    has them); ``model.lora_steps`` becomes the first few-step LoRA's steps (``few_steps``), and
+    on Qwen-Image-Edit such a LoRA's schedule is Lightning's fixed shift (``LIGHTNING_SHIFT``)."""
     specs = list(specs)
     if not specs:
         return
@@ -104,6 +116,9 @@ def apply(model, specs) -> None:
     model.loras = [spec.label for spec in specs]
     # a few-step LoRA switched off (weight 0) leaves the model's own steps
     model.lora_steps = next((n for spec in specs if spec.weight and (n := few_steps(spec))), 0)
+    if model.lora_steps and _QWEN in FITS.get(model.family, ()):
+        # a new dict: a copy of the model that shares the loaded config keeps it as it was
+        model.scheduler_config = {**model.scheduler_config, **LIGHTNING_SHIFT}
 
 
 def few_steps(spec: LoraSpec) -> int:
@@ -143,19 +158,16 @@ def check_family(spec: LoraSpec, model) -> None:
     transformer, for its layers' sizes)."""
     path = spec.path
     shapes = check_file(spec)
-    marked = _marked_family(shapes)
     if model.unet is None:
         loaded = _flow_label(model.family)
-        if model.family not in TRANSFORMER_FAMILIES:
-            raise InputError(f"{path.name}: LoRAs on {loaded} are not supported yet (they load on "
-                             "SD 1.x/2.x, SDXL, FLUX.2 klein, SD3.5 and Z-Image)")
-        fits = marked in (None, model.family) or (marked == _FLUX and model.family == "flux2-klein")
-        if not fits:
+        marked = _marked_family(shapes, [name for name, _ in model.transformer.named_modules()])
+        if marked not in FITS[model.family] | {None}:
             raise InputError(f"{path.name}: this LoRA is for {_label(marked)} models and the "
                              f"loaded model is {loaded}; choose a LoRA made for it")
         _check_layers(spec, model, loaded)
         return
     width = model.unet.config.cross_attention_dim
+    marked = _marked_family(shapes)
     if marked not in (None, _UNET):
         raise InputError(f"{path.name}: this LoRA is for {_label(marked)} models and the loaded "
                          f"model is {_family(width)}; choose a LoRA made for it")
@@ -169,11 +181,14 @@ def check_family(spec: LoraSpec, model) -> None:
                          f"model is {_family(width)}; choose a LoRA made for it")
 
 
-def _marked_family(shapes: dict) -> str | None:
+def _marked_family(shapes: dict, own: list[str] = ()) -> str | None:
     """The family whose module names the LoRA's keys hold (engine family or _UNET); None when
-    they name none, or more than one."""
+    they name none, or more than one. A mark the loaded transformer's ``own`` module names hold
+    too is no sign of another family (FLUX.1's double blocks have SD3's ``ff.net``)."""
+    own = " ".join(own)
+    own += " " + own.replace(".", "_")  # kohya's spelling
     found = {family for family, marks in _MARKS.items()
-             if any(re.search(marks, key) for key in shapes)}
+             if any((m := re.search(marks, key)) and m.group(0) not in own for key in shapes)}
     if _UNET in found:
         return _UNET
     if len(found) > 1:
@@ -254,7 +269,10 @@ def _pipeline(model):
 
 
 def _flow_pipeline(model):
-    """The flow family's pipeline around the loaded transformer, VAE and text encoders."""
+    """The flow family's pipeline around the loaded transformer, VAE and text encoders (the parts
+    its LoRA loader never reads, Qwen's processor, left out)."""
+    import inspect
+
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from engine.flow_models import FAMILIES
@@ -264,4 +282,6 @@ def _flow_pipeline(model):
     for part in FAMILIES[model.family].text:  # LoadedModel names them as the folders are named
         parts[part.folder] = getattr(model, part.folder)
         parts[part.tokenizer_folder] = getattr(model, part.tokenizer_folder)
-    return _pipeline_class(model.family)(**parts)
+    pipeline = _pipeline_class(model.family)
+    unused = inspect.signature(pipeline.__init__).parameters.keys() - parts.keys() - {"self"}
+    return pipeline(**parts, **dict.fromkeys(unused))

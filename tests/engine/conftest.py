@@ -57,3 +57,10 @@ def tiny_kontext(tiny_kontext_path):
     from engine.models import load_model
 
     return load_model(str(tiny_kontext_path), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_edit(tiny_qwen_edit_path):
+    from engine.models import load_model
+
+    return load_model(str(tiny_qwen_edit_path), device="cpu")

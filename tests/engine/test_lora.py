@@ -1,14 +1,14 @@
 """LoRA: a tiny LoRA made here changes the output on SD and SDXL and the velocity on FLUX.2 klein,
-SD3.5 and Z-Image (unfused), weight 0 gives the base bytes, a LoRA for another family or size is
-refused by name, a few-step LoRA (Lightning, LCM, ...) sets its steps and guidance 1, and the
-CLI's PATH[:WEIGHT] specs."""
+SD3.5, Z-Image, FLUX.1 Kontext and Qwen-Image-Edit (unfused), weight 0 gives the base bytes, a
+LoRA for another family or size is refused by name, a few-step LoRA (Lightning, LCM, ...) sets its
+steps and guidance 1 (on Qwen-Image-Edit Lightning's fixed shift too), and the CLI's
+PATH[:WEIGHT] specs."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
-import types
 
 import numpy as np
 import pytest
@@ -129,12 +129,16 @@ def test_the_cli_refuses_a_missing_lora_before_loading_the_model(tmp_path, capsy
     assert code == 2 and errors == [f"error: --lora {tmp_path / 'gone.safetensors'}: no such file"]
 
 
-# ---- LoRAs on the flow transformers (FLUX.2 klein, SD3.5, Z-Image)
+# ---- LoRAs on the flow transformers (FLUX.2 klein, SD3.5, Z-Image, FLUX.1 Kontext, Qwen-Image-Edit)
 
-TINY_FLOW = {"flux2-klein": "tiny_flux2", "sd3": "tiny_sd3", "zimage": "tiny_zimage"}
-# what each family's LoRAs commonly change (klein's single-stream blocks, SD3.5's text stream)
+TINY_FLOW = {"flux2-klein": "tiny_flux2", "sd3": "tiny_sd3", "zimage": "tiny_zimage",
+             "flux1-kontext": "tiny_kontext", "qwen-image-edit-plus": "tiny_qwen_edit"}
+# what each family's LoRAs commonly change (klein's single-stream blocks, SD3.5's text stream,
+# Qwen's image MLP, FLUX.1's feed-forward, named as SD3's is)
 TARGETS = {"flux2-klein": ["to_q", "to_k", "to_v", "to_qkv_mlp_proj"],
-           "sd3": ["to_q", "to_k", "to_v", "add_q_proj"], "zimage": ["to_q", "to_k", "to_v"]}
+           "sd3": ["to_q", "to_k", "to_v", "add_q_proj"], "zimage": ["to_q", "to_k", "to_v"],
+           "flux1-kontext": ["to_q", "to_k", "to_v", "ff.net.0.proj"],
+           "qwen-image-edit-plus": ["to_q", "to_k", "to_v", "img_mlp.net.0.proj"]}
 
 
 def _make_flow_lora(model, folder, name, metadata=None):
@@ -178,8 +182,12 @@ def test_a_flow_lora_changes_the_velocity_unfused_and_weight_zero_gives_the_base
     path = _make_flow_lora(flow, tmp_path, f"{flow.family}-style")
     off, on = _with_own_transformer(flow), _with_own_transformer(flow)
     base = for_model(off)
-    cond, _ = base.encode_text("a photo of a cat")  # the LoRA has no text-encoder part
-    clean = base.encode_image(cat128)
+    # the LoRA has no text part; an edit model reads the photo too (at 64x64: 4x4 latent cells)
+    text, photo = "a photo of a cat", np.ascontiguousarray(cat128[::2, ::2])
+    cond, _ = base.encode_instruction(text, photo) if base.text_sees_photo else base.encode_text(text)
+    clean = base.encode_image(photo)
+    if "instruct" in base.methods:
+        cond = base.with_reference(cond, clean)
     latents = 0.5 * clean + 0.5 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     expected = base.predict(latents, torch.tensor(500.0), cond)
     lora.apply(off, [lora.LoraSpec(path, 0)])
@@ -198,17 +206,23 @@ def test_a_flow_lora_changes_the_velocity_unfused_and_weight_zero_gives_the_base
 
 
 def test_a_flow_lora_of_another_family_or_size_is_refused_by_name(
-        tiny_flux2, tiny_sd3, tiny_zimage, tiny_model, tmp_path):
+        tiny_flux2, tiny_sd3, tiny_zimage, tiny_kontext, tiny_qwen_edit, tiny_model, tmp_path):
     from safetensors.torch import save_file
 
-    files = {m.family: _make_flow_lora(m, tmp_path, m.family) for m in (tiny_flux2, tiny_sd3, tiny_zimage)}
+    files = {m.family: _make_flow_lora(m, tmp_path, m.family)
+             for m in (tiny_flux2, tiny_sd3, tiny_zimage, tiny_qwen_edit)}
     files["sd"] = _make_lora(tiny_model, tmp_path, "sd-style")
     for name, model, message in [
             ("zimage", tiny_flux2, "for Z-Image models and the loaded model is FLUX.2 klein"),
             ("flux2-klein", tiny_sd3, "for FLUX.2 klein models and the loaded model is SD3.5"),
             ("sd3", tiny_zimage, "for SD3.5 models and the loaded model is Z-Image"),
             ("sd", tiny_zimage, "for SD 1.x/2.x or SDXL models and the loaded model is Z-Image"),
-            ("flux2-klein", tiny_model, "for FLUX.2 klein models and the loaded model is 32-wide")]:
+            ("flux2-klein", tiny_model, "for FLUX.2 klein models and the loaded model is 32-wide"),
+            ("flux2-klein", tiny_kontext, "for FLUX.2 klein models and the loaded model is FLUX.1 Kontext"),
+            ("sd3", tiny_kontext, "for SD3.5 models and the loaded model is FLUX.1 Kontext"),
+            ("flux2-klein", tiny_qwen_edit, "for FLUX.2 klein models and the loaded model is Qwen-Image-Edit"),
+            ("sd3", tiny_qwen_edit, "for SD3.5 models and the loaded model is Qwen-Image-Edit"),
+            ("qwen-image-edit-plus", tiny_flux2, "for Qwen-Image models and the loaded model is FLUX.2 klein")]:
         with pytest.raises(InputError, match=rf"{files[name].name}: this LoRA is {message}"):
             lora.apply(_with_own_transformer(model), [lora.LoraSpec(files[name])])
     # names alike (a double block's attention), sizes or blocks not: another size of the family
@@ -226,16 +240,13 @@ def test_a_flow_lora_of_another_family_or_size_is_refused_by_name(
                           ("flux1", "for FLUX.1 models and the loaded model is FLUX.2 klein")]:
         with pytest.raises(InputError, match=message):
             lora.apply(_with_own_transformer(tiny_flux2), [lora.LoraSpec(tmp_path / f"{name}.safetensors")])
-    # the other transformer families have no LoRA path yet: refused, not half-loaded
-    kontext = types.SimpleNamespace(unet=None, family="flux1-kontext")
-    with pytest.raises(InputError, match="LoRAs on FLUX.1 Kontext are not supported yet"):
-        lora.apply(kontext, [lora.LoraSpec(files["flux2-klein"])])
 
 
 @pytest.mark.parametrize("name, metadata, steps", [
     ("Z-Image-Lightning-4steps", None, 4), ("sdxl_lightning_8step_lora", None, 8),
     ("lcm-lora-sdxl", None, 8), ("hyper-fast", {"num_inference_steps": "6"}, 6),
-    ("detail-style", None, 0), ("style-1000steps", None, 0)])
+    ("detail-style", None, 0), ("style-1000steps", None, 0),
+    ("Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16", None, 8)])
 def test_a_few_step_lora_is_known_by_its_name_or_metadata(tiny_zimage, tmp_path, name, metadata, steps):
     path = _make_flow_lora(tiny_zimage, tmp_path, name, metadata)
     assert lora.few_steps(lora.LoraSpec(path)) == steps
@@ -262,3 +273,25 @@ def test_a_few_step_lora_sets_its_steps_and_guidance_1(tiny_zimage, tiny_zimage_
     # on a UNet, as a few-step model's own scheduler config says: trailing timesteps
     assert fast.scheduler_config["timestep_spacing"] == "trailing"
     assert off.scheduler_config.get("timestep_spacing") != "trailing"
+
+
+def test_a_qwen_lightning_lora_samples_4_steps_at_its_fixed_shift(tiny_qwen_edit, cat128, tmp_path):
+    """lightx2v's Lightning LoRAs are distilled at mu = log 3 at every size: sigma s becomes
+    3s / (1 + 2s), where the model's own schedule shifts by the token count."""
+    fast_file = _make_flow_lora(tiny_qwen_edit, tmp_path, "Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16")
+    plain_file = _make_flow_lora(tiny_qwen_edit, tmp_path, "qwen-style")
+    base = EditSession(tiny_qwen_edit, cat128)
+    fast, plain = _with_own_transformer(tiny_qwen_edit), _with_own_transformer(tiny_qwen_edit)
+    lora.apply(fast, [lora.LoraSpec(fast_file)])
+    lora.apply(plain, [lora.LoraSpec(plain_file)])
+    fast, plain = EditSession(fast, cat128), EditSession(plain, cat128)
+    defaults = fast.default_params()
+    assert (defaults.steps, defaults.guidance) == (4, 1.0) and "guidance" in fast.backbone.unused_params
+    s = np.linspace(1, 1 / 4, 4)
+    for size in [(8, 8), (64, 64)]:
+        assert np.allclose(fast.backbone.schedule(4, size).sigmas, 3 * s / (1 + 2 * s))
+        assert plain.backbone.schedule(4, size) == base.backbone.schedule(4, size)
+    assert not np.allclose(base.backbone.schedule(4, (8, 8)).sigmas, 3 * s / (1 + 2 * s))
+    assert plain.default_params() == base.default_params()
+    assert (base.default_params().steps, base.default_params().guidance) == (40, 4.0)
+    assert tiny_qwen_edit.scheduler_config["shift_terminal"] == 0.02  # the loaded model's, kept
