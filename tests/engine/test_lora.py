@@ -276,14 +276,25 @@ def test_a_few_step_lora_sets_its_steps_and_guidance_1(tiny_zimage, tiny_zimage_
 
 
 def test_a_qwen_lightning_lora_samples_4_steps_at_its_fixed_shift(tiny_qwen_edit, cat128, tmp_path):
-    """lightx2v's Lightning LoRAs are distilled at mu = log 3 at every size: sigma s becomes
-    3s / (1 + 2s), where the model's own schedule shifts by the token count."""
+    """lightx2v's Lightning LoRAs (in their layout: no prefix, lora_down/lora_up and alphas) are
+    distilled at mu = log 3 at every size: sigma s becomes 3s / (1 + 2s), where the model's own
+    schedule shifts by the token count."""
+    from safetensors.torch import load_file, save_file
+
     fast_file = _make_flow_lora(tiny_qwen_edit, tmp_path, "Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16")
+    layers = {}
+    for key, tensor in load_file(str(fast_file)).items():
+        name = key.removeprefix("transformer.").replace("lora_A", "lora_down").replace("lora_B", "lora_up")
+        layers[name] = tensor
+        if "lora_down" in name:
+            layers[name.replace("lora_down.weight", "alpha")] = torch.tensor(4.0)
+    save_file(layers, str(fast_file))
     plain_file = _make_flow_lora(tiny_qwen_edit, tmp_path, "qwen-style")
     base = EditSession(tiny_qwen_edit, cat128)
     fast, plain = _with_own_transformer(tiny_qwen_edit), _with_own_transformer(tiny_qwen_edit)
     lora.apply(fast, [lora.LoraSpec(fast_file)])
     lora.apply(plain, [lora.LoraSpec(plain_file)])
+    assert any(hasattr(layer, "base_layer") for layer in fast.transformer.modules())
     fast, plain = EditSession(fast, cat128), EditSession(plain, cat128)
     defaults = fast.default_params()
     assert (defaults.steps, defaults.guidance) == (4, 1.0) and "guidance" in fast.backbone.unused_params
