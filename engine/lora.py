@@ -181,7 +181,7 @@ def check_family(spec: LoraSpec, model) -> None:
                          f"model is {_family(width)}; choose a LoRA made for it")
 
 
-def _marked_family(shapes: dict, own: list[str] = ()) -> str | None:
+def _marked_family(shapes: dict, own: list[str] | tuple = ()) -> str | None:
     """The family whose module names the LoRA's keys hold (engine family or _UNET); None when
     they name none, or more than one. A mark the loaded transformer's ``own`` module names hold
     too is no sign of another family (FLUX.1's double blocks have SD3's ``ff.net``)."""
