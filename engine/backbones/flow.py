@@ -30,6 +30,9 @@ from engine.backbones.base import Backbone
 from engine.flow import FlowSchedule
 
 FLOW_METHODS = frozenset({"diffedit", "blended", "sdedit", "flowedit"})
+# Prompt-to-Prompt's local blend and key/value injection (engine.methods.dit): on the families
+# whose backbone offers the attention seam (token_layout, word_positions, controlled).
+ATTENTION_METHODS = frozenset({"p2p", "pnp"})
 
 
 class FlowBackbone(Backbone):

@@ -24,8 +24,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from engine import dit_attention
 from engine.backbones.base import Conditioning, distilled_defaults
-from engine.backbones.flow import FLOW_METHODS, PatchedFlowBackbone
+from engine.backbones.flow import ATTENTION_METHODS, FLOW_METHODS, PatchedFlowBackbone
 from engine.backbones.vae import to_uint8
 
 FAMILIES = ("flux2-klein",)
@@ -72,7 +73,7 @@ def compute_mu(image_tokens: int, steps: int) -> float:
 
 class Flux2Klein(PatchedFlowBackbone):
     title = "FLUX.2 klein"
-    methods = FLOW_METHODS | {"instruct"}
+    methods = FLOW_METHODS | {"instruct"} | ATTENTION_METHODS
 
     @property
     def family_distilled(self) -> bool:
@@ -85,12 +86,17 @@ class Flux2Klein(PatchedFlowBackbone):
 
     # ---- text
 
+    def chat(self, text: str) -> str:
+        """The prompt in Qwen's chat template, as the pipeline gives it to the text encoder."""
+        return self.model.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True,
+            enable_thinking=False)
+
     @torch.no_grad()
     def encode_text(self, text: str) -> tuple[Conditioning, str | None]:
         model = self.model
         tokenizer = model.tokenizer
-        chat = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True, enable_thinking=False)
+        chat = self.chat(text)
         note = None
         if len(tokenizer(chat).input_ids) > MAX_TEXT_TOKENS:
             note = (f"the prompt is longer than the text encoder's {MAX_TEXT_TOKENS} tokens; "
@@ -166,3 +172,16 @@ class Flux2Klein(PatchedFlowBackbone):
                                 txt_ids=cond.extra["text_ids"], img_ids=image_ids,
                                 return_dict=False, **kwargs)[0]
         return unpack(out[:, : rows * columns].float(), rows, columns)
+
+    # ---- attention (engine.dit_attention): text tokens first, then the latent's, as predict
+    #      orders them (the reference image's after those)
+
+    def token_layout(self, latent: torch.Tensor, cond: Conditioning) -> dit_attention.Layout:
+        text = cond.embeds.shape[1]
+        return dit_attention.Layout(slice(0, text), slice(text, text + latent[0, 0].numel()))
+
+    def word_positions(self, text: str) -> list[tuple[str, tuple[int, ...]]]:
+        return dit_attention.word_positions(self.model.tokenizer, self.chat, text, MAX_TEXT_TOKENS)
+
+    def controlled(self, control: dit_attention.Control):
+        return dit_attention.controlled(self.model.transformer, control)

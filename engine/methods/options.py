@@ -42,12 +42,17 @@ class SDEditOptions:
 @dataclass(frozen=True)
 class PromptToPromptOptions:
     mode: str = option("swap", "swap: replace words (same word count); refine: add words; "
-                       "reweight: scale chosen words' attention", choices=("swap", "refine", "reweight"))
+                       "reweight: scale chosen words' attention (Stable Diffusion models; flow "
+                       "transformers have no separate cross-attention)",
+                       choices=("swap", "refine", "reweight"))
     reweight_words: str = option("", "words of the target whose attention is scaled (needed by "
-                                 "mode reweight; also applied on top of swap or refine)")
+                                 "mode reweight; also applied on top of swap or refine; Stable "
+                                 "Diffusion models)")
     reweight_scale: float = option(1.0, "attention scale c for those words", range=(-2.0, 2.0))
-    cross_fraction: float = option(0.8, "fraction of steps with cross-attention injected", range=(0.0, 1.0))
-    self_fraction: float = option(0.4, "fraction of steps with self-attention injected", range=(0.0, 1.0))
+    cross_fraction: float = option(0.8, "fraction of steps with cross-attention injected (Stable "
+                                   "Diffusion models)", range=(0.0, 1.0))
+    self_fraction: float = option(0.4, "fraction of steps with self-attention injected (flow "
+                                  "transformers: the photo's image keys and values)", range=(0.0, 1.0))
     blend_words: str = option("", "local blend: words whose attention area may change (empty: off)")
     blend_threshold: float = option(0.3, "local blend: attention level that becomes the mask",
                                     range=(0.0, 1.0))
@@ -59,9 +64,11 @@ class PromptToPromptOptions:
 @dataclass(frozen=True)
 class PlugAndPlayOptions:
     feature_fraction: float = option(0.8, "fraction of steps with decoder block 4's features "
-                                     "injected from the photo", range=(0.0, 1.0))
+                                     "injected from the photo (Stable Diffusion models)",
+                                     range=(0.0, 1.0))
     attention_fraction: float = option(0.5, "fraction of steps with self-attention queries/keys "
-                                       "(decoder blocks 4-11) injected", range=(0.0, 1.0))
+                                       "(decoder blocks 4-11) injected; flow transformers: every "
+                                       "layer's image keys and values", range=(0.0, 1.0))
 
 
 @dataclass(frozen=True)

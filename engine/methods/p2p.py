@@ -85,11 +85,12 @@ class Words:
 
     def find(self, word: str) -> list[int]:
         """Token positions of every occurrence of ``word`` (case and punctuation ignored)."""
-        key = _normal(word)
-        return [p for w, ps in zip(self.words, self.positions) if _normal(w) == key for p in ps]
+        key = normal_word(word)
+        return [p for w, ps in zip(self.words, self.positions) if normal_word(w) == key for p in ps]
 
 
-def _normal(word: str) -> str:
+def normal_word(word: str) -> str:
+    """``word`` as words are compared: case and surrounding punctuation ignored."""
     return word.lower().strip(string.punctuation)
 
 
@@ -257,7 +258,12 @@ def processors(backbone, control: Control, cross: bool, self_attention: bool) ->
 # ---- the run ----------------------------------------------------------------------------
 
 def run(session, ctx, source, target, mask, params, options) -> list:
-    """Invert under the source text, decode both branches with attention control, paste back."""
+    """Invert under the source text, decode both branches with attention control, paste back.
+    On a flow transformer: engine.methods.dit's local blend and key/value injection."""
+    if session.backbone.prediction_type == "flow":
+        from engine.methods import dit
+
+        return dit.run_p2p(session, ctx, source, target, mask, params, options)
     # 1. Check inputs, and align the two texts' tokens (bad words are refused here)
     methods.check_own("p2p", source, target, mask, params, options)
     plan = plan_tokens(session.backbone.tokenizer, source, target, options)
@@ -265,13 +271,7 @@ def run(session, ctx, source, target, mask, params, options) -> list:
     geometry = session.geometry(params)
     schedule = session.schedule(params.steps)
     trajectory = invert(session, ctx, geometry, schedule, params, source)
-    warnings = []
-    if params.negative_prompt:
-        warnings.append("Prompt-to-Prompt uses the source text as the negative prompt "
-                        "(negative-prompt inversion); the negative prompt was not used")
-    if params.eta > 0:
-        warnings.append("Prompt-to-Prompt decodes deterministically (the inversion must be "
-                        "retraced); eta was not used")
+    warnings = decoding_warnings(params)
     # 3. Encode the texts and decode both branches with the target's attention controlled
     latent_mask = None
     if mask is not None:
@@ -281,17 +281,36 @@ def run(session, ctx, source, target, mask, params, options) -> list:
                                 session.embed(target), plan, params.guidance, options, latent_mask,
                                 geometry.latent_content)
     # 4. The local blend's attention map becomes the mask, unless one was given
-    heatmap = None
-    if mask is None and blend is not None:
-        heatmap = geometry.latent_map_to_photo(blend.cpu().numpy())
-        mask = masks.threshold(heatmap, options.blend_threshold)
-        if not mask.any():
-            raise InputError("the local blend mask is empty at this blend_threshold; lower it")
+    heatmap, mask = blend_mask(geometry, blend, mask, options)
     # 5. Decode the target branch and paste it back
     result = session.finish(ctx, geometry, latents[-1:], mask, params, source, target, "p2p",
                             options, heatmap)
     result.warnings.extend(warnings)
     return [result]
+
+
+def decoding_warnings(params) -> list[str]:
+    """What a run says about the params Prompt-to-Prompt does not use."""
+    warnings = []
+    if params.negative_prompt:
+        warnings.append("Prompt-to-Prompt uses the source text as the negative prompt "
+                        "(negative-prompt inversion); the negative prompt was not used")
+    if params.eta > 0:
+        warnings.append("Prompt-to-Prompt decodes deterministically (the inversion must be "
+                        "retraced); eta was not used")
+    return warnings
+
+
+def blend_mask(geometry, blend: torch.Tensor | None, mask, options) -> tuple:
+    """(heatmap, mask) of a run: the local blend's (H, W) latent map at the photo's size and
+    its threshold, unless a mask was given (then it, and no heatmap)."""
+    if mask is not None or blend is None:
+        return None, mask
+    heatmap = geometry.latent_map_to_photo(blend.cpu().numpy())
+    mask = masks.threshold(heatmap, options.blend_threshold)
+    if not mask.any():
+        raise InputError("the local blend mask is empty at this blend_threshold; lower it")
+    return heatmap, mask
 
 
 _TRAJECTORIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -317,7 +336,7 @@ def invert(session, ctx, geometry, schedule: Schedule, params, source: str) -> l
     return trajectory
 
 
-def _count(fraction: float, steps: int) -> int:
+def step_count(fraction: float, steps: int) -> int:
     """Steps covered by ``fraction`` of a run, halves rounded up (Python's round() goes to even)."""
     return int(fraction * steps + 0.5)
 
@@ -345,8 +364,8 @@ def sample(ctx, backbone, schedule: Schedule, trajectory: list[torch.Tensor], so
     user_mask = None
     if latent_mask is not None:
         user_mask = latent_mask.to(x_T.device, torch.float32)[None, None]
-    cross_steps, self_steps = _count(options.cross_fraction, count), _count(options.self_fraction, count)
-    blend_from = _count(BLEND_START, count)
+    cross_steps, self_steps = step_count(options.cross_fraction, count), step_count(options.self_fraction, count)
+    blend_from = step_count(BLEND_START, count)
     x_src, x_tgt = x_T, x_T.clone()
     controlled = processors(backbone, control, cross_steps > 0 or control.blend, self_steps > 0)
     with backbone.hooked(controlled):
