@@ -79,6 +79,16 @@ class FlowBackbone(Backbone):
         """The transformer's image sequence length for a (columns, rows) latent grid."""
         return latent_size[0] * latent_size[1]
 
+    # ---- attention (the families with ATTENTION_METHODS): a subclass gives
+    #      token_layout(latent, cond) -> {processor key: engine.dit_attention.Layout} of the
+    #      layers to control and word_positions(text) -> [(word, token positions)]
+
+    def controlled(self, control):
+        """A context manager: the transformer's layers under ``control`` inside it."""
+        from engine import dit_attention
+
+        return dit_attention.controlled(self.model.transformer, control)
+
 
 class PatchedFlowBackbone(FlowBackbone):
     """A flow family whose transformer reads 2x2 latent patches as channels (FLUX.2 klein,

@@ -176,12 +176,10 @@ class Flux2Klein(PatchedFlowBackbone):
     # ---- attention (engine.dit_attention): text tokens first, then the latent's, as predict
     #      orders them (the reference image's after those)
 
-    def token_layout(self, latent: torch.Tensor, cond: Conditioning) -> dit_attention.Layout:
+    def token_layout(self, latent: torch.Tensor, cond: Conditioning) -> dict:
         text = cond.embeds.shape[1]
-        return dit_attention.Layout(slice(0, text), slice(text, text + latent[0, 0].numel()))
+        layout = dit_attention.Layout(slice(0, text), slice(text, text + latent[0, 0].numel()))
+        return dict.fromkeys(dit_attention.attention_layers(self.model.transformer), layout)
 
     def word_positions(self, text: str) -> list[tuple[str, tuple[int, ...]]]:
         return dit_attention.word_positions(self.model.tokenizer, self.chat, text, MAX_TEXT_TOKENS)
-
-    def controlled(self, control: dit_attention.Control):
-        return dit_attention.controlled(self.model.transformer, control)

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import torch
 
+from engine import dit_attention
 from engine.backbones.base import Conditioning, distilled_defaults
 from engine.backbones.dit import DiffusionTransformer
+from engine.backbones.flow import ATTENTION_METHODS, FLOW_METHODS
 
 FAMILIES = ("zimage",)
+SEQUENCE_MULTIPLE = 32  # the transformer pads the image's and the caption's tokens to multiples
 TEXT_TOKENS = 512  # the pipeline's max_sequence_length default
 BASE_SHIFT = 6.0  # the base model's scheduler shift (Turbo's: 3)
 
@@ -33,6 +36,7 @@ BASE_SHIFT = 6.0  # the base model's scheduler shift (Turbo's: 3)
 class ZImage(DiffusionTransformer):
     family = "zimage"
     title = "Z-Image"
+    methods = FLOW_METHODS | ATTENTION_METHODS
 
     @property
     def patch_size(self) -> int:
@@ -52,7 +56,8 @@ class ZImage(DiffusionTransformer):
         pipeline's convention (c + g (c - u)), which is true CFG's 5 here (u + s (c - u))."""
         return distilled_defaults(8) if self.family_distilled else {"steps": 50, "guidance": 5.0}
 
-    def _chat(self, text: str) -> str:
+    def chat(self, text: str) -> str:
+        """The prompt in Qwen's chat template, as the pipeline gives it to the text encoder."""
         return self.model.tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True,
             enable_thinking=True)
@@ -61,7 +66,7 @@ class ZImage(DiffusionTransformer):
     def encode_text(self, text: str) -> tuple[Conditioning, str | None]:
         model = self.model
         tokenizer = model.tokenizer
-        tokens = tokenizer(self._chat(text), padding="max_length", max_length=TEXT_TOKENS,
+        tokens = tokenizer(self.chat(text), padding="max_length", max_length=TEXT_TOKENS,
                            truncation=True, return_tensors="pt")
         ids, mask = tokens.input_ids.to(model.device), tokens.attention_mask.to(model.device).bool()
         hidden = model.text_encoder(input_ids=ids, attention_mask=mask,
@@ -71,11 +76,11 @@ class ZImage(DiffusionTransformer):
     def _too_long(self, text: str) -> str | None:
         """What the 512-token cut drops of ``text`` (the template's closing tokens go too)."""
         tokenizer = self.model.tokenizer
-        ids = tokenizer(self._chat(text)).input_ids
+        ids = tokenizer(self.chat(text)).input_ids
         if len(ids) <= TEXT_TOKENS:
             return None
         # the template's text after the prompt: what an empty prompt's template has after it
-        closing = self._chat("").split("<|im_end|>", 1)[1]
+        closing = self.chat("").split("<|im_end|>", 1)[1]
         tail = len(tokenizer("<|im_end|>" + closing).input_ids)
         dropped = tokenizer.decode(ids[TEXT_TOKENS:len(ids) - tail])
         return (f"the prompt is longer than the text encoder's {TEXT_TOKENS} tokens; "
@@ -97,3 +102,21 @@ class ZImage(DiffusionTransformer):
         out = model.transformer(list(latents.to(dtype).unsqueeze(2).unbind(0)), time, captions,
                                 return_dict=False, **kwargs)[0]
         return -torch.stack([frame.float() for frame in out]).squeeze(2)
+
+    # ---- attention (engine.dit_attention): the transformer refines the image tokens alone
+    #      (noise_refiner), the caption alone (context_refiner, not controlled), then runs them
+    #      as one sequence, the image's tokens (padded) first; the image is numbered after the
+    #      caption, so its rotary positions depend on the caption's padded length
+
+    def token_layout(self, latent: torch.Tensor, cond: Conditioning) -> dict:
+        tokens = latent[0, 0].numel() // self.patch_size**2
+        padded = tokens + (-tokens) % SEQUENCE_MULTIPLE
+        image = slice(0, tokens)
+        alone = dit_attention.Layout(None, image, "freqs_cis")
+        joint = dit_attention.Layout(slice(padded, padded + cond.embeds.shape[1]), image, "freqs_cis")
+        return {name: alone if name.startswith("noise_refiner.") else joint
+                for name in dit_attention.attention_layers(self.model.transformer)
+                if not name.startswith("context_refiner.")}
+
+    def word_positions(self, text: str) -> list[tuple[str, tuple[int, ...]]]:
+        return dit_attention.word_positions(self.model.tokenizer, self.chat, text, TEXT_TOKENS)

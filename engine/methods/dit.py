@@ -1,5 +1,6 @@
-"""Prompt-to-Prompt and Plug-and-Play on flow transformers (FLUX.2 klein): local blend from joint
-attention and image key/value injection from the inverted photo (KV-Edit / Stable Flow family).
+"""Prompt-to-Prompt and Plug-and-Play on flow transformers (FLUX.2 klein, Z-Image): local blend
+from joint attention and image key/value injection from the inverted photo (KV-Edit / Stable Flow
+family).
 
 Both invert the photo with the flow ODE and decode a source branch and the target in one batch
 (rows: source, then the target's negative row when guided, then the target). During the first
@@ -28,6 +29,8 @@ the target's own, updated layer by layer) and PnP's decoder-feature injection
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -193,10 +196,16 @@ def sample(ctx, backbone, schedule, trajectory: list[torch.Tensor], source: Cond
 
 
 def blend_map(control: dit_attention.Control, size) -> torch.Tensor:
-    """(H, W) map in [0, 1]: each recorded branch's attention dilated by one cell (P2P's local
-    blend) and rescaled to [0, 1]; the branches' maximum."""
-    maps = torch.stack(list(control.maps.values())).view(-1, 1, *size)
-    maps = F.max_pool2d(maps, 3, stride=1, padding=1).flatten(1)
+    """(H, W) latent-size map in [0, 1]: each recorded branch's attention on its image-token
+    grid (a patch of latent cells per token: Z-Image's 2x2) dilated by one token (P2P's local
+    blend), upsampled, rescaled to [0, 1]; the branches' maximum."""
+    maps = torch.stack(list(control.maps.values()))
+    patch = math.isqrt(size[0] * size[1] // maps.shape[1])
+    maps = maps.view(-1, 1, size[0] // patch, size[1] // patch)
+    maps = F.max_pool2d(maps, 3, stride=1, padding=1)
+    if patch > 1:
+        maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+    maps = maps.flatten(1)
     low, high = maps.amin(dim=1, keepdim=True), maps.amax(dim=1, keepdim=True)
     scaled = (maps - low) / (high - low).clamp(min=1e-12)
     return scaled.amax(dim=0).view(*size).clamp(0.0, 1.0)

@@ -8,6 +8,8 @@ error and a cancel, and a run works in bfloat16."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -20,10 +22,12 @@ from engine.methods import dit, p2p
 from engine.methods.diffedit import masked_decode
 from engine.methods.options import PromptToPromptOptions
 from engine.models import load_model
+from engine.params import EditParams
 from engine.runtime import RunContext
 from engine.session import EditSession
 
 CAT, DOG = "a photo of a cat", "a photo of a dog"
+LONG = "a photo of a cat sitting on a wooden table beside a window"
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +37,16 @@ def photo(samples_dir):
 
 @pytest.fixture(scope="module")
 def session(tiny_flux2, photo):
-    """One session for the module: the texts are encoded once."""
+    """One klein session for the module: the texts are encoded once."""
     return EditSession(tiny_flux2, photo)
+
+
+@pytest.fixture(scope="module", params=["tiny_flux2", "tiny_zimage"])
+def family(request, session, photo):
+    """A session on each family with the attention seam (klein's is ``session``)."""
+    if request.param == "tiny_flux2":
+        return session
+    return EditSession(request.getfixturevalue(request.param), photo)
 
 
 @pytest.fixture(scope="module")
@@ -42,70 +54,98 @@ def fast(session):
     return session.default_params("p2p").replace(steps=2, resolution=64)
 
 
-@pytest.fixture(scope="module")
-def call(session):
-    """Two rows (cat, dog) of one transformer call on a random 4x4 latent, and the stock output."""
-    backbone = session.backbone
-    latents = torch.randn(2, 16, 4, 4, generator=torch.Generator().manual_seed(0))
-    texts = Conditioning.cat([session.embed(CAT), session.embed(DOG)])
-    return latents, texts, backbone.predict(latents, 500.0, texts)
+def _call(family):
+    """Two rows (the cat; a text long enough that Z-Image pads it to another length, so its
+    image tokens sit at other rotary positions) of one transformer call on a random latent of
+    the 64 px photo's size, and the stock output."""
+    latent = family.image_latent(family.geometry(EditParams(resolution=64)))
+    latents = torch.randn((2, *latent.shape[1:]), generator=torch.Generator().manual_seed(0))
+    texts = Conditioning.cat([family.embed(CAT), family.embed(LONG)])
+    return latents, texts, family.backbone.predict(latents, 500.0, texts)
 
 
-def _restored(model, saved, dispatch):
+def _modules(family):
+    """The diffusers module the family's processors come from."""
     import diffusers.models.transformers.transformer_flux2 as flux2
+    import diffusers.models.transformers.transformer_z_image as zimage
 
-    now = model.transformer.attn_processors
-    return (now.keys() == saved.keys() and all(now[k] is saved[k] for k in saved)
-            and flux2.dispatch_attention_fn is dispatch)
+    return flux2 if family.model.family == "flux2-klein" else zimage
 
 
-def test_an_idle_or_recording_layer_computes_what_diffusers_processor_does(session, call):
-    import diffusers.models.transformers.transformer_flux2 as flux2
+def _restored(family, saved, dispatch):
+    now = dit_attention.attention_layers(family.model.transformer)
+    return ({name: layer.processor for name, layer in now.items()} == saved
+            and _modules(family).dispatch_attention_fn is dispatch)
 
-    backbone, (latents, texts, stock) = session.backbone, call
-    saved, dispatch = session.model.transformer.attn_processors, flux2.dispatch_attention_fn
-    layout = backbone.token_layout(latents, texts)
-    assert layout == dit_attention.Layout(slice(0, 512), slice(512, 528))
-    control = dit_attention.Control(layout)
+
+def _processors(family):
+    return {name: layer.processor
+            for name, layer in dit_attention.attention_layers(family.model.transformer).items()}
+
+
+def test_an_idle_or_recording_layer_computes_what_diffusers_processor_does(family):
+    backbone, (latents, texts, stock) = family.backbone, _call(family)
+    saved, dispatch = _processors(family), _modules(family).dispatch_attention_fn
+    layouts = backbone.token_layout(latents, texts)
+    control = dit_attention.Control(layouts)
     with backbone.controlled(control):
-        assert flux2.dispatch_attention_fn is not dispatch
+        assert _modules(family).dispatch_attention_fn is not dispatch
         idle = backbone.predict(latents, 500.0, texts)
-        # every position of the joint sequence: each image query's probabilities sum to 1
-        control.record = {0: tuple(range(528)), 1: ()}
+        control.record = {0: tuple(range(5)), 1: ()}
         recording = backbone.predict(latents, 500.0, texts)
     assert torch.equal(idle, stock) and torch.equal(recording, stock)
-    layers = len(saved)  # one double-stream and one single-stream block
-    assert control.recorded == layers == 2
-    assert torch.allclose(control.maps[0], torch.full((16,), float(layers)), atol=1e-5)
-    assert torch.equal(control.maps[1], torch.zeros(16))  # no positions: zero
-    assert _restored(session.model, saved, dispatch)
+    with_text = [name for name, layout in layouts.items() if layout.text is not None]
+    assert control.recorded == len(with_text) >= 1
+    assert (control.maps[0] > 0).all() and (control.maps[0] < len(with_text)).all()
+    assert torch.equal(control.maps[1], torch.zeros_like(control.maps[1]))  # no positions: zero
+    assert _restored(family, saved, dispatch)
 
 
-def test_injected_image_keys_and_values_change_the_target_row_only(session, call):
-    backbone, (latents, texts, stock) = session.backbone, call
+def test_an_image_querys_probabilities_over_the_whole_sequence_sum_to_one(session):
+    """On klein the text comes first, then the image: positions from the text's first token
+    cover the joint sequence."""
+    backbone, (latents, texts, _) = session.backbone, _call(session)
+    layouts = backbone.token_layout(latents, texts)
+    names = ["transformer_blocks.0.attn", "single_transformer_blocks.0.attn"]  # every layer
+    assert layouts == dict.fromkeys(names, dit_attention.Layout(slice(0, 512), slice(512, 528)))
+    control = dit_attention.Control(layouts)
+    control.record = {0: tuple(range(528)), 1: tuple(range(512))}
+    with backbone.controlled(control):
+        backbone.predict(latents, 500.0, texts)
+    assert torch.allclose(control.maps[0], torch.full((16,), 2.0), atol=1e-5)
+    assert (control.maps[1] < 2.0).all()  # the text's share only
+
+
+def test_injected_image_keys_and_values_change_the_target_row_only(family):
+    backbone, (latents, texts, stock) = family.backbone, _call(family)
     control = dit_attention.Control(backbone.token_layout(latents, texts))
     control.inject = [(1, 0)]
     same = torch.cat([latents[:1], latents[:1]])  # the rows differ in their texts only
     with backbone.controlled(control):
         injected = backbone.predict(latents, 500.0, texts)
-        # Only in the first (double-stream) block, whose image keys/values depend on the
-        # latent alone: the target's own, so nothing changes (copying the text's would).
-        control.layers = {next(iter(session.model.transformer.attn_processors))}
+        # Only in the first layer, whose image keys/values depend on the latent (and their
+        # position) alone: the target's own, so nothing changes (copying the text's would).
+        first = next(iter(control.layouts))
+        control.layouts = {first: control.layouts[first]}
         first_only = backbone.predict(same, 500.0, texts)
+        # Z-Image numbers the image after the caption: the source's keys must be turned to the
+        # target's positions, or the target attends to them as if moved.
+        control.layouts = {first: dataclasses.replace(control.layouts[first], rotary=None)}
+        unturned = backbone.predict(same, 500.0, texts)
+    plain = backbone.predict(same, 500.0, texts)
     assert torch.equal(injected[0], stock[0]) and not torch.allclose(injected[1], stock[1], atol=1e-3)
-    assert torch.allclose(first_only, backbone.predict(same, 500.0, texts), atol=1e-6)
+    assert torch.allclose(first_only, plain, atol=1e-5)
+    assert torch.allclose(unturned, plain, atol=1e-5) == (family.model.family == "flux2-klein")
 
 
-def test_the_processors_come_back_after_an_error(session, call):
-    import diffusers.models.transformers.transformer_flux2 as flux2
-
-    saved, dispatch = session.model.transformer.attn_processors, flux2.dispatch_attention_fn
-    latents, texts, _ = call
+def test_the_processors_come_back_after_an_error(session):
+    saved, dispatch = _processors(session), _modules(session).dispatch_attention_fn
+    latents, texts, _ = _call(session)
     with pytest.raises(RuntimeError, match="stop"):
         with session.backbone.controlled(dit_attention.Control(
                 session.backbone.token_layout(latents, texts))):
             raise RuntimeError("stop")
-    assert _restored(session.model, saved, dispatch)
+    assert _restored(session, saved, dispatch)
 
 
 def test_word_positions_are_the_words_tokens_in_the_chat_template(session):
@@ -127,8 +167,9 @@ def test_a_blend_word_in_neither_text_is_refused_before_any_work(session, fast):
 
 
 @pytest.mark.slow
-def test_p2p_with_identical_texts_gives_the_photo_back(session, photo, fast):
-    [same] = session.run("p2p", CAT, CAT, None, fast, {"self_fraction": 1.0, "blend_words": "cat"})
+def test_p2p_with_identical_texts_gives_the_photo_back(family, photo):
+    fast = family.default_params("p2p").replace(steps=2, resolution=64)
+    [same] = family.run("p2p", CAT, CAT, None, fast, {"self_fraction": 1.0, "blend_words": "cat"})
     assert np.array_equal(same.image, photo) and "moved nothing" in " ".join(same.warnings)
     assert same.stats["unet_evals"] == {"encode": 2, "decode": 4}  # two rows a step
 
@@ -150,16 +191,17 @@ def test_injection_with_identical_texts_is_the_plain_reconstruction(session, fas
 
 @pytest.mark.slow
 def test_the_local_blend_mask_comes_from_the_words_attention_and_outside_it_is_the_photo(
-        session, photo, fast):
+        family, photo):
+    fast = family.default_params("p2p").replace(steps=2, resolution=64)
     options = {"blend_words": "cat dog", "blend_threshold": 0.5}
-    [result] = session.run("p2p", CAT, DOG, None, fast, options)
+    [result] = family.run("p2p", CAT, DOG, None, fast, options)
     heat = result.heatmap
     assert heat.min() >= 0.0 and heat.max() == pytest.approx(1.0)  # each branch rescaled
     assert np.array_equal(result.mask, masks.threshold(heat, 0.5)) and 0 < result.mask.mean() < 1
     kept = masks.paste_alpha(result.mask, result.params.feather) == 0
     assert kept.any() and np.array_equal(result.image[kept], photo[kept])
     assert not np.array_equal(result.image, photo)
-    [again] = session.run("p2p", CAT, DOG, None, fast, options)
+    [again] = family.run("p2p", CAT, DOG, None, fast, options)
     assert np.array_equal(again.image, result.image)  # same inputs, same bytes
 
 
@@ -180,14 +222,12 @@ def test_pnp_injects_the_photos_keys_and_values_and_a_seed_gives_the_same_bytes(
 @pytest.mark.slow
 def test_a_cancelled_run_restores_the_processors_and_a_user_mask_keeps_the_photo(
         session, photo, fast):
-    import diffusers.models.transformers.transformer_flux2 as flux2
-
-    saved, dispatch = session.model.transformer.attn_processors, flux2.dispatch_attention_fn
+    saved, dispatch = _processors(session), _modules(session).dispatch_attention_fn
     stages = []
     with pytest.raises(Cancelled):  # stopped at the second decoding step, inside the control
         session.run("p2p", CAT, DOG, None, fast, on_step=lambda stage, *_: stages.append(stage),
                     should_stop=lambda: stages.count("decode") == 1)
-    assert _restored(session.model, saved, dispatch)
+    assert _restored(session, saved, dispatch)
     box = np.zeros(photo.shape[:2], np.float32)
     box[16:48, 16:48] = 1.0
     [result] = session.run("p2p", CAT, DOG, box, fast, {"blend_words": "dog"})

@@ -57,9 +57,11 @@ def test_every_flow_family_runs_the_flow_methods_at_its_own_defaults(flow, cat12
     session = EditSession(flow, cat128)
     backbone = session.backbone
     # Instruction editing needs a family that edits from a reference image: klein; the
-    # attention methods the attention seam (engine.dit_attention), so far klein's.
-    klein = {"instruct", "p2p", "pnp"} if flow.family == "flux2-klein" else set()
-    assert backbone.methods == {"diffedit", "blended", "sdedit", "flowedit", *klein}
+    # attention methods the attention seam (engine.dit_attention): klein's and Z-Image's
+    # processors call diffusers' dispatch function, SD3's torch's attention directly.
+    instruct = {"instruct"} if flow.family == "flux2-klein" else set()
+    attention = set() if flow.family == "sd3" else {"p2p", "pnp"}
+    assert backbone.methods == {"diffedit", "blended", "sdedit", "flowedit", *instruct, *attention}
     expected = {"flux2-klein": (4, 1.0, True), "sd3": (28, 3.5, False), "zimage": (8, 1.0, True)}
     defaults = session.default_params("diffedit")
     assert (defaults.steps, defaults.guidance, backbone.distilled) == expected[flow.family]

@@ -63,7 +63,7 @@ def test_klein_is_detected_from_its_model_index_and_loaded_in_eval_mode(klein, k
     assert families.folder_family(klein_path) == "flux2-klein" == klein.family
     backbone = for_model(klein)
     assert isinstance(backbone, Flux2Klein) and backbone.prediction_type == "flow"
-    assert backbone.methods == {"diffedit", "blended", "sdedit", "flowedit", "instruct"}
+    assert backbone.methods == {"diffedit", "blended", "sdedit", "flowedit", "instruct", "p2p", "pnp"}
     assert backbone.distilled
     assert (backbone.native_side, backbone.latent_factor, backbone.size_multiple) == (128, 16, 16)
     parts = (klein.transformer, klein.vae, klein.text_encoder)
