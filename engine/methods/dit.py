@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from engine import dit_attention, methods
 from engine.backbones.base import Conditioning
 from engine.errors import InputError
-from engine.methods import p2p
+from engine.methods import flowedit, p2p
 
 # Options of the UNet methods that joint attention has no counterpart for (module docstring).
 UNUSED = {"p2p": ("mode", "reweight_words", "reweight_scale", "cross_fraction"),
@@ -71,9 +70,7 @@ def run_p2p(session, ctx, source, target, mask, params, options) -> list:
     # 4. The local blend's attention map becomes the mask, unless one was given
     heatmap, mask = p2p.blend_mask(geometry, blend_map, mask, options)
     # 5. Decode the target and paste it back; a target that stayed the photo pastes nothing
-    if torch.equal(latent, trajectory[0]):
-        mask = np.zeros(session.rgb.shape[:2], np.float32)
-        warnings.append("the two texts moved nothing, so the photo is unchanged")
+    mask = flowedit.unless_unmoved(session, latent, trajectory[0], mask, warnings)
     result = session.finish(ctx, geometry, latent, mask, params, source, target, "p2p",
                             options, heatmap)
     result.warnings.extend(warnings)
@@ -156,6 +153,7 @@ def sample(ctx, backbone, schedule, trajectory: list[torch.Tensor], source: Cond
     if blend is not None:
         record = {row: positions for row, positions in ((0, blend[0]), (rows - 1, blend[1]))
                   if positions}
+    control.record = record
     keep = None
     if latent_mask is not None:
         keep = latent_mask.to(trajectory[0].device, torch.float32)[None, None]
@@ -169,7 +167,6 @@ def sample(ctx, backbone, schedule, trajectory: list[torch.Tensor], source: Cond
             injecting = index < inject_steps
             with_source = injecting or source_always
             control.inject = [(row, 0) for row in range(1, rows)] if injecting else []
-            control.record = record
             arrival = schedule.previous(t)
             batch = [x_src] * with_source + [x_tgt] * (rows - 1)
             velocity = schedule.predict(ctx, torch.cat(batch), t, texts if with_source else targets)

@@ -46,13 +46,20 @@ def run(session, ctx, source, target, mask, params, options) -> list:
                       (options.source_guidance, params.guidance), options.n_avg, options.n_min,
                       params.seed, geometry.latent_content)
     # 4. Decode and paste back; an edit that moved nothing pastes nothing (no VAE round trip)
-    if torch.equal(latent, z0):
-        mask = np.zeros(session.rgb.shape[:2], np.float32)
-        warnings.append("the two texts moved nothing, so the photo is unchanged")
+    mask = unless_unmoved(session, latent, z0, mask, warnings)
     result = session.finish(ctx, geometry, latent, mask, params, source, target, "flowedit",
                             options, heatmap)
     result.warnings.extend(warnings)
     return [result]
+
+
+def unless_unmoved(session, latent: torch.Tensor, z0: torch.Tensor, mask, warnings: list):
+    """``mask``, or an empty one (with a warning) when the edit's ``latent`` is still the
+    photo's ``z0``: the photo comes back as it is, without a VAE round trip."""
+    if not torch.equal(latent, z0):
+        return mask
+    warnings.append("the two texts moved nothing, so the photo is unchanged")
+    return np.zeros(session.rgb.shape[:2], np.float32)
 
 
 @torch.no_grad()
