@@ -60,7 +60,7 @@ def test_every_flow_family_runs_the_flow_methods_at_its_own_defaults(flow, cat12
     # attention methods the attention seam (engine.dit_attention): klein's and Z-Image's
     # processors call diffusers' dispatch function, SD3's torch's attention directly.
     instruct = {"instruct"} if flow.family == "flux2-klein" else set()
-    attention = set() if flow.family == "sd3" else {"p2p", "pnp"}
+    attention = {"p2p", "pnp"} if flow.family in ("flux2-klein", "zimage") else set()
     assert backbone.methods == {"diffedit", "blended", "sdedit", "flowedit", *instruct, *attention}
     expected = {"flux2-klein": (4, 1.0, True), "sd3": (28, 3.5, False), "zimage": (8, 1.0, True)}
     defaults = session.default_params("diffedit")
