@@ -231,6 +231,22 @@ def setup(venv: Path, host: Host, override: str | None) -> Path:
     return python
 
 
+MAX_TEST_WORKERS = 4  # each worker builds its own tiny models and imports torch, diffusers and Qt
+
+
+def test_workers(argv: list[str], cpus: int) -> list[str]:
+    """pytest-xdist's options for a run over every test: one worker per CPU (up to
+    MAX_TEST_WORKERS), each taking whole files, so a file's shared model loads once. Most tests are
+    single-threaded Python and tiny models, so a second core halves the wall time. None when the
+    caller chose (``-n``, ``-p no:xdist``), names tests, or has one CPU."""
+    workers = min(cpus, MAX_TEST_WORKERS)
+    chose = any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg == "no:xdist"
+                for arg in argv)
+    names_tests = any((ROOT / arg.split("::")[0]).exists() for arg in argv
+                      if not arg.startswith("-"))
+    return [] if workers < 2 or chose or names_tests else ["-n", str(workers), "--dist", "loadfile"]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv else "app"
@@ -254,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         run = [str(venv_script(venv, "diffedit-studio", host.system)), *argv]
     else:  # the tests run from the repository, offscreen unless told otherwise
         env.setdefault("QT_QPA_PLATFORM", "offscreen")
-        run = [str(python), "-m", "pytest", *argv]
+        run = [str(python), "-m", "pytest", *test_workers(argv, os.cpu_count() or 1), *argv]
     try:  # a child process, not exec: Windows has no real exec
         return subprocess.run(run, env=env, cwd=ROOT if command == "test" else None).returncode
     except KeyboardInterrupt:

@@ -128,3 +128,16 @@ def test_readme_and_ci_use_the_bootstrap():
     first_block = readme.split("```")[1]
     assert "python3 packaging/dev.py app" in first_block and "python3 packaging/dev.py test" in first_block
     assert "python3 packaging/dev.py test" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("argv, cpus, workers", [
+    ([], 2, ["-n", "2", "--dist", "loadfile"]),  # the whole suite, as CI runs it
+    (["-q", "-m", "not slow"], 16, ["-n", str(dev.MAX_TEST_WORKERS), "--dist", "loadfile"]),
+    ([], 1, []),  # one CPU: workers would only add their start-up
+    (["-n", "0"], 8, []),  # the caller chose
+    (["-p", "no:xdist"], 8, []),
+    (["tests/packaging/test_bootstrap.py"], 8, []),  # named tests run in this process
+    (["tests/engine/test_cli.py::test_version"], 8, []),
+])
+def test_the_suite_runs_on_one_worker_per_cpu_unless_the_caller_chose(argv, cpus, workers):
+    assert dev.test_workers(argv, cpus) == workers
