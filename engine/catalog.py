@@ -26,7 +26,7 @@ FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v)", "sdxl":
 _FLOW_EDITS = "DiffEdit, Blended, SDEdit and FlowEdit"
 FAMILY_NOTES = {
     "flux2-klein": "4 steps, guidance built in (base klein: 50 with CFG); klein 4B: Apache-2.0, "
-                   f"about 13 GB; runs {_FLOW_EDITS}",
+                   f"about 13 GB; runs Instruction edit (the photo as its reference), {_FLOW_EDITS}",
     "zimage": "Z-Image-Turbo: 8 steps, no CFG (base: 50 with CFG); Apache-2.0, 6B, about 21 GB; "
               f"runs {_FLOW_EDITS}",
     "sd3": "Medium 40 steps, Large 28, with CFG (Large Turbo: 4, no CFG); Stability AI "
