@@ -234,8 +234,8 @@ class MainWindow(WindowFiles, QMainWindow):
         """The loaded model's family (worker.FamilyTraits) runs at its own values (FLUX.2 klein:
         4 steps, no guidance): a value the panel shows at the last model's default takes this
         one's; one the user set stays. The Settings defaults stand for the families that have
-        none of their own. The fields its runs ignore are hidden."""
-        self.params.set_unused(family.unused)
+        none of their own. The fields and method options its runs ignore are hidden."""
+        self.params.set_unused(family.unused, family.unused_options)
         values = family.defaults
         base = self.settings.default_params()
         before = self._family_defaults

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import traceback
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -65,6 +65,8 @@ class FamilyTraits:
 
     defaults: dict  # the EditParams values it runs at (FLUX.2 klein: 4 steps)
     unused: frozenset  # the EditParams fields its runs ignore (a distilled model's guidance)
+    # method name -> its options the family ignores (P2P's word swap on a flow transformer)
+    unused_options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ class EngineBackend:
         from engine.backbones import for_model
 
         backbone = for_model(model)
-        return FamilyTraits(dict(backbone.defaults), frozenset(backbone.unused_params))
+        return FamilyTraits(dict(backbone.defaults), frozenset(backbone.unused_params),
+                            dict(backbone.unused_options))
 
     def EditSession(self, model, photo):  # noqa: N802 - mirrors the engine's class name
         from engine.session import EditSession

@@ -79,6 +79,7 @@ class ParamsPanel(QWidget):
         defaults = METHODS[DEFAULT_METHOD].default_params()  # the engine's, for the first method
         self._shown_method = DEFAULT_METHOD  # whose defaults the shown values are measured against
         self._unused: frozenset[str] = frozenset()  # fields the loaded model ignores
+        self._unused_options: dict[str, frozenset[str]] = {}  # method -> options it ignores
         outer = QVBoxLayout(self)
 
         prompts = QFormLayout()
@@ -350,8 +351,9 @@ class ParamsPanel(QWidget):
             form = self.prompts_form if widget is self.negative else self.form
             form.labelForField(widget).setVisible(visible)
         form = self.option_boxes[key].layout()
+        ignored = self._unused_options.get(key, ())
         for name, widget in self.option_widgets[key].items():
-            visible = methods.shows(key, name, options)
+            visible = methods.shows(key, name, options) and name not in ignored
             widget.setVisible(visible)
             form.labelForField(widget).setVisible(visible)
         self.paint_row.setVisible(METHODS[key].takes_paint(options))
@@ -398,9 +400,11 @@ class ParamsPanel(QWidget):
         if self.method.findData(method) >= 0:
             self.method.setCurrentIndex(self.method.findData(method))
 
-    def set_unused(self, names) -> None:
-        """Hide the shared fields the loaded model ignores (a distilled model's guidance)."""
+    def set_unused(self, names, options: dict | None = None) -> None:
+        """Hide the shared fields the loaded model ignores (a distilled model's guidance) and,
+        per method, the options it ignores (P2P's word swap on a flow transformer)."""
         self._unused = frozenset(names)
+        self._unused_options = dict(options or {})
         self._update_visibility()
 
     def set_methods(self, names) -> None:

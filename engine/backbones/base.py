@@ -139,7 +139,7 @@ class Backbone:
     model's steps), ``family_distilled`` (guidance is built into the model: runs sample with
     guidance 1); ``defaults`` and ``distilled`` are those, or a few-step LoRA's on the model
     (engine.lora: its steps, guidance 1); ``unused_params`` (EditParams fields its runs ignore,
-    which the app hides).
+    which the app hides), ``unused_options`` (the same for method options).
     """
 
     title: str
@@ -170,6 +170,12 @@ class Backbone:
     def unused_params(self) -> frozenset[str]:
         """A distilled model samples without CFG: its guidance and negative text do nothing."""
         return frozenset({"guidance", "negative_prompt"}) if self.distilled else frozenset()
+
+    @property
+    def unused_options(self) -> dict[str, frozenset[str]]:
+        """Method name -> the options of that method its runs on this family ignore (the app
+        hides them)."""
+        return {}
 
     @property
     def family(self) -> str:

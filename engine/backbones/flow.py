@@ -39,6 +39,14 @@ class FlowBackbone(Backbone):
     prediction_type = "flow"
     methods = FLOW_METHODS
 
+    @property
+    def unused_options(self) -> dict[str, frozenset[str]]:
+        """The UNet-only options of Prompt-to-Prompt and Plug-and-Play (word swap, re-weighting,
+        decoder features): joint attention has no counterpart (engine.methods.dit)."""
+        from engine.methods.dit import UNUSED
+
+        return {name: frozenset(options) for name, options in UNUSED.items() if name in self.methods}
+
     def preview(self, latents, content=None):
         from engine.preview import fit_rgb_map, mapped_preview
 

@@ -55,6 +55,7 @@ class FakeEngine:
         self.supported = set(methods.METHODS)  # the methods the "loaded backbone" runs
         self.family_defaults: dict = {}
         self.family_unused: set = set()
+        self.family_unused_options: dict = {}
 
     # --- the engine.models / engine.tiny_model surface
 
@@ -80,10 +81,11 @@ class FakeEngine:
 
     def family(self, model):
         """The "loaded family's" parameter values and unused fields (SD's: none; a test may set
-        ``family_defaults`` and ``family_unused``)."""
+        ``family_defaults``, ``family_unused`` and ``family_unused_options``)."""
         from desktop_app.worker import FamilyTraits
 
-        return FamilyTraits(dict(self.family_defaults), frozenset(self.family_unused))
+        return FamilyTraits(dict(self.family_defaults), frozenset(self.family_unused),
+                            dict(self.family_unused_options))
 
     def EditSession(self, model, photo):  # noqa: N802 - the engine's class name
         return FakeEditSession(self, model, photo)

@@ -66,6 +66,23 @@ def test_a_distilled_family_hides_guidance_and_the_negative_text(qtbot, window, 
     assert not panel.guidance.isHidden() and not panel.negative.isHidden()
 
 
+def test_options_a_family_ignores_are_hidden_and_come_back_with_another(qtbot, window,
+                                                                      fake_engine):
+    panel = window.params
+    panel.set_method("p2p")
+    p2p = panel.option_widgets["p2p"]
+    assert not p2p["mode"].isHidden() and not p2p["cross_fraction"].isHidden()
+    fake_engine.family_unused_options = {"p2p": frozenset({"mode", "cross_fraction"})}
+    _load(qtbot, window, "/models/fake-klein")
+    assert p2p["mode"].isHidden() and p2p["cross_fraction"].isHidden()
+    assert panel.option_boxes["p2p"].layout().labelForField(p2p["mode"]).isHidden()
+    assert not p2p["blend_words"].isHidden()  # the local blend runs on the family
+
+    fake_engine.family_unused_options = {}
+    _load(qtbot, window, "/models/fake-sd")
+    assert not p2p["mode"].isHidden() and not p2p["cross_fraction"].isHidden()
+
+
 @pytest.mark.slow
 def test_the_real_tiny_klein_gives_its_distilled_defaults(tiny_flux2_path):
     from desktop_app.worker import EngineBackend
@@ -74,6 +91,10 @@ def test_the_real_tiny_klein_gives_its_distilled_defaults(tiny_flux2_path):
     model = load_model(str(tiny_flux2_path), device="cpu")
     family = EngineBackend().family(model)
     assert family.unused == {"guidance", "negative_prompt"}
+    # P2P's word swap and re-weighting, PnP's decoder features: no joint-attention counterpart
+    assert family.unused_options == {
+        "p2p": {"mode", "reweight_words", "reweight_scale", "cross_fraction"},
+        "pnp": {"feature_fraction"}}
     values = family.defaults
     assert values["steps"] == 4 and values["guidance"] == 1.0
     # a whole auto-mask edit stays within the distilled budget of 16 evaluations
