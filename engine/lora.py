@@ -128,8 +128,8 @@ def few_steps(spec: LoraSpec) -> int:
 
     metadata = read_header(spec.path).metadata
     for key in STEP_METADATA:
-        if str(metadata.get(key, "")).strip().isdigit():
-            return min(int(metadata[key]), MAX_FEW_STEPS)
+        if str(metadata.get(key, "")).strip().isdigit():  # a full schedule's count is no few-step
+            return int(metadata[key]) if int(metadata[key]) <= MAX_FEW_STEPS else 0
     count = _STEP_COUNT.search(spec.path.stem)
     if count and 0 < int(count.group(1)) <= MAX_FEW_STEPS:
         return int(count.group(1))
