@@ -24,11 +24,12 @@ FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v)", "sdxl":
 # What a user choosing a flow-matching model wants to know (the model cards' figures; the
 # README's model table has the memory tiers).
 _FLOW_EDITS = "DiffEdit, Blended, SDEdit and FlowEdit"
+_DIT_ATTENTION = "Prompt-to-Prompt (local blend) and Plug-and-Play (key/value injection)"
 FAMILY_NOTES = {
     "flux2-klein": "4 steps, guidance built in (base klein: 50 with CFG); klein 4B: Apache-2.0, "
-                   f"about 13 GB; runs Instruction edit (the photo as its reference), {_FLOW_EDITS}",
+                   f"about 13 GB; runs {_FLOW_EDITS}, Instruction edit, {_DIT_ATTENTION}",
     "zimage": "Z-Image-Turbo: 8 steps, no CFG (base: 50 with CFG); Apache-2.0, 6B, about 21 GB; "
-              f"runs {_FLOW_EDITS}",
+              f"runs {_FLOW_EDITS}, {_DIT_ATTENTION}",
     "sd3": "Medium 40 steps, Large 28, with CFG (Large Turbo: 4, no CFG); Stability AI "
            f"Community License; runs {_FLOW_EDITS}",
     **dict.fromkeys(("qwen-image-edit", "qwen-image-edit-plus"), (

@@ -142,7 +142,7 @@ class EditSession:
         source, target = (source or "").strip(), target.strip()
         if mask is not None:
             mask = self.check_mask(mask)
-        implementation = methods.implementation(method)
+        implementation = methods.implementation(method, self.backbone.prediction_type)
         started = time.perf_counter()
         results = self._with_memory_fallback(
             lambda ctx: implementation.run(self, ctx, source, target, mask, sampling, parsed),

@@ -33,6 +33,10 @@ FLOW_METHODS = frozenset({"diffedit", "blended", "sdedit", "flowedit"})
 # Prompt-to-Prompt's local blend and key/value injection (engine.methods.dit): on the families
 # whose backbone offers the attention seam (token_layout, word_positions, controlled).
 ATTENTION_METHODS = frozenset({"p2p", "pnp"})
+# Their UNet options without a joint-attention counterpart (engine.methods.dit says why): runs
+# ignore them with a warning and the app hides them.
+ATTENTION_UNUSED_OPTIONS = {"p2p": ("mode", "reweight_words", "reweight_scale", "cross_fraction"),
+                            "pnp": ("feature_fraction",)}
 
 
 class FlowBackbone(Backbone):
@@ -42,10 +46,9 @@ class FlowBackbone(Backbone):
     @property
     def unused_options(self) -> dict[str, frozenset[str]]:
         """The UNet-only options of Prompt-to-Prompt and Plug-and-Play (word swap, re-weighting,
-        decoder features): joint attention has no counterpart (engine.methods.dit)."""
-        from engine.methods.dit import UNUSED
-
-        return {name: frozenset(options) for name, options in UNUSED.items() if name in self.methods}
+        decoder features): joint attention has no counterpart."""
+        return {name: frozenset(options) for name, options in ATTENTION_UNUSED_OPTIONS.items()
+                if name in self.methods}
 
     def preview(self, latents, content=None):
         from engine.preview import fit_rgb_map, mapped_preview

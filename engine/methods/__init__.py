@@ -347,7 +347,11 @@ def result_count(name: str, options: dict) -> int:
     return int(options.get("candidates", getattr(info(name).options(), "candidates", 1)))
 
 
-def implementation(name: str):
-    """The module that runs method ``name`` (imports torch)."""
+def implementation(name: str, prediction_type: str = "noise"):
+    """What runs method ``name`` (its ``run``; imports torch) on a backbone of
+    ``prediction_type``: the method's module, or on a flow transformer engine.methods.dit's
+    Prompt-to-Prompt and Plug-and-Play."""
     info(name)
+    if prediction_type == "flow" and name in ("p2p", "pnp"):
+        return importlib.import_module("engine.methods.dit").RUNNERS[name]
     return importlib.import_module(f"engine.methods.{name}")

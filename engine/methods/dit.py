@@ -31,18 +31,19 @@ the target's own, updated layer by layer) and PnP's decoder-feature injection
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
 from engine import dit_attention, methods
 from engine.backbones.base import Conditioning
+from engine.backbones.flow import ATTENTION_UNUSED_OPTIONS
 from engine.errors import InputError
 from engine.methods import flowedit, p2p
 
 # Options of the UNet methods that joint attention has no counterpart for (module docstring).
-UNUSED = {"p2p": ("mode", "reweight_words", "reweight_scale", "cross_fraction"),
-          "pnp": ("feature_fraction",)}
+UNUSED = ATTENTION_UNUSED_OPTIONS
 
 
 def run_p2p(session, ctx, source, target, mask, params, options) -> list:
@@ -206,3 +207,7 @@ def blend_map(control: dit_attention.Control, size) -> torch.Tensor:
     low, high = maps.amin(dim=1, keepdim=True), maps.amax(dim=1, keepdim=True)
     scaled = (maps - low) / (high - low).clamp(min=1e-12)
     return scaled.amax(dim=0).view(*size).clamp(0.0, 1.0)
+
+
+# What engine.methods.implementation hands the session for these methods on a flow transformer
+RUNNERS = {"p2p": SimpleNamespace(run=run_p2p), "pnp": SimpleNamespace(run=run_pnp)}

@@ -258,12 +258,8 @@ def processors(backbone, control: Control, cross: bool, self_attention: bool) ->
 # ---- the run ----------------------------------------------------------------------------
 
 def run(session, ctx, source, target, mask, params, options) -> list:
-    """Invert under the source text, decode both branches with attention control, paste back.
-    On a flow transformer: engine.methods.dit's local blend and key/value injection."""
-    if session.backbone.prediction_type == "flow":
-        from engine.methods import dit
-
-        return dit.run_p2p(session, ctx, source, target, mask, params, options)
+    """Invert under the source text, decode both branches with attention control, paste back
+    (on a UNet; a flow transformer's is engine.methods.dit's)."""
     # 1. Check inputs, and align the two texts' tokens (bad words are refused here)
     methods.check_own("p2p", source, target, mask, params, options)
     plan = plan_tokens(session.backbone.tokenizer, source, target, options)

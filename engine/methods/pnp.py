@@ -50,12 +50,8 @@ def injection_layers(layers: list[attention.DecoderLayer]) -> tuple[attention.De
 
 
 def run(session, ctx, source, target, mask, params, options) -> list:
-    """Unconditional inversion, then guided generation under the target with injection. On a
-    flow transformer: engine.methods.dit's key/value injection."""
-    if session.backbone.prediction_type == "flow":
-        from engine.methods import dit
-
-        return dit.run_pnp(session, ctx, source, target, mask, params, options)
+    """Unconditional inversion, then guided generation under the target with injection (on a
+    UNet; a flow transformer's is engine.methods.dit's)."""
     # 1. Check inputs (nothing beyond check_inputs' shared checks; the mask is not used)
     # 2. Encode the photo without text (cached, shared with DiffEdit)
     geometry = session.geometry(params)

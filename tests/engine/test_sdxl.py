@@ -117,11 +117,16 @@ def test_refiner_and_other_pipelines_are_refused_by_name(tiny_sdxl_path, tmp_pat
     shutil.rmtree(refiner / "text_encoder")
     with pytest.raises(ModelError, match="sdxl-refiner: this is an SDXL refiner"):
         load_model(str(refiner), device="cpu")
-    flux = _copy(tiny_sdxl_path, tmp_path, "flux")
-    (flux / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    (flux / "unet" / "config.json").unlink()
-    with pytest.raises(ModelError, match="flux: this is a FluxPipeline model, which DiffEdit Studio"):
-        load_model(str(flux), device="cpu")
+    other = _copy(tiny_sdxl_path, tmp_path, "hunyuan")  # a pipeline of no supported family
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "HunyuanDiTPipeline"}))
+    (other / "unet" / "config.json").unlink()
+    with pytest.raises(ModelError, match="hunyuan: this is a HunyuanDiTPipeline model, which "
+                                         "DiffEdit Studio"):
+        load_model(str(other), device="cpu")
+    # FLUX.1 is a family now: a FluxPipeline folder without its transformer says what is missing
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(ModelError, match="not a complete FLUX.1 folder: missing transformer"):
+        load_model(str(other), device="cpu")
 
 
 def test_sdxl_vae_is_decoded_in_float32_unless_fp16_safe(tiny_sdxl_path, tmp_path):
