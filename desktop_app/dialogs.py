@@ -255,9 +255,9 @@ class SettingsDialog(QDialog):
         if text and text != TINY_MODEL and looks_like_path and not Path(text).expanduser().exists():
             return (f"The model path {text} does not exist. Choose a diffusers folder or a "
                     ".safetensors file, or leave it empty.")
-        transformer = Path(self.transformer.text().strip()).expanduser()
-        if self.transformer.text().strip() and (transformer.suffix.lower() not in SUFFIXES
-                                                or not transformer.is_file()):
+        transformer = self._transformer_path()
+        if transformer and (Path(transformer).suffix.lower() not in SUFFIXES
+                            or not Path(transformer).is_file()):
             return (f"The transformer file {transformer} is not an existing .gguf or "
                     ".safetensors file. Choose one, or leave the field empty for the model's own "
                     "transformer.")

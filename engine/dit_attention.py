@@ -39,6 +39,8 @@ SCORE_BUDGET = 2**26  # float32 scores computed at once while recording (256 MB)
 
 _CURRENT: contextvars.ContextVar = contextvars.ContextVar("dit_attention", default=None)
 _LOCK = threading.Lock()
+# The dispatch function's signature, read once: recording binds every layer's call to it
+_signature = functools.lru_cache(maxsize=None)(inspect.signature)
 _PATCHED: dict = {}  # module -> [its original dispatch function, runs using the patch]
 
 
@@ -98,7 +100,7 @@ class _Layer:
                 value[target, image] = value[source, image]
         out = dispatch(query, key, value, *args, **kwargs)
         if control.record and self.layout.text is not None:
-            bound = inspect.signature(dispatch).bind(query, key, value, *args, **kwargs).arguments
+            bound = _signature(dispatch).bind(query, key, value, *args, **kwargs).arguments
             self._add(query, key, bound.get("attn_mask"), bound.get("scale"))
         return out
 

@@ -63,7 +63,7 @@ def ensure_tiny_zimage(folder: Path | None = None) -> Path:
 def ensure_tiny_kontext(folder: Path | None = None) -> Path:
     """The folder of the tiny FLUX.1 Kontext, built first if it is not there yet."""
     return _ensure(Path(folder) if folder is not None else default_kontext_folder(),
-                   build_tiny_kontext)
+                   build_tiny_flux1)  # its default is Kontext [dev]
 
 
 def build_tiny_sd3(folder: Path) -> Path:
@@ -102,11 +102,6 @@ def build_tiny_sd3(folder: Path) -> Path:
     write_tokenizer_files(folder / "tokenizer_2", pad_token="!")  # OpenCLIP pads with "!"
     write_t5_tokenizer(folder / "tokenizer_3", t5_vocabulary())
     return folder
-
-
-def build_tiny_kontext(folder: Path) -> Path:
-    """Build a tiny FLUX.1 Kontext [dev] (``build_tiny_flux1``'s default) in ``folder``."""
-    return build_tiny_flux1(folder)
 
 
 def build_tiny_flux1(folder: Path, *, schnell: bool = False) -> Path:

@@ -26,6 +26,8 @@ in its encode_image/decode/predict), so masks, blending and paste-back carry ove
 
 from __future__ import annotations
 
+import numpy as np
+
 from engine.backbones.base import Backbone
 from engine.flow import FlowSchedule
 
@@ -112,3 +114,7 @@ class PatchedFlowBackbone(FlowBackbone):
     @property
     def size_multiple(self) -> int:
         return self.latent_factor
+
+    def sigmas(self, steps: int):
+        """These pipelines' own: linspace(1, 1/steps, steps), then their shift (``mu``)."""
+        return np.linspace(1.0, 1 / steps, steps)

@@ -114,9 +114,6 @@ class Flux1(PatchedFlowBackbone):
 
     # ---- sampling
 
-    def sigmas(self, steps: int):
-        return np.linspace(1.0, 1 / steps, steps)
-
     @torch.no_grad()
     def predict(self, latents: torch.Tensor, timestep, cond: Conditioning, **kwargs) -> torch.Tensor:
         model = self.model

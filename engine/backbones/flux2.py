@@ -27,7 +27,7 @@ import torch
 from engine import dit_attention
 from engine.backbones.base import Conditioning, distilled_defaults
 from engine.backbones.flow import ATTENTION_METHODS, FLOW_METHODS, PatchedFlowBackbone
-from engine.backbones.vae import to_uint8
+from engine.backbones.vae import to_uint8, unit_range
 
 FAMILIES = ("flux2-klein",)
 TEXT_LAYERS = (9, 18, 27)  # the pipeline's text_encoder_out_layers
@@ -130,8 +130,7 @@ class Flux2Klein(PatchedFlowBackbone):
     @torch.no_grad()
     def encode_image(self, pixels: np.ndarray) -> torch.Tensor:
         vae = self.model.vae
-        image = torch.tensor(pixels, device=self.model.device).permute(2, 0, 1)[None].float()
-        latents = vae.encode((image / 127.5 - 1.0).to(vae.dtype)).latent_dist.mode()
+        latents = vae.encode(unit_range(pixels, self.model.device).to(vae.dtype)).latent_dist.mode()
         latents = patchify(latents.float())
         mean, std = self._statistics(latents)
         return (latents - mean) / std
@@ -148,9 +147,6 @@ class Flux2Klein(PatchedFlowBackbone):
         return to_uint8(vae.decode(self.to_vae_latents(latent.float()).to(vae.dtype)).sample)
 
     # ---- sampling
-
-    def sigmas(self, steps: int):
-        return np.linspace(1.0, 1 / steps, steps)
 
     def mu(self, image_tokens: int, steps: int) -> float:
         return compute_mu(image_tokens, steps)

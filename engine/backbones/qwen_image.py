@@ -120,9 +120,6 @@ class QwenImageEdit(PatchedFlowBackbone):
 
     # ---- sampling
 
-    def sigmas(self, steps: int):
-        return np.linspace(1.0, 1 / steps, steps)
-
     def guide(self, unconditional: torch.Tensor, conditional: torch.Tensor,
               scale: float) -> torch.Tensor:
         """True CFG, rescaled per token (over the channels) to the conditional's norm."""

@@ -120,22 +120,21 @@ class MethodInfo:
         """``margins`` for plain option values (defaults filled in)."""
         return tuple(int(v) for v in self.margins(self.parse_options(options)))
 
+    def _option_in(self, when: tuple | None, options: dict | None) -> bool:
+        """Whether ``when`` (option name, values) holds for these options (None: never)."""
+        if when is None:
+            return False
+        option, values = when
+        return getattr(self.parse_options(options), option) in values
+
     def takes_paint(self, options: dict | None) -> bool:
         """Whether a run with these options reads the paint layer (Blended's scribble)."""
-        if self.paint_when is None:
-            return False
-        option, values = self.paint_when
-        return getattr(self.parse_options(options), option) in values
+        return self._option_in(self.paint_when, options)
 
     def finds_mask(self, options: dict | None = None) -> bool:
         """Whether a run with these options and no mask finds its mask first (``execute`` does,
         and the app offers Find mask)."""
-        if self.mask == "auto":
-            return True
-        if self.auto_when is None:
-            return False
-        option, values = self.auto_when
-        return getattr(self.parse_options(options), option) in values
+        return self.mask == "auto" or self._option_in(self.auto_when, options)
 
     def step_plan(self, params: EditParams, options: dict | None, has_mask: bool) -> dict[str, int]:
         """``plan`` for plain option values: stage -> steps one run (variation) reports."""
@@ -214,9 +213,13 @@ def _extend_margins(options) -> tuple[int, int, int, int]:
     return tuple(getattr(options, f"extend_{side}") for side in EXTEND_SIDES)
 
 
+def _with_mask(params: EditParams, plan: dict[str, int], finds_mask: bool) -> dict[str, int]:
+    """``plan`` led by the mask stage when the run finds its mask first."""
+    return {"mask": params.mask_samples, **plan} if finds_mask else plan
+
+
 def _diffedit_plan(params: EditParams, options, has_mask: bool) -> dict[str, int]:
-    plan = _encode_decode(params, options, has_mask)
-    return plan if has_mask else {"mask": params.mask_samples, **plan}
+    return _with_mask(params, _encode_decode(params, options, has_mask), not has_mask)
 
 
 def _blended_plan(params: EditParams, options, has_mask: bool) -> dict[str, int]:
@@ -235,9 +238,7 @@ def _sdedit_checks(inputs: Inputs) -> None:
 
 
 def _flowedit_plan(params: EditParams, options, has_mask: bool) -> dict[str, int]:
-    auto_mask = options.masked and not has_mask
-    plan = {"decode": params.encode_steps}
-    return {"mask": params.mask_samples, **plan} if auto_mask else plan
+    return _with_mask(params, {"decode": params.encode_steps}, options.masked and not has_mask)
 
 
 def _flowedit_checks(inputs: Inputs) -> None:
@@ -251,8 +252,7 @@ def _flowedit_checks(inputs: Inputs) -> None:
 
 
 def _instruct_plan(params: EditParams, options, has_mask: bool) -> dict[str, int]:
-    plan = {"decode": params.steps}
-    return {"mask": params.mask_samples, **plan} if options.auto_mask and not has_mask else plan
+    return _with_mask(params, {"decode": params.steps}, options.auto_mask and not has_mask)
 
 
 def _p2p_checks(inputs: Inputs) -> None:

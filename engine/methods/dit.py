@@ -42,8 +42,6 @@ from engine.backbones.flow import ATTENTION_UNUSED_OPTIONS
 from engine.errors import InputError
 from engine.methods import flowedit, p2p
 
-# Options of the UNet methods that joint attention has no counterpart for (module docstring).
-UNUSED = ATTENTION_UNUSED_OPTIONS
 
 
 def run_p2p(session, ctx, source, target, mask, params, options) -> list:
@@ -65,7 +63,9 @@ def run_p2p(session, ctx, source, target, mask, params, options) -> list:
         latent, blend_map = sample(
             ctx, backbone, schedule, trajectory, cond, cond, session.embed(target),
             params.guidance, p2p.step_count(options.self_fraction, len(trajectory) - 1),
-            latent_mask=latent_mask, blend=blend, blend_threshold=options.blend_threshold,
+            # a given mask wins over the local blend: its attention is not recorded at all
+            latent_mask=latent_mask, blend=blend if latent_mask is None else None,
+            blend_threshold=options.blend_threshold,
             retrace=options.direct_inversion, carry=options.direct_inversion,
             preview_content=geometry.latent_content)
     # 4. The local blend's attention map becomes the mask, unless one was given
@@ -104,7 +104,8 @@ def unused_warnings(backbone, method: str, options) -> list[str]:
     """A warning per option of the UNet method set to other than its default."""
     defaults = type(options)()
     return [f"{name} has no counterpart in {backbone.title}'s joint attention and was not used"
-            for name in UNUSED[method] if getattr(options, name) != getattr(defaults, name)]
+            for name in ATTENTION_UNUSED_OPTIONS[method]
+            if getattr(options, name) != getattr(defaults, name)]
 
 
 def blend_positions(backbone, source: str, target: str, words: str):
