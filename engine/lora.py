@@ -128,8 +128,9 @@ def few_steps(spec: LoraSpec) -> int:
 
     metadata = read_header(spec.path).metadata
     for key in STEP_METADATA:
-        if str(metadata.get(key, "")).strip().isdigit():  # a full schedule's count is no few-step
-            return int(metadata[key]) if int(metadata[key]) <= MAX_FEW_STEPS else 0
+        text = str(metadata.get(key, "")).strip()
+        if text.isascii() and text.isdecimal():  # a full schedule's count is no few-step
+            return int(text) if len(text) <= 3 and int(text) <= MAX_FEW_STEPS else 0
     count = _STEP_COUNT.search(spec.path.stem)
     if count and 0 < int(count.group(1)) <= MAX_FEW_STEPS:
         return int(count.group(1))

@@ -247,6 +247,8 @@ def test_a_flow_lora_of_another_family_or_size_is_refused_by_name(
     ("lcm-lora-sdxl", None, 8), ("hyper-fast", {"num_inference_steps": "6"}, 6),
     ("detail-style", None, 0), ("style-1000steps", None, 0),
     ("detail-style", {"num_inference_steps": "30"}, 0),
+    ("detail-style", {"num_inference_steps": "\u00b2"}, 0),
+    ("detail-style", {"sampling_steps": "9" * 5000}, 0),
     ("Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16", None, 8)])
 def test_a_few_step_lora_is_known_by_its_name_or_metadata(tiny_zimage, tmp_path, name, metadata, steps):
     path = _make_flow_lora(tiny_zimage, tmp_path, name, metadata)
