@@ -76,7 +76,7 @@ def _transformer_part(checkpoint: dict) -> dict:
 
 def _read_safetensors(path: Path, dtype) -> dict:
     """Tensor name -> tensor of the file, fp8 ones up-cast to ``dtype``; float weights only."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     from engine.model_checks import check_dtypes
     from engine.single_file import read_header
@@ -87,14 +87,22 @@ def _read_safetensors(path: Path, dtype) -> dict:
                          "per-layer scales), which diffusers does not read; use the plain fp8 or "
                          "bf16 file of the transformer")
     check_dtypes({k: d for k, d in dtypes.items() if d not in FP8_DTYPES}, path.name)
+    # Only the transformer's tensors are read: an all-in-one file's VAE and text encoders stay on
+    # disk (they are most of its size), and fp8 ones are up-cast one at a time.
+    keys = [k for k in dtypes if k.startswith(FULL_CHECKPOINT_PREFIX)] or list(dtypes)
     try:
-        checkpoint = load_file(str(path))
+        with safe_open(str(path), framework="pt") as file:
+            checkpoint = {key: _up_cast(file.get_tensor(key), dtypes[key], dtype) for key in keys}
     except Exception as exc:
         raise ModelError(f"{path.name}: not a readable safetensors file ({exc})") from None
     if not checkpoint:
         raise ModelError(f"{path} holds no tensors")
-    return {key: value.to(dtype) if dtypes[key] in FP8_DTYPES else value
-            for key, value in checkpoint.items()}
+    return checkpoint
+
+
+def _up_cast(tensor, stored: str, dtype):
+    """``tensor`` in ``dtype`` when the file stores it as fp8 (``stored``), else as it is."""
+    return tensor.to(dtype) if stored in FP8_DTYPES else tensor
 
 
 def _read_gguf(path: Path) -> dict:
