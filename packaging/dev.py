@@ -231,6 +231,13 @@ def setup(venv: Path, host: Host, override: str | None) -> Path:
     return python
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's share, not the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 MAX_TEST_WORKERS = 4  # each worker builds its own tiny models and imports torch, diffusers and Qt
 
 
@@ -270,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         run = [str(venv_script(venv, "diffedit-studio", host.system)), *argv]
     else:  # the tests run from the repository, offscreen unless told otherwise
         env.setdefault("QT_QPA_PLATFORM", "offscreen")
-        run = [str(python), "-m", "pytest", *test_workers(argv, os.cpu_count() or 1), *argv]
+        run = [str(python), "-m", "pytest", *test_workers(argv, _usable_cpus()), *argv]
     try:  # a child process, not exec: Windows has no real exec
         return subprocess.run(run, env=env, cwd=ROOT if command == "test" else None).returncode
     except KeyboardInterrupt:
