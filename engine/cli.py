@@ -96,11 +96,11 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
                           ".safetensors (bf16, fp8) in the original checkpoint layout (default: "
                           "the setting, for the configured model)")
     sub.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
-                     help="a LoRA .safetensors file to apply, with its weight (default 1), on SD, "
-                          "SDXL, FLUX.2 klein, SD3.5 or Z-Image; repeat for several. A few-step "
-                          "LoRA (Lightning, Turbo, Hyper, LCM: named so, e.g. '...-4steps', or "
-                          "saying its steps in its metadata) sets the default steps to its own "
-                          "and guidance to 1")
+                     help="a LoRA .safetensors file to apply, with its weight (default 1), on any "
+                          "supported model (SD, SDXL and the flow transformers); repeat for "
+                          "several. A few-step LoRA (Lightning, Turbo, Hyper, LCM: named so, e.g. "
+                          "'...-4steps', or saying its steps in its metadata) sets the default "
+                          "steps to its own and guidance to 1")
     sub.add_argument("--scheduler", default="auto", choices=["auto", "ddim", "trailing"],
                      help="sampling timesteps: auto reads the model's scheduler (few-step models "
                           "such as SDXL-Turbo, Lightning, LCM, TCD get trailing) and the LoRAs (a "

@@ -386,8 +386,9 @@ def _load_folder(folder: Path, name: str, device, dtype, allow_pickle: bool,
     if family in families.FLOW_PIPELINES.values():
         return _load_flow_folder(folder, name, family, device, dtype, allow_pickle, transformer)
     if transformer is not None:
-        raise ModelError(f"{transformer.name} is a flow transformer (FLUX.2 klein, Z-Image, "
-                         f"SD3.5); {name} is an SD or SDXL model, whose UNet it cannot replace")
+        raise ModelError(f"{transformer.name} is a flow transformer (of FLUX, Z-Image, SD3.5 "
+                         f"or Qwen-Image); {name} is an SD or SDXL model, whose UNet it cannot "
+                         "replace")
     text_parts = TEXT_ENCODERS[family]
     required = ("unet", "vae", "scheduler") + tuple(p for part in text_parts for p in part[::2])
     missing = [c for c in required if not (folder / c).is_dir()]
